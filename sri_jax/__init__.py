@@ -1,0 +1,27 @@
+"""sri_jax: step-wise refusal internal dynamics (SRI) for AR and masked-diffusion LMs in JAX."""
+
+__version__ = "0.1.0"
+
+from .models.config import ModelConfig, RopeScaling
+from .models.model import ForwardOutput, Model
+from .sampling import GenerationResult, SamplerConfig, generate
+from .sri.signal import Centers, internal_recovery_rate, sri_signal
+
+
+def load_model(source, *, dtype="bfloat16", **kwargs) -> Model:
+    """Load a model from a directory (HF layout), a .gguf file, a registry name or a hub id."""
+    from .weights.loader import load_model as _load
+
+    return _load(source, dtype=dtype, **kwargs)
+
+
+def is_refusal(text: str) -> bool:
+    """The paper's keyword refusal judge (31 phrases)."""
+    from .sri.judge import is_refusal as _judge
+
+    return _judge(text)
+
+
+__all__ = ["Centers", "ForwardOutput", "GenerationResult", "Model", "ModelConfig", "RopeScaling",
+           "SamplerConfig", "generate", "internal_recovery_rate", "is_refusal", "load_model",
+           "sri_signal", "__version__"]

@@ -1,0 +1,131 @@
+"""Model configurations as data: one frozen dataclass covers every supported family.
+
+The decoder in :mod:`sri_jax.models.decoder` reads nothing but these fields, so adding a
+family means writing a config (and a checkpoint name map), never a new model class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+FAMILIES = ("llama", "qwen2", "llada", "dream")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama-3.1 style ("llama3") RoPE frequency scaling."""
+
+    rope_type: str = "llama3"
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one decoder-only transformer (hashable: usable as a jit static arg).
+
+    family:            "llama" (Llama-3, SmolLM2), "qwen2", "llada" or "dream".
+    causal:            True for AR models; False for masked-diffusion models (LLaDA, Dream).
+    attention_bias:    q/k/v projection biases (Qwen2, Dream).
+    rope_fp32_apply:   rotate q/k in fp32 and cast back (LLaDA's ``rope_full_precision``);
+                       otherwise cos/sin are cast to the activation dtype first (HF Llama/Qwen2).
+    logits_shift:      the sampler reads the prediction for position i from position i-1
+                       (Dream). The forward pass itself always returns ordinary logits.
+    """
+
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: Optional[RopeScaling] = None
+    rope_fp32_apply: bool = False
+    attention_bias: bool = False
+    tie_word_embeddings: bool = False
+    causal: bool = True
+    max_position_embeddings: int = 4096
+    mask_token_id: Optional[int] = None
+    bos_token_id: Optional[int] = None
+    eos_token_id: Optional[int] = None
+    pad_token_id: Optional[int] = None
+    eot_token_id: Optional[int] = None
+    logits_shift: bool = False
+
+    def __post_init__(self):
+        problems = []
+        if self.family not in FAMILIES:
+            problems.append(f"family {self.family!r} is not one of {FAMILIES}")
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                     "num_heads", "num_kv_heads", "head_dim"):
+            if int(getattr(self, name)) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads:
+            problems.append(f"num_heads {self.num_heads} is not a multiple of "
+                            f"num_kv_heads {self.num_kv_heads}")
+        if self.head_dim % 2:
+            problems.append(f"head_dim {self.head_dim} must be even for RoPE")
+        if not self.causal and self.mask_token_id is None:
+            problems.append("a diffusion (non-causal) model needs mask_token_id")
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    @property
+    def kind(self) -> str:
+        return "autoregressive" if self.causal else "diffusion"
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        if d.get("rope_scaling") is not None:
+            d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
+        return cls(**d)
+
+    def resolve_layer(self, layer) -> int:
+        """Map "last" / "middle" / "first" / an index (negative allowed) to a block index.
+
+        Block i's output is the residual stream after i+1 blocks (HF ``hidden_states[i+1]``);
+        "last" means the final-norm output and is returned as ``num_layers - 1``.
+        """
+        n = self.num_layers
+        if isinstance(layer, str):
+            table = {"last": n - 1, "middle": n // 2, "first": 0}
+            if layer not in table:
+                raise ValueError(f"layer {layer!r}: use 'last', 'middle', 'first' or an int")
+            return table[layer]
+        idx = int(layer)
+        if idx < 0:
+            idx += n
+        if not 0 <= idx < n:
+            raise ValueError(f"layer {layer} out of range for a {n}-layer model "
+                             f"(valid: {-n}..{n - 1})")
+        return idx
+
+
+# Published architectures (sizes from the releases; used by the registry and the docs).
+LLADA_8B = ModelConfig(
+    family="llada", vocab_size=126464, hidden_size=4096, intermediate_size=12288,
+    num_layers=32, num_heads=32, num_kv_heads=32, head_dim=128, rms_norm_eps=1e-5,
+    rope_theta=500000.0, rope_fp32_apply=True, causal=False, max_position_embeddings=4096,
+    mask_token_id=126336, bos_token_id=126080, eos_token_id=126081, pad_token_id=126081,
+    eot_token_id=126348)
+
+SMOLLM2_135M = ModelConfig(
+    family="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+    num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5,
+    rope_theta=100000.0, tie_word_embeddings=True, max_position_embeddings=8192,
+    bos_token_id=1, eos_token_id=2, pad_token_id=2)

@@ -1,0 +1,276 @@
+"""One config-driven decoder for every family (Llama, Qwen2, SmolLM2, LLaDA, Dream).
+
+Parameters are a plain pytree with the layers stacked on a leading axis, so the blocks run
+as one ``lax.scan`` (compile time independent of depth) and the params can be passed to
+jitted samplers as traced arguments. Layout (PyTorch ``[out, in]`` weights transposed to
+``[in, out]``)::
+
+    embed       [V, D]
+    layers      attn_norm [N, D]   wq [N, D, H*hd]   wk, wv [N, D, K*hd]   wo [N, H*hd, D]
+                (bq [N, H*hd], bk, bv [N, K*hd] when attention_bias)
+                mlp_norm [N, D]    w_gate, w_up [N, D, F]   w_down [N, F, D]
+    final_norm  [D]
+    lm_head     [D, V]             (absent when tie_word_embeddings)
+
+Dtype policy: weights and activations in the params' dtype (bf16 by default); RMSNorm
+statistics, RoPE tables, attention scores and softmax, and the logits in fp32.
+
+:class:`Decoder` is the Flax NNX definition of the same architecture (random init for
+smoke tests and tiny checkpoints); its ``__call__`` delegates to the pure :func:`forward`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .config import ModelConfig
+
+NEG_INF = float(np.finfo(np.float32).min)  # finite: fully masked rows give no NaN
+
+
+class KVCache(NamedTuple):
+    """Keys/values of every layer: [N, B, S, K, hd] in the activation dtype."""
+
+    k: jax.Array
+    v: jax.Array
+
+    @classmethod
+    def zeros(cls, cfg: ModelConfig, batch: int, length: int, dtype) -> "KVCache":
+        shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+class DecoderOutput(NamedTuple):
+    logits: Optional[jax.Array]   # [B, L - logits_start, V] fp32, or None
+    hidden: jax.Array             # [B, L, D] last block after the final norm
+    layer_hidden: Optional[jax.Array]  # [B, L, D] residual stream after block `hidden_layer`
+    cache: Optional[KVCache]
+
+
+# ----------------------------------------------------------------------------- math
+
+
+def rms_norm(x, weight, eps):
+    """HF/LLaDA RMSNorm: normalise in fp32, cast back, then scale by the weight."""
+    xf = x.astype(jnp.float32)
+    var = jnp.mean(xf * xf, axis=-1, keepdims=True)
+    return weight * (xf * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies in fp32, with Llama-3.1 scaling when configured."""
+    hd = cfg.head_dim
+    inv = 1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
+    inv = inv.astype(np.float32)
+    rs = cfg.rope_scaling
+    if rs is None:
+        return inv
+    if rs.rope_type != "llama3":
+        raise NotImplementedError(f"rope_scaling type {rs.rope_type!r} is not supported "
+                                  "(supported: 'llama3')")
+    low_wavelen = rs.original_max_position_embeddings / rs.low_freq_factor
+    high_wavelen = rs.original_max_position_embeddings / rs.high_freq_factor
+    wavelen = (2 * math.pi / inv).astype(np.float32)
+    scaled = np.where(wavelen > low_wavelen, inv / rs.factor, inv).astype(np.float32)
+    smooth = ((rs.original_max_position_embeddings / wavelen - rs.low_freq_factor)
+              / (rs.high_freq_factor - rs.low_freq_factor)).astype(np.float32)
+    smoothed = ((1 - smooth) * scaled / rs.factor + smooth * scaled).astype(np.float32)
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_tables(cfg: ModelConfig, positions):
+    """cos/sin [B, L, hd] in fp32 for integer positions [B, L] (split-halves convention)."""
+    inv = jnp.asarray(rope_inv_freq(cfg))
+    ang = positions.astype(jnp.float32)[..., None] * inv
+    ang = jnp.concatenate([ang, ang], axis=-1)
+    return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope(x, cos, sin, fp32_apply: bool):
+    """x [B, L, H, hd]; cos/sin [B, L, hd] fp32."""
+    half = x.shape[-1] // 2
+    dt = jnp.float32 if fp32_apply else x.dtype
+    xc = x.astype(dt)
+    c = cos[:, :, None, :].astype(dt)
+    s = sin[:, :, None, :].astype(dt)
+    rot = jnp.concatenate([-xc[..., half:], xc[..., :half]], axis=-1)
+    return (xc * c + rot * s).astype(x.dtype)
+
+
+def attention(q, k, v, allowed):
+    """q [B, L, H, hd]; k, v [B, S, K, hd]; allowed [B, L, S] bool -> [B, L, H*hd]."""
+    b, l, h, hd = q.shape
+    kh = k.shape[2]
+    q = q.reshape(b, l, kh, h // kh, hd)
+    scores = jnp.einsum("blkgd,bskd->bkgls", q, k,
+                        preferred_element_type=jnp.float32) * (hd ** -0.5)
+    scores = jnp.where(allowed[:, None, None], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs, v)
+    return out.reshape(b, l, h * hd)
+
+
+def _mm(x, w):
+    return jnp.einsum("...i,io->...o", x, w)
+
+
+def block(cfg: ModelConfig, p: dict, x, cos, sin, allowed, kv=None, cache_index=None):
+    """One pre-norm transformer block. Returns (x, (k, v)) with k/v for the cache."""
+    b, l, _ = x.shape
+    h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
+    q, k, v = _mm(h, p["wq"]), _mm(h, p["wk"]), _mm(h, p["wv"])
+    if cfg.attention_bias:
+        q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
+    q = apply_rope(q.reshape(b, l, cfg.num_heads, cfg.head_dim), cos, sin, cfg.rope_fp32_apply)
+    k = apply_rope(k.reshape(b, l, cfg.num_kv_heads, cfg.head_dim), cos, sin,
+                   cfg.rope_fp32_apply)
+    v = v.reshape(b, l, cfg.num_kv_heads, cfg.head_dim)
+    if kv is not None:  # write this chunk into the cache, attend over the whole buffer
+        ck, cv = kv
+        k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
+        v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
+    x = x + _mm(attention(q, k, v, allowed), p["wo"])
+    h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
+    x = x + _mm(jax.nn.silu(_mm(h, p["w_gate"])) * _mm(h, p["w_up"]), p["w_down"])
+    return x, (k, v)
+
+
+def default_positions(cfg: ModelConfig, attention_mask):
+    """RoPE positions that count real tokens only, so left padding never shifts them (HF
+    ``generate`` does this for causal models). For an unpadded row this is 0..L-1, exactly
+    what LLaDA's and Dream's one-prompt-at-a-time reference samplers use; for padded batches
+    it makes every row's result independent of how much padding its bucket added."""
+    del cfg
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
+            positions=None, cache: Optional[KVCache] = None, cache_index=0,
+            hidden_layer: Optional[int] = None, logits_start: int = 0,
+            compute_logits: bool = True) -> DecoderOutput:
+    """Run the decoder.
+
+    input_ids       [B, L] int.
+    attention_mask  [B, L] (no cache) or [B, S] (with a cache of length S): 1 for real keys.
+                    Only KEYS are masked; padded queries still attend (and never NaN).
+    positions       [B, L] RoPE positions (default: :func:`default_positions`).
+    cache           a :class:`KVCache` of length S; the chunk is written at ``cache_index``
+                    and attends to cache entries < cache_index + L (causal models).
+    hidden_layer    static block index whose residual-stream output is also returned.
+    logits_start    static: logits only for positions >= logits_start (saves the LM head).
+    """
+    b, l = input_ids.shape
+    embed = params["embed"]
+    if cache is None:
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, l), jnp.int32)
+        key_valid = attention_mask.astype(bool)
+        q_idx = jnp.arange(l)
+        s = l
+    else:
+        s = cache.k.shape[2]
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, s), jnp.int32)
+        key_valid = attention_mask.astype(bool)
+        q_idx = cache_index + jnp.arange(l)
+    if positions is None:
+        if cache is None:
+            positions = default_positions(cfg, attention_mask)
+        else:
+            full = default_positions(cfg, attention_mask)
+            positions = jax.lax.dynamic_slice(full, (0, cache_index), (b, l))
+    k_idx = jnp.arange(s)
+    allowed = jnp.broadcast_to(key_valid[:, None, :], (b, l, s))
+    if cfg.causal:
+        allowed = allowed & (k_idx[None, None, :] <= q_idx[None, :, None])
+    cos, sin = rope_tables(cfg, positions)
+
+    x = embed[input_ids]
+    capture = hidden_layer is not None
+
+    def step(carry, xs):
+        x, sel = carry
+        i, p, kv = xs
+        x, new_kv = block(cfg, p, x, cos, sin, allowed, kv, cache_index)
+        if capture:
+            sel = jnp.where(i == hidden_layer, x, sel)
+        return (x, sel), (new_kv if cache is not None else None)
+
+    sel0 = jnp.zeros_like(x) if capture else None
+    kv_xs = (cache.k, cache.v) if cache is not None else None
+    (x, sel), new_kv = jax.lax.scan(
+        step, (x, sel0), (jnp.arange(cfg.num_layers), params["layers"], kv_xs))
+    hidden = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+    logits = lm_head(params, cfg, hidden[:, logits_start:]) if compute_logits else None
+    new_cache = KVCache(*new_kv) if cache is not None else None
+    return DecoderOutput(logits, hidden, sel if capture else None, new_cache)
+
+
+def lm_head(params: dict, cfg: ModelConfig, hidden):
+    """fp32 logits [..., V] from post-norm hidden states."""
+    if cfg.tie_word_embeddings:
+        return jnp.einsum("...d,vd->...v", hidden, params["embed"],
+                          preferred_element_type=jnp.float32)
+    return jnp.einsum("...d,dv->...v", hidden, params["lm_head"],
+                      preferred_element_type=jnp.float32)
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    """The exact pytree of parameter shapes :func:`forward` expects."""
+    n, d, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
+    qd, kd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    layers = {"attn_norm": (n, d), "wq": (n, d, qd), "wk": (n, d, kd), "wv": (n, d, kd),
+              "wo": (n, qd, d), "mlp_norm": (n, d), "w_gate": (n, d, f), "w_up": (n, d, f),
+              "w_down": (n, f, d)}
+    if cfg.attention_bias:
+        layers.update(bq=(n, qd), bk=(n, kd), bv=(n, kd))
+    shapes = {"embed": (cfg.vocab_size, d), "layers": layers, "final_norm": (d,)}
+    if not cfg.tie_word_embeddings:
+        shapes["lm_head"] = (d, cfg.vocab_size)
+    return shapes
+
+
+class Decoder(nnx.Module):
+    """Flax NNX definition of the decoder (stacked layers); random init for smoke tests."""
+
+    def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs,
+                 init_std: float = 0.02):
+        self.cfg = cfg
+        shapes = param_shapes(cfg)
+
+        def init(name, shape):
+            if name.endswith("norm"):
+                return nnx.Param(jnp.ones(shape, dtype))
+            return nnx.Param((init_std * jax.random.normal(rngs.params(), shape)).astype(dtype))
+
+        self.embed = init("embed", shapes["embed"])
+        self.layers = nnx.Dict({k: init(k, s) for k, s in shapes["layers"].items()})
+        self.final_norm = init("final_norm", shapes["final_norm"])
+        if "lm_head" in shapes:
+            self.lm_head = init("lm_head", shapes["lm_head"])
+
+    def params(self) -> dict:
+        """The plain parameter pytree consumed by :func:`forward`."""
+        p = {"embed": self.embed[...], "final_norm": self.final_norm[...],
+             "layers": {k: v[...] for k, v in self.layers.items()}}
+        if not self.cfg.tie_word_embeddings:
+            p["lm_head"] = self.lm_head[...]
+        return p
+
+    def __call__(self, input_ids, **kwargs) -> DecoderOutput:
+        return forward(self.params(), self.cfg, input_ids, **kwargs)
+
+
+def random_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32,
+                  init_std: float = 0.02) -> dict:
+    return Decoder(cfg, dtype=dtype, rngs=nnx.Rngs(seed), init_std=init_std).params()

@@ -1,0 +1,138 @@
+"""The user-facing :class:`Model`: config + params + tokenizer, and a jitted forward pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import ModelConfig
+from .decoder import forward as decoder_forward
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"
+
+
+class ForwardOutput(NamedTuple):
+    logits: jax.Array  # [B, L, V] fp32
+    hidden: jax.Array  # [B, L, D] last block after the final norm
+    layer_hidden: Optional[jax.Array] = None  # [B, L, D] when a layer was requested
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "hidden_layer"))
+def _jit_forward(params, cfg, input_ids, attention_mask, positions, hidden_layer):
+    out = decoder_forward(params, cfg, input_ids, attention_mask=attention_mask,
+                          positions=positions, hidden_layer=hidden_layer)
+    return ForwardOutput(out.logits, out.hidden, out.layer_hidden)
+
+
+@dataclasses.dataclass
+class Model:
+    """A loaded model.
+
+    config     frozen :class:`ModelConfig`
+    params     parameter pytree (see :mod:`sri_jax.models.decoder`)
+    tokenizer  a transformers tokenizer, or None for tokenizer-less checkpoints
+    name       where it came from (registry name, hub id or path)
+    weight_hash  content hash of the stored weights (for artifact metadata)
+    chat_template  Jinja chat template (defaults to the tokenizer's)
+    """
+
+    config: ModelConfig
+    params: Any
+    tokenizer: Any = None
+    name: str = ""
+    weight_hash: str = ""
+    chat_template: Optional[str] = None
+    system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def dtype(self):
+        return self.params["embed"].dtype
+
+    def forward(self, input_ids, attention_mask=None, *, positions=None,
+                layer=None) -> ForwardOutput:
+        """Logits [B, L, V] (fp32) and last-layer post-norm hidden states [B, L, D].
+
+        ``attention_mask`` marks real tokens (left padding); only keys are masked.
+        ``layer`` ("last", "middle", "first" or an index) also returns that block's
+        residual-stream output as ``layer_hidden``.
+        """
+        ids = jnp.asarray(np.asarray(input_ids), dtype=jnp.int32)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {ids.shape}")
+        if ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(f"input length {ids.shape[1]} exceeds the model's context "
+                             f"{self.config.max_position_embeddings}; shorten the prompt")
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(ids)
+        mask = jnp.asarray(np.asarray(attention_mask), dtype=jnp.int32)
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {ids.shape}")
+        if positions is not None:
+            positions = jnp.asarray(np.asarray(positions), dtype=jnp.int32)
+        hl = None if layer is None else self.config.resolve_layer(layer)
+        return _jit_forward(self.params, self.config, ids, mask, positions, hl)
+
+    # ------------------------------------------------------------------ chat helpers
+
+    def chat_prompt(self, prompt: str, system_prompt: Optional[str] = "default") -> str:
+        """Apply the model's chat template to one user message (generation prompt appended)."""
+        if self.tokenizer is None:
+            raise ValueError(f"model {self.name!r} has no tokenizer: pass input_ids instead")
+        if system_prompt == "default":
+            system_prompt = self.system_prompt
+        messages = []
+        if system_prompt and self.config.family != "llada":
+            messages.append({"role": "system", "content": system_prompt})
+        messages.append({"role": "user", "content": prompt})
+        kwargs = {}
+        if self.chat_template is not None:
+            kwargs["chat_template"] = self.chat_template
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True, **kwargs)
+
+    def encode_chat(self, prompts, system_prompt: Optional[str] = "default",
+                    pad_to: Optional[int] = None):
+        """Chat-template and tokenize prompts, left-padded: (input_ids, attention_mask) numpy."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("no prompts given: pass a non-empty list of strings")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"prompt {i} is empty or not a string: {p!r}")
+        texts = [self.chat_prompt(p, system_prompt) for p in prompts]
+        seqs = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        length = max(len(s) for s in seqs)
+        if pad_to is not None:
+            if pad_to < length:
+                raise ValueError(f"pad_to={pad_to} is shorter than the longest prompt ({length})")
+            length = pad_to
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        ids = np.full((len(seqs), length), pad, np.int32)
+        mask = np.zeros((len(seqs), length), np.int32)
+        for i, s in enumerate(seqs):
+            ids[i, length - len(s):] = s
+            mask[i, length - len(s):] = 1
+        return ids, mask
+
+    def decode(self, tokens) -> list[str]:
+        """Decode generated token rows, stopping at the first EOS/EOT of each row."""
+        if self.tokenizer is None:
+            raise ValueError(f"model {self.name!r} has no tokenizer")
+        stops = {t for t in (self.config.eos_token_id, self.config.eot_token_id)
+                 if t is not None}
+        out = []
+        for row in np.asarray(tokens).tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            out.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True))
+        return out

@@ -1,0 +1,4 @@
+from .api import GenerationResult, generate
+from .config import SamplerConfig
+
+__all__ = ["GenerationResult", "SamplerConfig", "generate"]

@@ -1,0 +1,152 @@
+"""``sri_jax.generate``: chat-template, bucket, and run one fused sampler call per batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..models.model import Model
+from ..sri.signal import Centers
+from .autoregressive import ar_sample
+from .common import Probe
+from .config import SamplerConfig
+from .diffusion import diffusion_sample
+
+MIN_BUCKET = 32
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    """tokens [B, G]; texts (when the model has a tokenizer); sri [B, T] when centers were
+    given; activations [B, T, D] pooled phi when requested; projections [B, T] when a
+    direction was given; snapshots [B, T, G] response tokens after each step when requested."""
+
+    tokens: np.ndarray
+    texts: Optional[list] = None
+    sri: Optional[np.ndarray] = None
+    activations: Optional[np.ndarray] = None
+    projections: Optional[np.ndarray] = None
+    snapshots: Optional[np.ndarray] = None
+
+
+def bucket_length(n: int, limit: int) -> int:
+    """Smallest power of two >= n (at least MIN_BUCKET), capped at ``limit``."""
+    b = MIN_BUCKET
+    while b < n:
+        b *= 2
+    return max(n, min(b, limit))
+
+
+@functools.partial(jax.jit, static_argnames=("mcfg", "scfg", "hidden_layer",
+                                             "return_activations", "record_snapshots"))
+def _sample(params, input_ids, attention_mask, key, probe, *, mcfg, scfg, hidden_layer,
+            return_activations, record_snapshots):
+    fn = ar_sample if scfg.mode == "autoregressive" else diffusion_sample
+    return fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
+              hidden_layer=hidden_layer, return_activations=return_activations,
+              record_snapshots=record_snapshots)
+
+
+def _check_mode(model: Model, cfg: SamplerConfig):
+    if cfg.mode == "autoregressive" and not model.config.causal:
+        raise ValueError(f"{model.name or 'this model'} is a diffusion model: use "
+                         "mode='diffusion' or 'ar_on_diffusion'")
+    if cfg.mode != "autoregressive" and model.config.causal:
+        raise ValueError(f"{model.name or 'this model'} is autoregressive: use "
+                         "SamplerConfig.autoregressive(gen_length=...) / mode='autoregressive'")
+    if model.config.logits_shift:
+        raise NotImplementedError("Dream's shifted-logits sampler is not available in "
+                                  "generate() yet")
+
+
+def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):
+    if prompts is not None and input_ids is not None:
+        raise ValueError("pass either prompts or input_ids, not both")
+    if prompts is not None:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: pass at least one prompt")
+        return model.encode_chat(prompts, system_prompt)
+    if input_ids is None:
+        raise ValueError("pass prompts (a list of strings) or input_ids")
+    ids = np.asarray(input_ids)
+    if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be a non-empty [batch, length] array, got {ids.shape}")
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask {mask.shape} does not match input_ids {ids.shape}")
+    if (mask.sum(1) == 0).any():
+        raise ValueError("a row of attention_mask has no real token")
+    return ids.astype(np.int32), mask.astype(np.int32)
+
+
+def _left_pad(ids, mask, length, pad_id):
+    b, l = ids.shape
+    if l == length:
+        return ids, mask
+    out_ids = np.full((b, length), pad_id, np.int32)
+    out_mask = np.zeros((b, length), np.int32)
+    out_ids[:, length - l:] = ids
+    out_mask[:, length - l:] = mask
+    return out_ids, out_mask
+
+
+def generate(model: Model, prompts: Optional[Sequence[str]] = None,
+             cfg: SamplerConfig = SamplerConfig(), *, input_ids=None, attention_mask=None,
+             centers: Optional[Centers] = None, return_activations: bool = False,
+             direction=None, record_snapshots: bool = False, seed: int = 0,
+             system_prompt: Optional[str] = "default") -> GenerationResult:
+    """Sample a batch in one fused XLA program and read the SRI signal on the way.
+
+    ``prompts`` are chat-templated with the model's template (system prompt "You are a
+    helpful assistant" by default); ``input_ids`` / ``attention_mask`` (left-padded) are used
+    as given. With ``centers`` the result carries ``sri`` [B, T]; with
+    ``return_activations`` the pooled phi [B, T, D] (for computing centers).
+    """
+    _check_mode(model, cfg)
+    ids, mask = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
+    mcfg = model.config
+    limit = mcfg.max_position_embeddings - cfg.gen_length
+    if ids.shape[1] > limit:
+        raise ValueError(f"prompt of {ids.shape[1]} tokens + gen_length {cfg.gen_length} "
+                         f"exceeds the model's context {mcfg.max_position_embeddings}; "
+                         "shorten the prompt or lower gen_length")
+    pad_id = mcfg.pad_token_id if mcfg.pad_token_id is not None else 0
+    ids, mask = _left_pad(ids, mask, bucket_length(ids.shape[1], limit), pad_id)
+
+    d = mcfg.hidden_size
+    probe = Probe()
+    if centers is not None:
+        centers.check(cfg.steps, d)
+        probe = probe._replace(**dict(zip(("mu_harmless", "mu_harmful"),
+                                          centers.device_arrays())))
+    if direction is not None:
+        r = np.asarray(direction, np.float32)
+        if r.shape != (d,) or not np.all(np.isfinite(r)) or not np.linalg.norm(r) > 0:
+            raise ValueError(f"direction must be a finite non-zero [{d}] vector, got {r.shape}")
+        probe = probe._replace(direction=jnp.asarray(r / np.linalg.norm(r)))
+    hidden_layer = None if cfg.layer == "last" else mcfg.resolve_layer(cfg.layer)
+
+    tokens, sri, recs = _sample(model.params, jnp.asarray(ids), jnp.asarray(mask),
+                                jax.random.key(seed), probe, mcfg=mcfg, scfg=cfg,
+                                hidden_layer=hidden_layer,
+                                return_activations=return_activations,
+                                record_snapshots=record_snapshots)
+    tokens = np.asarray(tokens)
+
+    def host(a):
+        return None if a is None else np.asarray(a)
+
+    return GenerationResult(
+        tokens=tokens,
+        texts=model.decode(tokens) if model.tokenizer is not None else None,
+        sri=host(sri) if centers is not None else None,
+        activations=host(recs.phi),
+        projections=host(recs.projection),
+        snapshots=host(recs.snapshot))

@@ -1,0 +1,102 @@
+"""Sampler configuration: frozen and hashable, so it is a static argument of the fused samplers."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Union
+
+MODES = ("diffusion", "autoregressive", "ar_on_diffusion")
+REMASKING = ("low_confidence", "random")
+DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+POOLING = ("all", "committed")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to sample, and how to read the SRI signal while sampling.
+
+    Diffusion (LLaDA): ``steps`` forward passes over a canvas of ``gen_length`` masks,
+    split into ``gen_length // block_length`` blocks decoded left to right with
+    ``steps // num_blocks`` iterations each. Dream models use ``dream_alg`` (one block).
+    Autoregressive: ``gen_length`` tokens, one per step (``steps`` must equal ``gen_length``).
+    ``ar_on_diffusion``: a diffusion model decoded left to right, one token committed per
+    step (block_length 1, no remasking): the fixed-weights experiment.
+
+    SRI: ``layer`` is "last" (final-norm output), "middle", "first" or a block index;
+    ``pooling`` "all" averages every response position (the reference), "committed" only
+    positions already committed (diffusion). ``tau`` is the sigmoid temperature.
+    """
+
+    steps: int = 32
+    gen_length: int = 128
+    block_length: int = 128
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    cfg_scale: float = 0.0
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
+    mode: str = "diffusion"
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    dream_alg: str = "maskgit_plus"
+    dream_eps: float = 1e-3
+    layer: Union[str, int] = "last"
+    pooling: str = "all"
+    tau: float = 0.1
+
+    def __post_init__(self):
+        errs = []
+        if self.mode not in MODES:
+            errs.append(f"mode {self.mode!r} must be one of {MODES}")
+        if self.remasking not in REMASKING:
+            errs.append(f"remasking {self.remasking!r} must be one of {REMASKING}")
+        if self.dream_alg not in DREAM_ALGS:
+            errs.append(f"dream_alg {self.dream_alg!r} must be one of {DREAM_ALGS}")
+        if self.pooling not in POOLING:
+            errs.append(f"pooling {self.pooling!r} must be one of {POOLING}")
+        if self.gen_length <= 0 or self.steps <= 0:
+            errs.append(f"gen_length ({self.gen_length}) and steps ({self.steps}) must be > 0")
+        if self.temperature < 0:
+            errs.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.tau <= 0:
+            errs.append(f"tau must be > 0, got {self.tau}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            errs.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            errs.append(f"top_k must be >= 1, got {self.top_k}")
+        if self.mode == "diffusion" and self.gen_length > 0 and self.steps > 0:
+            if self.block_length <= 0 or self.gen_length % self.block_length:
+                errs.append(f"gen_length {self.gen_length} is not divisible by block_length "
+                            f"{self.block_length}; pick block_length dividing gen_length")
+            elif self.steps % (self.gen_length // self.block_length):
+                errs.append(f"steps {self.steps} is not divisible by the number of blocks "
+                            f"{self.gen_length // self.block_length}; use a multiple of it")
+        if self.mode in ("autoregressive", "ar_on_diffusion") and self.steps != self.gen_length:
+            errs.append(f"{self.mode} sampling takes one step per token: steps "
+                        f"({self.steps}) must equal gen_length ({self.gen_length})")
+        if errs:
+            raise ValueError("invalid SamplerConfig: " + "; ".join(errs))
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.effective_block_length
+
+    @property
+    def effective_block_length(self) -> int:
+        return 1 if self.mode == "ar_on_diffusion" else self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks
+
+    def replace(self, **changes) -> "SamplerConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def autoregressive(cls, gen_length: int = 32, **kw) -> "SamplerConfig":
+        return cls(mode="autoregressive", gen_length=gen_length, steps=gen_length,
+                   block_length=gen_length, **kw)

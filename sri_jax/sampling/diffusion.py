@@ -1,0 +1,152 @@
+"""LLaDA-style masked-diffusion sampling as ONE ``lax.scan`` over every step of every block.
+
+The carry holds the canvas, the RNG key and the [B, T] SRI buffer; nothing returns to the
+host inside the loop. Per step (t = 0..steps-1, block b = t // steps_per_block):
+
+1. forward the whole canvas (CFG: also with every prompt position replaced by the mask id,
+   logits = u + (s + 1)(c - u));
+2. logits only for the current block (positions outside it can never be committed);
+3. x0 = argmax of Gumbel-perturbed logits; confidence = softmax(logits)[x0] (low_confidence)
+   or uniform (random); committed positions get -inf;
+4. commit the top-k masked positions of the block, k from LLaDA's transfer schedule
+   (block_length // steps_per_block, one more for the first block_length % steps_per_block
+   steps);
+5. pool the chosen layer's output over the response and write sigma_t.
+
+Confidences are fp32 (upstream computes them in bf16 and ties there are frequent);
+``lax.top_k`` breaks ties toward the lower index.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..models.config import ModelConfig
+from ..models.decoder import default_positions, forward, lm_head
+from .common import Probe, StepRecord, gumbel_argmax, masked_mean, project, sri_update
+from .config import SamplerConfig
+
+NEG_INF = -jnp.inf
+
+
+class DiffusionState(NamedTuple):
+    canvas: jax.Array  # [B, P + G] int32
+    key: jax.Array
+    sri: jax.Array     # [B, T] fp32 (zeros when no centers)
+
+
+def transfer_schedule(block_length: int, steps_per_block: int):
+    """Tokens committed at each step of a block (LLaDA's get_num_transfer_tokens)."""
+    base, rem = divmod(block_length, steps_per_block)
+    return [base + (1 if j < rem else 0) for j in range(steps_per_block)]
+
+
+def pooled_hidden(out, layer_is_last: bool):
+    return out.hidden if layer_is_last else out.layer_hidden
+
+
+def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
+                   attention_mask, positions, probe: Probe, hidden_layer, state, t,
+                   record_snapshots: bool = False):
+    """One sampler iteration (shared by the fused scan and the step-by-step debug path)."""
+    b, total = state.canvas.shape
+    g, bl, spb = scfg.gen_length, scfg.effective_block_length, scfg.steps_per_block
+    mask_id = mcfg.mask_token_id
+    x = state.canvas
+    blk_start = prompt_len + (t // spb) * bl
+    j = t % spb
+
+    ids, amask, pos = x, attention_mask, positions
+    if scfg.cfg_scale > 0:
+        is_prompt = jnp.arange(total)[None, :] < prompt_len
+        un_x = jnp.where(is_prompt, mask_id, x)
+        ids = jnp.concatenate([x, un_x])
+        amask = jnp.concatenate([attention_mask, attention_mask])
+        pos = jnp.concatenate([positions, positions])
+    out = forward(params, mcfg, ids, attention_mask=amask, positions=pos,
+                  hidden_layer=hidden_layer, compute_logits=False)
+    h_blk = jax.lax.dynamic_slice_in_dim(out.hidden, blk_start, bl, axis=1)
+    logits = lm_head(params, mcfg, h_blk)  # [B(x2), bl, V] fp32
+    if scfg.cfg_scale > 0:
+        cond, uncond = logits[:b], logits[b:]
+        logits = uncond + (scfg.cfg_scale + 1.0) * (cond - uncond)
+    if scfg.logits_eos_inf:
+        logits = logits.at[..., mcfg.eos_token_id].set(NEG_INF)
+
+    key, k_noise, k_rand = jax.random.split(state.key, 3)
+    x0 = gumbel_argmax(logits, k_noise, scfg.temperature).astype(jnp.int32)
+    if scfg.confidence_eos_eot_inf:
+        # Upstream sets EOT to -inf in `logits` before the softmax; at temperature 0 its
+        # noisy-logits tensor IS `logits`, so EOS is set to -inf there as well.
+        logits = logits.at[..., mcfg.eot_token_id].set(NEG_INF)
+        if scfg.temperature == 0:
+            logits = logits.at[..., mcfg.eos_token_id].set(NEG_INF)
+    if scfg.remasking == "low_confidence":
+        probs = jax.nn.softmax(logits, axis=-1)
+        conf = jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]
+    else:
+        conf = jax.random.uniform(k_rand, x0.shape, jnp.float32)
+
+    x_blk = jax.lax.dynamic_slice_in_dim(x, blk_start, bl, axis=1)
+    masked = x_blk == mask_id
+    x0 = jnp.where(masked, x0, x_blk)
+    conf = jnp.where(masked, conf, NEG_INF)
+    sched = transfer_schedule(bl, spb)
+    kmax = max(sched)
+    k_t = jnp.asarray(sched, jnp.int32)[j]
+    _, top_idx = jax.lax.top_k(conf, kmax)  # [B, kmax], ties -> lower index first
+    chosen = (jnp.arange(kmax) < k_t)[None, :, None] & (
+        top_idx[:, :, None] == jnp.arange(bl)[None, None, :])
+    transfer = jnp.any(chosen, axis=1)
+    x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_blk), blk_start, 1)
+
+    # phi_t is always formed; XLA drops it when nothing reads it (no centers, no outputs).
+    h = pooled_hidden(out, hidden_layer is None)[:b, prompt_len:]
+    if scfg.pooling == "committed":  # positions committed up to and including this step
+        committed = x[:, prompt_len:] != mask_id
+        weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
+    else:
+        weights = jnp.ones((b, g), bool)
+    phi = masked_mean(h, weights)
+    sri = sri_update(state.sri, probe, phi, t, scfg.tau)
+    record = StepRecord(phi, project(probe, phi),
+                        x[:, prompt_len:] if record_snapshots else None)
+    return DiffusionState(x, key, sri), record
+
+
+def init_state(mcfg: ModelConfig, scfg: SamplerConfig, input_ids, key):
+    b = input_ids.shape[0]
+    canvas = jnp.concatenate(
+        [input_ids.astype(jnp.int32),
+         jnp.full((b, scfg.gen_length), mcfg.mask_token_id, jnp.int32)], axis=1)
+    return DiffusionState(canvas, key, jnp.zeros((b, scfg.steps), jnp.float32))
+
+
+def canvas_mask(attention_mask, gen_length: int):
+    b = attention_mask.shape[0]
+    return jnp.concatenate([attention_mask.astype(jnp.int32),
+                            jnp.ones((b, gen_length), jnp.int32)], axis=1)
+
+
+def diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
+                     attention_mask, key, probe: Probe, *, hidden_layer=None,
+                     return_activations=False, record_snapshots=False):
+    """The fused sampler. Returns (response tokens [B, G], sri [B, T], StepRecord of [B, T, ...])."""
+    prompt_len = input_ids.shape[1]
+    amask = canvas_mask(attention_mask, scfg.gen_length)
+    positions = default_positions(mcfg, amask)
+    state = init_state(mcfg, scfg, input_ids, key)
+
+    def body(state, t):
+        state, rec = diffusion_step(params, mcfg, scfg, prompt_len, amask, positions, probe,
+                                    hidden_layer, state, t, record_snapshots)
+        if not return_activations:
+            rec = rec._replace(phi=None)
+        return state, rec
+
+    state, recs = jax.lax.scan(body, state, jnp.arange(scfg.steps))
+    recs = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), recs)  # [B, T, ...]
+    return state.canvas[:, prompt_len:], state.sri, recs
