@@ -122,3 +122,49 @@ def ar_loop(model, input_ids, attention_mask, *, gen_length, layer=None):
         hs += [hs[-1]] * (gen_length - len(hs))
         phis[r] = np.cumsum(np.stack(hs), 0) / np.arange(1, gen_length + 1)[:, None]
     return tokens, phis
+
+
+def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="maskgit_plus",
+               eps=1e-3, seed=0):
+    """Dream's _sample() as a plain loop (temperature 0). Returns (tokens, phi)."""
+    mcfg = model.config
+    mask_id = mcfg.mask_token_id
+    ids = np.asarray(input_ids)
+    b, p = ids.shape
+    x = np.concatenate([ids, np.full((b, gen_length), mask_id)], 1)
+    amask = np.concatenate([np.asarray(attention_mask), np.ones((b, gen_length), int)], 1)
+    timesteps = np.linspace(1, eps, steps + 1, dtype=np.float32)
+    key = jax.random.key(seed)
+    phis = []
+    for i in range(steps):
+        mask_index = x == mask_id
+        out = model.forward(x, amask)
+        logits = np.asarray(out.logits, np.float64)
+        logits = np.concatenate([logits[:, :1], logits[:, :-1]], 1)  # the one-position shift
+        t, s = timesteps[i], timesteps[i + 1]
+        key, _, k_pos = jax.random.split(key, 3)
+        probs = _softmax(logits)
+        x0_all = probs.argmax(-1)
+        conf_all = probs.max(-1)
+        if alg == "topk_margin":
+            srt = np.sort(probs, -1)
+            conf_all = srt[..., -1] - srt[..., -2]
+        elif alg == "entropy":
+            conf_all = (probs * np.log(probs + 1e-10)).sum(-1)
+        if alg == "origin":
+            p_transfer = 1 - s / t if i < steps - 1 else 1.0
+            u = np.zeros(x.shape)
+            u[:, p:] = np.asarray(jax.random.uniform(k_pos, (b, gen_length)))
+            transfer = mask_index & (u < p_transfer)
+            x[transfer] = x0_all[transfer]
+        else:
+            num_mask = np.float32(mask_index.sum() / b)
+            n = int(num_mask * (np.float32(1) - s / t)) if i < steps - 1 else int(num_mask)
+            full_conf = np.where(mask_index, conf_all, -np.inf)
+            if n > 0:
+                for r in range(b):
+                    sel = np.argsort(-full_conf[r], kind="stable")[:n]
+                    x[r, sel] = x0_all[r, sel]
+        h = np.asarray(out.hidden, np.float64)[:, p:]
+        phis.append(h.mean(1))
+    return x[:, p:], np.stack(phis, 1)

@@ -8,7 +8,7 @@ match exactly; sigma within 1e-5 (fp32 pooling vs the float64 oracle).
 import numpy as np
 import pytest
 
-from oracles import ar_loop, llada_loop, np_sri
+from oracles import ar_loop, dream_loop, llada_loop, np_sri
 from sri_jax.models.config import ModelConfig
 from sri_jax.models.decoder import random_params
 from sri_jax.models.model import Model
@@ -187,3 +187,19 @@ def test_jax_key_stream_is_explicit(diff_model):
     a = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=1).tokens
     b = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=2).tokens
     assert (a != b).any()
+
+
+DREAM_CFG = DIFF_CFG.replace(family="dream", attention_bias=True, logits_shift=True,
+                             rope_fp32_apply=False, rope_theta=1e6)
+
+
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy", "origin"])
+def test_dream_matches_plain_loop(alg):
+    model = Model(DREAM_CFG, random_params(DREAM_CFG, seed=6, init_std=0.5))
+    cfg = SamplerConfig(steps=6, gen_length=12, block_length=12, dream_alg=alg)
+    res = generate(model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=2,
+                   return_activations=True)
+    tokens, phi = dream_loop(model, IDS, MASK, steps=6, gen_length=12, alg=alg, seed=2)
+    np.testing.assert_array_equal(res.tokens, tokens)
+    np.testing.assert_allclose(res.activations, phi, atol=1e-5)
+    assert (res.tokens != DREAM_CFG.mask_token_id).all()

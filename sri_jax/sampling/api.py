@@ -16,6 +16,7 @@ from .autoregressive import ar_sample
 from .common import Probe
 from .config import SamplerConfig
 from .diffusion import diffusion_sample
+from .dream import dream_sample
 
 MIN_BUCKET = 32
 
@@ -46,7 +47,10 @@ def bucket_length(n: int, limit: int) -> int:
                                              "return_activations", "record_snapshots"))
 def _sample(params, input_ids, attention_mask, key, probe, *, mcfg, scfg, hidden_layer,
             return_activations, record_snapshots):
-    fn = ar_sample if scfg.mode == "autoregressive" else diffusion_sample
+    if scfg.mode == "autoregressive":
+        fn = ar_sample
+    else:
+        fn = dream_sample if mcfg.logits_shift else diffusion_sample
     return fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
               hidden_layer=hidden_layer, return_activations=return_activations,
               record_snapshots=record_snapshots)
@@ -59,9 +63,10 @@ def _check_mode(model: Model, cfg: SamplerConfig):
     if cfg.mode != "autoregressive" and model.config.causal:
         raise ValueError(f"{model.name or 'this model'} is autoregressive: use "
                          "SamplerConfig.autoregressive(gen_length=...) / mode='autoregressive'")
-    if model.config.logits_shift:
-        raise NotImplementedError("Dream's shifted-logits sampler is not available in "
-                                  "generate() yet")
+    if model.config.logits_shift and (cfg.mode != "diffusion"
+                                      or cfg.block_length != cfg.gen_length):
+        raise ValueError("Dream models sample one block: use mode='diffusion' with "
+                         "block_length == gen_length (and dream_alg to pick positions)")
 
 
 def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):

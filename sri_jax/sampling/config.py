@@ -41,6 +41,7 @@ class SamplerConfig:
     top_k: Optional[int] = None
     dream_alg: str = "maskgit_plus"
     dream_eps: float = 1e-3
+    dream_alg_temp: float = 0.0
     layer: Union[str, int] = "last"
     pooling: str = "all"
     tau: float = 0.1
@@ -59,6 +60,8 @@ class SamplerConfig:
             errs.append(f"gen_length ({self.gen_length}) and steps ({self.steps}) must be > 0")
         if self.temperature < 0:
             errs.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.dream_alg_temp < 0:
+            errs.append(f"dream_alg_temp must be >= 0, got {self.dream_alg_temp}")
         if self.tau <= 0:
             errs.append(f"tau must be > 0, got {self.tau}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

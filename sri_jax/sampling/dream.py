@@ -1,0 +1,114 @@
+"""Dream-style masked-diffusion sampling (one block) as one ``lax.scan``.
+
+Dream's sampler reads the prediction for position i from position i - 1 (shifted logits),
+walks timesteps linspace(1, eps, steps + 1), and at step i commits
+floor(masks * (1 - s / t)) tokens per row (all remaining ones at the last step), chosen by:
+
+- ``maskgit_plus``: confidence = probability of the sampled token;
+- ``topk_margin``:  top-1 minus top-2 probability;
+- ``entropy``:      negative entropy of the position's distribution;
+- ``origin``:       every masked position is revealed independently with prob 1 - s / t.
+
+``dream_alg_temp > 0`` picks positions at random in proportion to softmax(conf / alg_temp)
+without replacement (Gumbel-top-k, the same distribution as sequential multinomial draws).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..models.config import ModelConfig
+from ..models.decoder import default_positions, forward, lm_head
+from .common import Probe, StepRecord, filter_logits, masked_mean, project, sri_update
+from .config import SamplerConfig
+from .diffusion import DiffusionState, canvas_mask, init_state, pooled_hidden
+
+
+def dream_timesteps(scfg: SamplerConfig):
+    return jnp.linspace(1.0, scfg.dream_eps, scfg.steps + 1, dtype=jnp.float32)
+
+
+def sample_tokens(logits, key, scfg: SamplerConfig):
+    """Dream's sample_tokens: (confidence, x0) per position, probabilities in fp32."""
+    if scfg.temperature > 0:
+        logits = logits / scfg.temperature
+    logits = filter_logits(filter_logits(logits, None, scfg.top_p), scfg.top_k, None)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if scfg.temperature > 0:
+        x0 = jax.random.categorical(key, logits, axis=-1)
+        conf = jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]
+    else:
+        x0 = jnp.argmax(probs, axis=-1)
+        conf = jnp.max(probs, axis=-1)
+    if scfg.dream_alg == "topk_margin":
+        top2 = jax.lax.top_k(probs, 2)[0]
+        conf = top2[..., 0] - top2[..., 1]
+    elif scfg.dream_alg == "entropy":
+        conf = jnp.sum(probs * jnp.log(probs + 1e-10), axis=-1)
+    return conf, x0.astype(jnp.int32)
+
+
+def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
+               attention_mask, positions, probe: Probe, hidden_layer, state, i,
+               record_snapshots: bool = False):
+    b = state.canvas.shape[0]
+    g = scfg.gen_length
+    mask_id = mcfg.mask_token_id
+    x = state.canvas
+    out = forward(params, mcfg, x, attention_mask=attention_mask, positions=positions,
+                  hidden_layer=hidden_layer, compute_logits=False)
+    # shifted logits: response position P + j is predicted from hidden state P + j - 1
+    logits = lm_head(params, mcfg, jax.lax.dynamic_slice_in_dim(out.hidden, prompt_len - 1, g, 1))
+    ts = dream_timesteps(scfg)
+    t, s = ts[i], ts[i + 1]
+    last = i == scfg.steps - 1
+    key, k_tok, k_pos = jax.random.split(state.key, 3)
+    x_gen = x[:, prompt_len:]
+    masked = x_gen == mask_id
+    conf, x0 = sample_tokens(logits, k_tok, scfg)
+    if scfg.dream_alg == "origin":
+        p_transfer = jnp.where(last, 1.0, 1.0 - s / t)
+        transfer = masked & (jax.random.uniform(k_pos, masked.shape) < p_transfer)
+    else:
+        num_mask = jnp.sum(masked).astype(jnp.float32) / b
+        k_t = jnp.where(last, num_mask, num_mask * (1.0 - s / t)).astype(jnp.int32)
+        conf = jnp.where(masked, conf, -jnp.inf)
+        if scfg.dream_alg_temp > 0:
+            logp = jax.nn.log_softmax(conf / scfg.dream_alg_temp, axis=-1)
+            conf = jnp.where(masked, logp + jax.random.gumbel(k_pos, conf.shape), -jnp.inf)
+        _, order = jax.lax.top_k(conf, g)  # full ranking, ties -> lower index first
+        rank = jnp.zeros((b, g), jnp.int32).at[jnp.arange(b)[:, None], order].set(
+            jnp.broadcast_to(jnp.arange(g, dtype=jnp.int32), (b, g)))
+        transfer = masked & (rank < k_t)
+    x = x.at[:, prompt_len:].set(jnp.where(transfer, x0, x_gen))
+
+    h = pooled_hidden(out, hidden_layer is None)[:, prompt_len:]
+    if scfg.pooling == "committed":
+        committed = x[:, prompt_len:] != mask_id
+        weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
+    else:
+        weights = jnp.ones((b, g), bool)
+    phi = masked_mean(h, weights)
+    sri = sri_update(state.sri, probe, phi, i, scfg.tau)
+    rec = StepRecord(phi, project(probe, phi), x[:, prompt_len:] if record_snapshots else None)
+    return DiffusionState(x, key, sri), rec
+
+
+def dream_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids, attention_mask,
+                 key, probe: Probe, *, hidden_layer=None, return_activations=False,
+                 record_snapshots=False):
+    """The fused Dream sampler; same outputs as :func:`diffusion_sample`."""
+    prompt_len = input_ids.shape[1]
+    amask = canvas_mask(attention_mask, scfg.gen_length)
+    positions = default_positions(mcfg, amask)
+    state = init_state(mcfg, scfg, input_ids, key)
+
+    def body(state, i):
+        state, rec = dream_step(params, mcfg, scfg, prompt_len, amask, positions, probe,
+                                hidden_layer, state, i, record_snapshots)
+        return state, (rec if return_activations else rec._replace(phi=None))
+
+    state, recs = jax.lax.scan(body, state, jnp.arange(scfg.steps))
+    recs = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), recs)
+    return state.canvas[:, prompt_len:], state.sri, recs
