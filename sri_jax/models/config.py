@@ -98,8 +98,8 @@ class ModelConfig:
     def resolve_layer(self, layer) -> int:
         """Map "last" / "middle" / "first" / an index (negative allowed) to a block index.
 
-        Block i's output is the residual stream after i+1 blocks (HF ``hidden_states[i+1]``);
-        "last" means the final-norm output and is returned as ``num_layers - 1``.
+        Index i selects HF ``hidden_states[i+1]``: the residual stream after block i, and for
+        the last block (``num_layers - 1``, i.e. "last") the final-norm output.
         """
         n = self.num_layers
         if isinstance(layer, str):

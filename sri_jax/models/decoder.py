@@ -163,7 +163,9 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
     positions       [B, L] RoPE positions (default: :func:`default_positions`).
     cache           a :class:`KVCache` of length S; the chunk is written at ``cache_index``
                     and attends to cache entries < cache_index + L (causal models).
-    hidden_layer    static block index whose residual-stream output is also returned.
+    hidden_layer    static block index i whose output is also returned (HF hidden_states[i+1]:
+                    the residual stream after block i; for the last block, the final-norm
+                    output, as HF does).
     logits_start    static: logits only for positions >= logits_start (saves the LM head).
     """
     b, l = input_ids.shape
@@ -210,6 +212,8 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
     hidden = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     logits = lm_head(params, cfg, hidden[:, logits_start:]) if compute_logits else None
     new_cache = KVCache(*new_kv) if cache is not None else None
+    if capture and hidden_layer == cfg.num_layers - 1:
+        sel = hidden  # HF convention: the last entry of hidden_states is the final-norm output
     return DecoderOutput(logits, hidden, sel if capture else None, new_cache)
 
 

@@ -71,6 +71,10 @@ class Model:
         if ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(f"input length {ids.shape[1]} exceeds the model's context "
                              f"{self.config.max_position_embeddings}; shorten the prompt")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "
+                             f"[{lo}, {hi}]; the ids do not belong to this model's vocabulary")
         if attention_mask is None:
             attention_mask = jnp.ones_like(ids)
         mask = jnp.asarray(np.asarray(attention_mask), dtype=jnp.int32)

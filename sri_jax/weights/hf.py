@@ -1,0 +1,593 @@
+"""Load Hugging Face style checkpoint directories (Llama, SmolLM2, Qwen2, LLaDA, Dream).
+
+A directory holds ``config.json`` plus ``model.safetensors`` or a sharded
+``model.safetensors.index.json`` + shards, and optionally tokenizer files. Only safetensors are
+read (with the own memory-mapped reader of :mod:`.safetensors_io`); pickled ``*.bin`` / ``*.pt``
+weights are refused, because unpickling can run arbitrary code. No remote code is ever run.
+
+Memory: tensors are read one at a time from the memory map; each parameter of the stacked
+pytree is assembled in ONE host array of the target dtype (``[num_layers, ...]`` for the
+blocks, filled layer by layer), handed to ``place`` (default :func:`jax.device_put`) and
+released before the next parameter, so peak host memory is one parameter on top of what
+``place`` keeps (an 8B bf16 checkpoint never needs a second host copy of the weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..models.config import ModelConfig, RopeScaling
+from .name_maps import TRANSFORMS, LoadPlan, TensorSource, name_map_for, plan_load
+from .safetensors_io import SafetensorsError, SafetensorsFile
+
+__all__ = [
+    "config_from_hf", "load_hf_dir", "load_hf_model", "HFCheckpoint", "weight_hash",
+    "checkpoint_tensors", "read_chat_template", "resolve_dtype", "SUPPORTED_MODEL_TYPES",
+    "LLADA_DEFAULT_IDS",
+]
+
+# model_type -> family, and architectures[0] -> family.
+SUPPORTED_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "llada": "llada", "dream": "dream"}
+SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+                           "LLaDAModelLM": "llada", "DreamModel": "dream"}
+_SUPPORTED_TEXT = ("llama (LlamaForCausalLM: Llama-3/3.1, SmolLM2), qwen2 (Qwen2ForCausalLM: "
+                   "Qwen2/Qwen2.5), llada (LLaDAModelLM: LLaDA-8B, LLaDA-1.5), "
+                   "Dream (DreamModel: Dream-v0-7B)")
+
+# REFERENCE.md section 3: the LLaDA-8B special ids, used when the files do not give them.
+LLADA_DEFAULT_IDS = {"mask": 126336, "bos": 126080, "eos": 126081, "pad": 126081,
+                     "eot": 126348}
+DREAM_DEFAULT_MASK_ID = 151666
+
+_EOT_STRINGS = ("<|eot_id|>", "<|im_end|>")
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model", "tokenizer.tiktoken")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+INDEX_NAME = "model.safetensors.index.json"
+
+PlaceFn = Callable[[tuple, np.ndarray], Any]
+
+
+# ============================================================================ config
+
+
+def _family_of(hf: dict) -> str:
+    mt = hf.get("model_type")
+    archs = hf.get("architectures") or []
+    if isinstance(mt, str) and mt.lower() in SUPPORTED_MODEL_TYPES:
+        return SUPPORTED_MODEL_TYPES[mt.lower()]
+    for a in archs:
+        if a in SUPPORTED_ARCHITECTURES:
+            return SUPPORTED_ARCHITECTURES[a]
+    raise ValueError(f"unsupported model: model_type {mt!r}, architectures {archs}. "
+                     f"Supported: {_SUPPORTED_TEXT}. Check that config.json belongs to one of "
+                     "these families.")
+
+
+def _one_id(v) -> Optional[int]:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        return int(v[0]) if v else None
+    return int(v)
+
+
+def _id_list(v) -> list[int]:
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [int(x) for x in v]
+    return [int(v)]
+
+
+def _added_token_id(tokenizer_config: Optional[dict], contents) -> Optional[int]:
+    """Id of the first of ``contents`` among tokenizer_config.json's added tokens."""
+    if not tokenizer_config:
+        return None
+    table = tokenizer_config.get("added_tokens_decoder") or {}
+    by_content = {}
+    for k, v in table.items():
+        c = v.get("content") if isinstance(v, dict) else v
+        if isinstance(c, str):
+            by_content.setdefault(c, int(k))
+    for c in contents:
+        if c in by_content:
+            return by_content[c]
+    return None
+
+
+def _rope_from_hf(hf: dict, default_theta: float) -> tuple[float, Optional[RopeScaling]]:
+    """rope_theta and scaling from transformers 5 ``rope_parameters`` or 4.x ``rope_scaling``."""
+    merged: dict = {}
+    for key in ("rope_scaling", "rope_parameters"):  # the v5 key wins
+        src = hf.get(key)
+        if not src:
+            continue
+        if not isinstance(src, dict):
+            raise ValueError(f"config.json {key} must be an object, got {src!r}")
+        if src and all(isinstance(v, dict) for v in src.values()):
+            raise NotImplementedError(
+                f"config.json {key} holds per-layer-type RoPE settings {sorted(src)}; "
+                "only one global RoPE setting is supported")
+        merged.update(src)
+    theta = float(merged.get("rope_theta", hf.get("rope_theta", default_theta)))
+    rtype = merged.get("rope_type", merged.get("type")) or "default"
+    if rtype == "default":
+        return theta, None
+    if rtype != "llama3":
+        raise NotImplementedError(f"RoPE scaling type {rtype!r} is not supported (supported: "
+                                  "'default' and 'llama3'); config.json rope settings: "
+                                  f"{merged}")
+    try:
+        scaling = RopeScaling(
+            rope_type="llama3", factor=float(merged["factor"]),
+            low_freq_factor=float(merged.get("low_freq_factor", 1.0)),
+            high_freq_factor=float(merged.get("high_freq_factor", 4.0)),
+            original_max_position_embeddings=int(merged["original_max_position_embeddings"]))
+    except KeyError as e:
+        raise ValueError(f"config.json llama3 RoPE scaling lacks {e.args[0]!r}: {merged}") \
+            from None
+    return theta, scaling
+
+
+def _check_unsupported(hf: dict, checks: list[tuple[str, Any, Any]], family: str):
+    bad = []
+    for key, default, ok in checks:
+        v = hf.get(key, default)
+        good = ok(v) if callable(ok) else v == ok
+        if not good:
+            bad.append(f"{key}={v!r}")
+    if bad:
+        raise NotImplementedError(f"this {family} config uses features the decoder does not "
+                                  f"implement: {', '.join(bad)}")
+
+
+def config_from_hf(hf_config: dict, *, generation_config: Optional[dict] = None,
+                   tokenizer_config: Optional[dict] = None) -> ModelConfig:
+    """Build a :class:`ModelConfig` from a checkpoint's ``config.json`` dict.
+
+    ``generation_config`` / ``tokenizer_config`` (the dicts of those files, optional) supply
+    special ids the config lacks (BOS from generation_config.json; the end-of-turn id from the
+    added tokens ``<|eot_id|>`` / ``<|im_end|>``). Supported: model_type "llama" (incl. SmolLM2,
+    Llama-3.1 "llama3" RoPE scaling), "qwen2", "llada" (LLaDA's own keys) and "Dream".
+    """
+    if not isinstance(hf_config, dict):
+        raise TypeError(f"hf_config must be the dict of config.json, got {type(hf_config)}")
+    hf = hf_config
+    gen = generation_config or {}
+    family = _family_of(hf)
+    if family == "llada":
+        return _llada_config(hf, gen, tokenizer_config)
+
+    _check_unsupported(hf, [("hidden_act", "silu", "silu")], family)
+    if family == "llama":
+        _check_unsupported(hf, [("attention_bias", False, False), ("mlp_bias", False, False)],
+                           family)
+    else:
+        _check_unsupported(hf, [("use_sliding_window", False, False)], family)
+    hidden = int(hf["hidden_size"])
+    heads = int(hf["num_attention_heads"])
+    kv = hf.get("num_key_value_heads")
+    kv = heads if kv is None else int(kv)
+    head_dim = hf.get("head_dim")
+    head_dim = hidden // heads if head_dim is None else int(head_dim)
+    theta, scaling = _rope_from_hf(hf, 10000.0)
+    bos = _one_id(hf.get("bos_token_id"))
+    if bos is None:
+        bos = _one_id(gen.get("bos_token_id"))
+    eos_all = _id_list(hf.get("eos_token_id")) or _id_list(gen.get("eos_token_id"))
+    eos = eos_all[0] if eos_all else None
+    pad = _one_id(hf.get("pad_token_id"))
+    if pad is None:
+        pad = _one_id(gen.get("pad_token_id"))
+    eot = _added_token_id(tokenizer_config, _EOT_STRINGS)
+    if eot is None and len(eos_all) > 1:
+        eot = eos_all[-1]
+    vocab = int(hf["vocab_size"])
+    kwargs = dict(
+        family=family, vocab_size=vocab, hidden_size=hidden,
+        intermediate_size=int(hf["intermediate_size"]),
+        num_layers=int(hf["num_hidden_layers"]), num_heads=heads, num_kv_heads=kv,
+        head_dim=head_dim, rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=theta, rope_scaling=scaling,
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        max_position_embeddings=int(hf.get("max_position_embeddings", 4096)),
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, eot_token_id=eot)
+    if family == "qwen2":
+        kwargs.update(attention_bias=True)
+    elif family == "dream":
+        mask = hf.get("mask_token_id")
+        mask = DREAM_DEFAULT_MASK_ID if mask is None else int(mask)
+        _check_id_in_vocab("mask_token_id", mask, vocab)
+        kwargs.update(attention_bias=True, causal=False, mask_token_id=mask, logits_shift=True)
+    return ModelConfig(**kwargs)
+
+
+def _check_id_in_vocab(name, value, vocab):
+    if value is not None and not 0 <= value < vocab:
+        raise ValueError(f"config.json {name}={value} is outside the vocabulary "
+                         f"(size {vocab}); fix {name} or vocab_size/embedding_size")
+
+
+def _llada_config(hf: dict, gen: dict, tok: Optional[dict]) -> ModelConfig:
+    _check_unsupported(hf, [
+        ("block_type", "llama", "llama"),
+        ("activation_type", "silu", "silu"),
+        ("layer_norm_type", "rms", "rms"),
+        ("alibi", False, False),
+        ("rope", True, True),
+        ("attention_layer_norm", False, False),
+        ("input_emb_norm", False, False),
+        ("scale_logits", False, False),
+        ("include_bias", False, False),
+        ("bias_for_layer_norm", None, lambda v: not v),
+        ("layer_norm_with_affine", True, True),
+        ("clip_qkv", None, None),
+    ], "llada")
+    d = int(hf["d_model"])
+    heads = int(hf["n_heads"])
+    kv = hf.get("n_kv_heads")
+    if kv is None:
+        kv = 1 if hf.get("multi_query_attention") else heads
+    mlp = hf.get("mlp_hidden_size")
+    mlp = int(hf.get("mlp_ratio", 4)) * d if mlp is None else int(mlp)
+    vocab = int(hf.get("embedding_size") or hf["vocab_size"])
+    if vocab < int(hf["vocab_size"]):
+        raise ValueError(f"config.json embedding_size {vocab} is smaller than vocab_size "
+                         f"{hf['vocab_size']}")
+    theta, scaling = _rope_from_hf(hf, 10000.0)
+
+    def pick(name, *values):
+        for v in values:
+            v = _one_id(v)
+            if v is not None:
+                return v
+        default = LLADA_DEFAULT_IDS[name]
+        return default if default < vocab else None
+
+    mask = hf.get("mask_token_id")
+    mask = LLADA_DEFAULT_IDS["mask"] if mask is None else int(mask)
+    _check_id_in_vocab("mask_token_id", mask, vocab)
+    return ModelConfig(
+        family="llada", vocab_size=vocab, hidden_size=d, intermediate_size=mlp,
+        num_layers=int(hf["n_layers"]), num_heads=heads, num_kv_heads=int(kv),
+        head_dim=d // heads, rms_norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
+        rope_theta=theta, rope_scaling=scaling,
+        rope_fp32_apply=bool(hf.get("rope_full_precision", True)),
+        attention_bias=bool(hf.get("include_qkv_bias", False)),
+        tie_word_embeddings=bool(hf.get("weight_tying", False)), causal=False,
+        max_position_embeddings=int(hf.get("max_sequence_length", 4096)),
+        mask_token_id=mask,
+        bos_token_id=pick("bos", gen.get("bos_token_id"), hf.get("bos_token_id"),
+                          _added_token_id(tok, ("<|startoftext|>",))),
+        eos_token_id=pick("eos", hf.get("eos_token_id"), gen.get("eos_token_id")),
+        pad_token_id=pick("pad", hf.get("pad_token_id"), gen.get("pad_token_id")),
+        eot_token_id=pick("eot", _added_token_id(tok, ("<|eot_id|>",))))
+
+
+# ============================================================================ files
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: {what} is not valid JSON ({e}); the file is corrupt or "
+                         "incompletely downloaded, download it again") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: {what} must be a JSON object")
+    return data
+
+
+def _optional_json(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        return _read_json(path, path.name)
+    except ValueError as e:
+        warnings.warn(f"ignoring {e}")
+        return None
+
+
+def _weight_files(d: Path) -> tuple[Optional[Path], list[str]]:
+    """(index file or None, weight file names relative to ``d``), refusing pickle-only dirs."""
+    index = d / INDEX_NAME
+    if not index.is_file():
+        others = sorted(d.glob("*.safetensors.index.json"))
+        index = others[0] if others else None
+    if index is not None:
+        data = _read_json(index, "the safetensors index")
+        wm = data.get("weight_map")
+        if not isinstance(wm, dict) or not wm:
+            raise ValueError(f"{index}: has no weight_map; the index is corrupt, download it "
+                             "again")
+        shards = sorted(set(wm.values()))
+        missing = [s for s in shards if not (d / s).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{d}: {len(missing)} of the {len(shards)} shards listed in {index.name} are "
+                f"missing: {', '.join(missing)}. Download them (e.g. `huggingface-cli "
+                f"download <repo> {' '.join(missing)} --local-dir {d}`) and load again.")
+        return index, shards
+    files = sorted(p.name for p in d.glob("*.safetensors"))
+    if files:
+        return None, files
+    pickles = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{d} holds only PyTorch pickle weights ({', '.join(pickles[:5])}); sri_jax reads "
+            "safetensors only and never unpickles (loading a pickle can run arbitrary code). "
+            "Download the repository's *.safetensors files, or convert once in a trusted "
+            "environment: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, "
+            "safe_serialization=True).")
+    ggufs = sorted(p.name for p in d.glob("*.gguf"))
+    if ggufs:
+        raise ValueError(f"{d} holds GGUF files ({', '.join(ggufs)}), not safetensors: use "
+                         "the GGUF loader for them.")
+    raise FileNotFoundError(f"{d} has no weights: expected model.safetensors, or "
+                            f"{INDEX_NAME} with its shards")
+
+
+def checkpoint_tensors(path) -> tuple[dict[str, TensorSource], dict[str, SafetensorsFile]]:
+    """Every stored tensor of a checkpoint directory and the opened (header-only) files.
+
+    With an index, every shard it lists must exist (checked before any shard is read), and
+    every tensor it lists must be in that shard. Corrupt / truncated shards are all reported
+    in one error.
+    """
+    d = Path(path)
+    index, names = _weight_files(d)
+    opened: dict[str, SafetensorsFile] = {}
+    corrupt = []
+    for n in names:
+        try:
+            opened[n] = SafetensorsFile(d / n)
+        except SafetensorsError as e:
+            corrupt.append(str(e))
+    if corrupt:
+        raise SafetensorsError("\n".join(corrupt) if len(corrupt) == 1 else
+                               f"{len(corrupt)} weight files are damaged:\n  "
+                               + "\n  ".join(corrupt))
+    tensors: dict[str, TensorSource] = {}
+    problems = []
+    if index is not None:
+        wm = _read_json(index, "the safetensors index")["weight_map"]
+        for name, fname in sorted(wm.items()):
+            f = opened[fname]
+            if name not in f:
+                problems.append(f"{index.name} lists {name} in {fname}, which does not "
+                                "contain it")
+                continue
+            inf = f.info(name)
+            tensors[name] = TensorSource(name, fname, inf.dtype, inf.shape)
+    for fname, f in opened.items():
+        for name, inf in f.infos().items():
+            if name in tensors:
+                if index is None and tensors[name].file != fname:
+                    problems.append(f"{name} is stored twice, in {tensors[name].file} and "
+                                    f"{fname}")
+                continue
+            tensors[name] = TensorSource(name, fname, inf.dtype, inf.shape)
+    if problems:
+        raise ValueError(f"{d}: the weight files are inconsistent: " + "; ".join(problems)
+                         + ". The index and shards come from different revisions or a download "
+                         "is incomplete: download the checkpoint again.")
+    return tensors, opened
+
+
+_HASH_CHUNK = 1 << 20
+
+
+def weight_hash(path) -> str:
+    """A cheap, stable content hash of a checkpoint directory's weights (hex sha256).
+
+    Hashed, in order: the tag ``sri_jax-weight-hash-v1``; ``config.json``'s bytes; the
+    safetensors index's bytes when there is one; then for every weight file (sorted by name):
+    its name, its size in bytes, its first 1 MiB and its last 1 MiB. The first MiB holds the
+    safetensors header (every tensor name, dtype, shape and offset), so any change of layout is
+    caught; changed values are caught when they touch the head or tail of a file. It reads at
+    most 2 MiB per file, so hashing an 8B checkpoint takes milliseconds. Tokenizer files are not
+    part of it.
+    """
+    d = Path(path)
+    index, names = _weight_files(d)
+    h = hashlib.sha256(b"sri_jax-weight-hash-v1\0")
+    for p in [d / "config.json"] + ([index] if index is not None else []):
+        if p.is_file():
+            data = p.read_bytes()
+            h.update(f"{p.name}\0{len(data)}\0".encode())
+            h.update(data)
+    for n in names:
+        p = d / n
+        size = p.stat().st_size
+        h.update(f"{n}\0{size}\0".encode())
+        with open(p, "rb") as fh:
+            h.update(fh.read(_HASH_CHUNK))
+            if size > _HASH_CHUNK:
+                fh.seek(max(size - _HASH_CHUNK, _HASH_CHUNK))
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def read_chat_template(path) -> Optional[str]:
+    """The chat template stored in a directory (chat_template.jinja, tokenizer_config.json's
+    ``chat_template`` (a string, or a list of named templates: "default"), chat_template.json)."""
+    d = Path(path)
+    jinja = d / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    for fname in ("tokenizer_config.json", "chat_template.json"):
+        data = _optional_json(d / fname)
+        if not data:
+            continue
+        t = data.get("chat_template")
+        if isinstance(t, str):
+            return t
+        if isinstance(t, list) and t:
+            named = {e.get("name"): e.get("template") for e in t if isinstance(e, dict)}
+            return named.get("default") or next(iter(named.values()), None)
+    return None
+
+
+def _load_tokenizer(d: Path):
+    if not any((d / f).is_file() for f in TOKENIZER_FILES):
+        return None
+    try:
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)
+    except Exception as e:  # a broken tokenizer must not block loading the weights
+        warnings.warn(f"{d}: tokenizer files exist but the tokenizer could not be built "
+                      f"without remote code ({type(e).__name__}: {e}); continuing without one")
+        return None
+
+
+# ============================================================================ load
+
+
+_DTYPE_NAMES = {"bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16, "float32": np.float32,
+                "fp32": np.float32, "f32": np.float32, "float16": np.float16,
+                "fp16": np.float16, "f16": np.float16, "half": np.float16}
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """"bfloat16" | "float32" | "float16" (or a numpy / jax float dtype) -> numpy dtype."""
+    if isinstance(dtype, str):
+        key = dtype.lower()
+        if key not in _DTYPE_NAMES:
+            raise ValueError(f"dtype {dtype!r}: use 'bfloat16', 'float32' or 'float16'")
+        return np.dtype(_DTYPE_NAMES[key])
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype {dtype!r}: use 'bfloat16', 'float32' or 'float16'") from None
+    if dt not in (np.dtype(jnp.bfloat16), np.dtype(np.float32), np.dtype(np.float16)):
+        raise ValueError(f"dtype {dt}: weights can be loaded as bfloat16, float32 or float16")
+    return dt
+
+
+_BLOCK = 1024
+
+
+def _fill(dst: np.ndarray, src: np.ndarray):
+    """dst[...] = src (with dtype cast); 2-D transposed views are copied in cache-friendly
+    tiles, which is ~2x faster than numpy's strided copy for large matrices."""
+    if src.ndim == 2 and not src.flags.c_contiguous and src.size > _BLOCK * _BLOCK:
+        r, c = src.shape
+        for i in range(0, r, _BLOCK):
+            for j in range(0, c, _BLOCK):
+                dst[i:i + _BLOCK, j:j + _BLOCK] = src[i:i + _BLOCK, j:j + _BLOCK]
+    else:
+        dst[...] = src
+
+
+def _rows_equal(a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> bool:
+    if a.shape != b.shape:
+        return False
+    return all(np.array_equal(a[i:i + chunk], b[i:i + chunk]) for i in range(0, len(a), chunk))
+
+
+class HFCheckpoint(NamedTuple):
+    config: ModelConfig
+    params: dict
+    tokenizer: Any
+    weight_hash: str
+    chat_template: Optional[str]
+
+
+def _default_place(path: tuple, arr: np.ndarray):
+    return jax.device_put(arr)
+
+
+def load_params(plan: LoadPlan, files: dict[str, SafetensorsFile], dtype,
+                place: PlaceFn = _default_place) -> dict:
+    """Assemble the params pytree from a validated plan, one parameter at a time."""
+    params: dict = {}
+    for path, entries in plan.entries.items():
+        host = np.empty(plan.shapes[path], dtype)
+        layered = len(entries) != 1 or entries[0].layer is not None
+        for e in entries:
+            src = files[e.source.file].get(e.source.name)
+            view = TRANSFORMS[e.transform].apply(src)
+            _fill(host[e.layer] if layered else host, view)
+            del src, view
+        node = params
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = place(path, host)
+        del host
+    return params
+
+
+def load_hf_dir(path, *, dtype: Union[str, Any] = "bfloat16", place: Optional[PlaceFn] = None,
+                load_tokenizer: bool = True) -> HFCheckpoint:
+    """Load a checkpoint directory: ``(config, params, tokenizer | None, weight_hash,
+    chat_template | None)`` (a :class:`HFCheckpoint` named tuple).
+
+    path       directory with config.json and safetensors weights (single file or sharded
+               with ``model.safetensors.index.json``; every shard must be present).
+    dtype      parameter dtype: "bfloat16" (default), "float32", "float16" or a dtype. All
+               params, norms included, use it (the decoder computes norm statistics in fp32).
+    place      ``place(path_tuple, host_array) -> array`` puts one finished parameter on its
+               device(s); default :func:`jax.device_put`. A sharded loader passes a callback
+               that applies each parameter's sharding.
+    load_tokenizer  build ``transformers.AutoTokenizer`` when tokenizer files exist (never
+               with remote code); a tokenizer that fails to build gives None and a warning.
+
+    Every mismatch between weights and config is reported at once
+    (:class:`~sri_jax.weights.name_maps.CheckpointMismatchError`).
+    """
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {d} does not exist (pass a local "
+                                "directory holding config.json and *.safetensors)")
+    cfg_path = d / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{d} has no config.json; a checkpoint directory needs the "
+                                "config.json published with the weights")
+    hf = _read_json(cfg_path, "config.json")
+    tok_cfg = _optional_json(d / "tokenizer_config.json")
+    cfg = config_from_hf(hf, generation_config=_optional_json(d / "generation_config.json"),
+                         tokenizer_config=tok_cfg)
+    np_dtype = resolve_dtype(dtype)
+
+    tensors, files = checkpoint_tensors(d)
+    plan = plan_load(cfg, name_map_for(cfg), tensors, where=f"checkpoint {d}")
+    if plan.tied_head is not None:
+        head = files[plan.tied_head.file].get(plan.tied_head.name)
+        emb_src = plan.entries[("embed",)][0].source
+        if not _rows_equal(head, files[emb_src.file].get(emb_src.name)):
+            warnings.warn(
+                f"{d}: config.json ties the output head to the embedding, but the stored "
+                f"{plan.tied_head.name} (in {plan.tied_head.file}) differs from it; following "
+                "the config (the stored head is ignored, as transformers does). Set "
+                "tie_word_embeddings / weight_tying to false in config.json to use it.")
+        del head
+    params = load_params(plan, files, np_dtype, place or _default_place)
+    for f in files.values():
+        f.close()
+
+    tokenizer = _load_tokenizer(d) if load_tokenizer else None
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if template is None:
+        template = read_chat_template(d)
+    return HFCheckpoint(cfg, params, tokenizer, weight_hash(d), template)
+
+
+def load_hf_model(path, *, dtype="bfloat16", place: Optional[PlaceFn] = None,
+                  load_tokenizer: bool = True, name: Optional[str] = None):
+    """:func:`load_hf_dir` wrapped in a :class:`sri_jax.models.model.Model`."""
+    from ..models.model import Model
+    ck = load_hf_dir(path, dtype=dtype, place=place, load_tokenizer=load_tokenizer)
+    return Model(config=ck.config, params=ck.params, tokenizer=ck.tokenizer,
+                 name=name or str(path), weight_hash=ck.weight_hash,
+                 chat_template=ck.chat_template)

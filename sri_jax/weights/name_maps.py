@@ -1,0 +1,359 @@
+"""Checkpoint name maps as data, and the load plan that validates a checkpoint against a config.
+
+A :class:`NameMap` is a table of :class:`Rule`\\ s. Each rule is a checkpoint tensor-name
+template (``{layer}`` stands for the block index), the target path in the parameter pytree of
+:mod:`sri_jax.models.decoder` and a transform from the stored layout to ours::
+
+    Rule("model.layers.{layer}.self_attn.q_proj.weight", ("layers", "wq"), "transpose")
+
+PyTorch ``nn.Linear`` stores ``[out, in]``; our params are ``[in, out]``, hence "transpose".
+Layered targets are stacked on a leading ``[num_layers]`` axis by the loader.
+
+:func:`plan_load` matches every stored tensor against the map and the config's expected
+shapes (:func:`sri_jax.models.decoder.param_shapes`) and collects EVERY problem (unknown
+tensors, missing tensors, wrong shapes, unsupported dtypes), each with the file it is in, into
+one :class:`CheckpointMismatchError`, so a bad checkpoint is diagnosed in one run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, NamedTuple, Optional
+
+import numpy as np
+
+from ..models.config import ModelConfig
+from ..models.decoder import param_shapes
+
+__all__ = [
+    "Rule", "NameMap", "TensorSource", "PlanEntry", "LoadPlan", "CheckpointMismatchError",
+    "TRANSFORMS", "HF_DECODER_MAP", "LLADA_MAP", "NAME_MAPS", "name_map_for", "plan_load",
+    "param_paths",
+]
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+class Transform(NamedTuple):
+    apply: Callable[[np.ndarray], np.ndarray]       # stored array -> our layout (a view)
+    stored_shape: Callable[[tuple], tuple]          # our (per-layer) shape -> stored shape
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "identity": Transform(lambda a: a, lambda s: tuple(s)),
+    "transpose": Transform(lambda a: a.T, lambda s: tuple(s)[::-1]),
+}
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One checkpoint tensor name (``{layer}`` = block index) -> one params path."""
+
+    template: str
+    target: tuple[str, ...]
+    transform: str = "identity"
+
+    def __post_init__(self):
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {self.transform!r} in rule {self.template!r} "
+                             f"(known: {sorted(TRANSFORMS)})")
+
+    @property
+    def layered(self) -> bool:
+        return "{layer}" in self.template
+
+    @property
+    def regex(self) -> re.Pattern:
+        parts = self.template.split("{layer}")
+        body = r"(?P<layer>0|[1-9][0-9]*)".join(re.escape(p) for p in parts)
+        return re.compile(body + r"\Z")
+
+    def name(self, layer: Optional[int] = None) -> str:
+        return self.template.format(layer=layer) if self.layered else self.template
+
+
+@dataclass(frozen=True)
+class NameMap:
+    """A family's checkpoint naming.
+
+    rules      one rule per parameter (biases included; they are only expected when the
+               config has ``attention_bias``).
+    ignore     regexes of stored tensors that are not parameters (e.g. old RoPE buffers).
+    """
+
+    name: str
+    rules: tuple[Rule, ...]
+    ignore: tuple[str, ...] = ()
+    _compiled: tuple = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_compiled", tuple((r.regex, r) for r in self.rules))
+        targets = [r.target for r in self.rules]
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"name map {self.name!r} maps two rules to the same target")
+
+    def match(self, tensor_name: str) -> Optional[tuple[Rule, Optional[int]]]:
+        """(rule, layer index or None) for a stored tensor name, or None when unknown."""
+        for rx, rule in self._compiled:
+            m = rx.match(tensor_name)
+            if m:
+                return rule, (int(m.group("layer")) if rule.layered else None)
+        return None
+
+    def is_ignored(self, tensor_name: str) -> bool:
+        return any(re.fullmatch(p, tensor_name) for p in self.ignore)
+
+    def rule_for(self, target: tuple[str, ...]) -> Rule:
+        for r in self.rules:
+            if r.target == target:
+                return r
+        raise KeyError(f"name map {self.name!r} has no rule for params path {target}")
+
+    def checkpoint_name(self, target: tuple[str, ...], layer: Optional[int] = None) -> str:
+        return self.rule_for(target).name(layer)
+
+
+def _L(template, *target, transform="identity"):
+    return Rule(template, tuple(target), transform)
+
+
+# HF Llama / SmolLM2 / Qwen2 / Qwen2.5 / Dream: the `LlamaForCausalLM` naming.
+HF_DECODER_MAP = NameMap("hf-llama-qwen2", rules=(
+    _L("model.embed_tokens.weight", "embed"),
+    _L("model.layers.{layer}.input_layernorm.weight", "layers", "attn_norm"),
+    _L("model.layers.{layer}.self_attn.q_proj.weight", "layers", "wq", transform="transpose"),
+    _L("model.layers.{layer}.self_attn.k_proj.weight", "layers", "wk", transform="transpose"),
+    _L("model.layers.{layer}.self_attn.v_proj.weight", "layers", "wv", transform="transpose"),
+    _L("model.layers.{layer}.self_attn.o_proj.weight", "layers", "wo", transform="transpose"),
+    _L("model.layers.{layer}.self_attn.q_proj.bias", "layers", "bq"),
+    _L("model.layers.{layer}.self_attn.k_proj.bias", "layers", "bk"),
+    _L("model.layers.{layer}.self_attn.v_proj.bias", "layers", "bv"),
+    _L("model.layers.{layer}.post_attention_layernorm.weight", "layers", "mlp_norm"),
+    _L("model.layers.{layer}.mlp.gate_proj.weight", "layers", "w_gate", transform="transpose"),
+    _L("model.layers.{layer}.mlp.up_proj.weight", "layers", "w_up", transform="transpose"),
+    _L("model.layers.{layer}.mlp.down_proj.weight", "layers", "w_down", transform="transpose"),
+    _L("model.norm.weight", "final_norm"),
+    _L("lm_head.weight", "lm_head", transform="transpose"),
+), ignore=(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq",))
+
+# LLaDA (GSAI-ML/LLaDA-8B-Instruct, LLaDA-1.5): its own OLMo-derived naming.
+# ff_proj is the SiLU gate, up_proj the linear branch, blocks.N.ff_out the down projection;
+# transformer.ff_out (no block) is the LM head.
+LLADA_MAP = NameMap("llada", rules=(
+    _L("model.transformer.wte.weight", "embed"),
+    _L("model.transformer.blocks.{layer}.attn_norm.weight", "layers", "attn_norm"),
+    _L("model.transformer.blocks.{layer}.q_proj.weight", "layers", "wq", transform="transpose"),
+    _L("model.transformer.blocks.{layer}.k_proj.weight", "layers", "wk", transform="transpose"),
+    _L("model.transformer.blocks.{layer}.v_proj.weight", "layers", "wv", transform="transpose"),
+    _L("model.transformer.blocks.{layer}.attn_out.weight", "layers", "wo",
+       transform="transpose"),
+    _L("model.transformer.blocks.{layer}.q_proj.bias", "layers", "bq"),
+    _L("model.transformer.blocks.{layer}.k_proj.bias", "layers", "bk"),
+    _L("model.transformer.blocks.{layer}.v_proj.bias", "layers", "bv"),
+    _L("model.transformer.blocks.{layer}.ff_norm.weight", "layers", "mlp_norm"),
+    _L("model.transformer.blocks.{layer}.ff_proj.weight", "layers", "w_gate",
+       transform="transpose"),
+    _L("model.transformer.blocks.{layer}.up_proj.weight", "layers", "w_up",
+       transform="transpose"),
+    _L("model.transformer.blocks.{layer}.ff_out.weight", "layers", "w_down",
+       transform="transpose"),
+    _L("model.transformer.ln_f.weight", "final_norm"),
+    _L("model.transformer.ff_out.weight", "lm_head", transform="transpose"),
+))
+
+NAME_MAPS: dict[str, NameMap] = {
+    "llama": HF_DECODER_MAP, "qwen2": HF_DECODER_MAP, "dream": HF_DECODER_MAP,
+    "llada": LLADA_MAP,
+}
+
+
+def name_map_for(cfg: ModelConfig) -> NameMap:
+    try:
+        return NAME_MAPS[cfg.family]
+    except KeyError:
+        raise ValueError(f"no checkpoint name map for family {cfg.family!r} "
+                         f"(known: {sorted(NAME_MAPS)})") from None
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+class TensorSource(NamedTuple):
+    """Where a stored tensor lives: its name, file, safetensors dtype code and shape."""
+
+    name: str
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class PlanEntry(NamedTuple):
+    layer: Optional[int]
+    source: TensorSource
+    transform: str
+
+
+@dataclass
+class LoadPlan:
+    """entries: params path -> the stored tensors filling it (one per layer when layered).
+    shapes: params path -> full target shape. tied_head: a stored output head that the config
+    ties to the embedding (the loader checks it equals the embedding). ignored: skipped names."""
+
+    entries: dict[tuple[str, ...], list[PlanEntry]]
+    shapes: dict[tuple[str, ...], tuple[int, ...]]
+    tied_head: Optional[TensorSource] = None
+    ignored: list[str] = field(default_factory=list)
+
+
+class CheckpointMismatchError(ValueError):
+    """Every way a checkpoint disagrees with its config, reported at once."""
+
+    def __init__(self, message, *, unexpected=(), missing=(), wrong_shape=(), bad_dtype=()):
+        super().__init__(message)
+        self.unexpected = list(unexpected)
+        self.missing = list(missing)
+        self.wrong_shape = list(wrong_shape)
+        self.bad_dtype = list(bad_dtype)
+
+
+FLOAT_CODES = ("BF16", "F16", "F32", "F64")
+
+
+def param_paths(shapes: dict, prefix=()) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flatten a nested dict of shapes into {path tuple: shape}."""
+    out = {}
+    for k, v in shapes.items():
+        if isinstance(v, dict):
+            out.update(param_paths(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = tuple(v)
+    return out
+
+
+def _fmt_shape(s) -> str:
+    return "[" + ", ".join(str(int(x)) for x in s) + "]"
+
+
+def _section(title: str, lines: list[str], fix: str, limit: int = 30) -> str:
+    shown = lines[:limit]
+    more = [f"    ... and {len(lines) - limit} more"] if len(lines) > limit else []
+    return "\n".join([f"  {title} ({len(lines)}):"] + [f"    {ln}" for ln in shown] + more
+                     + [f"    fix: {fix}"])
+
+
+def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorSource], *,
+              where: str = "checkpoint", config_file: str = "config.json") -> LoadPlan:
+    """Match stored tensors to the params of ``cfg``; raise one error listing every problem.
+
+    ``tensors`` maps each stored name to its :class:`TensorSource`; ``where`` names the
+    checkpoint (directory) in messages.
+    """
+    shapes = param_paths(param_shapes(cfg))
+    n = cfg.num_layers
+    entries: dict[tuple, dict] = {p: {} for p in shapes}
+    unexpected, wrong_shape, bad_dtype, ignored = [], [], [], []
+    tied_head: Optional[TensorSource] = None
+
+    for name in sorted(tensors):
+        src = tensors[name]
+        if name_map.is_ignored(name):
+            ignored.append(name)
+            continue
+        hit = name_map.match(name)
+        if hit is None:
+            unexpected.append(f"{name}  (in {src.file}; no {name_map.name} parameter has "
+                              f"this name)")
+            continue
+        rule, layer = hit
+        path = rule.target
+        if path not in shapes:
+            if path == ("lm_head",) and cfg.tie_word_embeddings:
+                tied_head = src
+                continue
+            why = ("the config has no q/k/v bias (attention_bias / include_qkv_bias "
+                   "is false)" if path[-1] in ("bq", "bk", "bv") else
+                   "the config does not use this parameter")
+            unexpected.append(f"{name}  (in {src.file}; {why})")
+            continue
+        per_layer_shape = shapes[path][1:] if rule.layered else shapes[path]
+        if rule.layered and layer >= n:
+            unexpected.append(f"{name}  (in {src.file}; block {layer} but {config_file} "
+                              f"says num_layers={n})")
+            continue
+        key = layer if rule.layered else None
+        if key in entries[path]:
+            other = entries[path][key].source
+            unexpected.append(f"{name}  (in {src.file}; duplicates {other.name} in "
+                              f"{other.file})")
+            continue
+        want = TRANSFORMS[rule.transform].stored_shape(per_layer_shape)
+        ok = True
+        if tuple(src.shape) != want:
+            wrong_shape.append(f"{name}  (in {src.file}): stored {_fmt_shape(src.shape)}, "
+                               f"config expects {_fmt_shape(want)}")
+            ok = False
+        if src.dtype not in FLOAT_CODES:
+            bad_dtype.append(f"{name}  (in {src.file}): dtype {src.dtype}; only "
+                             f"{'/'.join(FLOAT_CODES)} weights are supported")
+            ok = False
+        if ok:
+            entries[path][key] = PlanEntry(key, src, rule.transform)
+
+    missing = []
+    for path, got in entries.items():
+        rule = name_map.rule_for(path)
+        keys = range(n) if rule.layered else [None]
+        for k in keys:
+            if k not in got:
+                nm = rule.name(k)
+                if nm in tensors:  # present but rejected above (shape/dtype): not "missing"
+                    continue
+                missing.append(f"{nm}  (params {'/'.join(path)}"
+                               + (f" block {k})" if k is not None else ")"))
+
+    if unexpected or missing or wrong_shape or bad_dtype:
+        if cfg.family == "llada":  # LLaDA's own config.json keys
+            k_layers, k_tie, k_bias = "n_layers", "weight_tying", "include_qkv_bias"
+        else:
+            k_layers, k_tie, k_bias = ("num_hidden_layers", "tie_word_embeddings",
+                                       "attention_bias")
+        total = len(unexpected) + len(missing) + len(wrong_shape) + len(bad_dtype)
+        parts = [f"{where} does not match its {config_file} ({cfg.family} config: "
+                 f"{n} layers, hidden {cfg.hidden_size}, intermediate {cfg.intermediate_size}, "
+                 f"heads {cfg.num_heads}/{cfg.num_kv_heads}x{cfg.head_dim}, vocab "
+                 f"{cfg.vocab_size}, tied={cfg.tie_word_embeddings}, "
+                 f"attention_bias={cfg.attention_bias}): {total} problem(s)"]
+        if wrong_shape:
+            parts.append(_section(
+                "tensors with the wrong shape", wrong_shape,
+                f"use the {config_file} that was published with these weights (hidden / "
+                "intermediate size, head counts, head_dim, vocab size must match), or "
+                "re-download the shard if the file is damaged"))
+        if missing:
+            parts.append(_section(
+                "missing tensors", missing,
+                f"re-download the incomplete shards, or fix {k_layers} / {k_tie} / {k_bias} "
+                f"in {config_file}"))
+        if unexpected:
+            parts.append(_section(
+                "unexpected tensors", unexpected,
+                f"make sure the weights are a {cfg.family} checkpoint and that "
+                f"{config_file} matches them (model_type, {k_layers}, {k_bias}, {k_tie})"))
+        if bad_dtype:
+            parts.append(_section(
+                "unsupported dtypes", bad_dtype,
+                "quantized checkpoints are not supported; use the bf16/fp16/fp32 release"))
+        raise CheckpointMismatchError("\n".join(parts), unexpected=unexpected,
+                                      missing=missing, wrong_shape=wrong_shape,
+                                      bad_dtype=bad_dtype)
+
+    out = {}
+    for path, got in entries.items():
+        rule = name_map.rule_for(path)
+        out[path] = [got[k] for k in (range(n) if rule.layered else [None])]
+    return LoadPlan(out, shapes, tied_head, ignored)
