@@ -9,7 +9,8 @@ padded keys only -- checked below by perturbing a late token and watching positi
 fp32: logits and the last hidden state (post final norm; HF ``hidden_states[-1]``) agree
 within 1e-4 max abs error, on a left-padded batch (only real positions compared). Causal
 models get HF the explicit ``position_ids = clamp(cumsum(mask) - 1, 0)`` (our default);
-bidirectional models use positions 0..L-1 on both sides and mask keys only.
+bidirectional models give HF its default 0..L-1 (ours count real tokens only; RoPE is
+relative, so a constant shift of every real position leaves real outputs unchanged).
 
 bf16 tolerance (measured, 18 runs = 6 configs x 3 seeds, logits |max| ~5): loading the same
 checkpoint with ``dtype="bfloat16"`` gives max abs logit error 0.084-0.167 vs the fp32 oracle
