@@ -19,7 +19,7 @@ from .config import SamplerConfig
 from .diffusion import diffusion_sample
 from .dream import dream_sample
 
-MIN_BUCKET = 32
+BUCKET_STEPS = ((256, 16), (1024, 128))  # up to 256 tokens: multiples of 16; ...
 
 
 @dataclasses.dataclass
@@ -37,10 +37,14 @@ class GenerationResult:
 
 
 def bucket_length(n: int, limit: int) -> int:
-    """Smallest power of two >= n (at least MIN_BUCKET), capped at ``limit``."""
-    b = MIN_BUCKET
-    while b < n:
-        b *= 2
+    """Prompt length bucket: a multiple of 16 up to 256 tokens, of 128 up to 1024, then a
+    power of two; capped at ``limit``. Few shapes (few compiles), little padding."""
+    for top, step in BUCKET_STEPS:
+        if n <= top:
+            b = -(-n // step) * step
+            break
+    else:
+        b = 1 << (n - 1).bit_length()
     return max(n, min(b, limit))
 
 

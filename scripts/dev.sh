@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One-stop set-up: creates .venv (once), installs sri_jax with its test extras, then runs
+#   bash scripts/dev.sh demo [ARGS...]   the SRI demo on the embedded default model
+#   bash scripts/dev.sh test [ARGS...]   the test suite (pytest; exits non-zero on failure)
+#   bash scripts/dev.sh run CMD...       any command inside the environment
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# Re-install only when pyproject.toml changed since the last successful install.
+stamp=.venv/.sri_jax_installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+  touch "$stamp"
+fi
+cmd=${1:-demo}
+shift || true
+case "$cmd" in
+  demo) exec .venv/bin/sri-jax demo "$@" ;;
+  test) exec .venv/bin/python -m pytest -q "$@" ;;
+  run)  exec .venv/bin/"$@" ;;
+  *) echo "usage: bash scripts/dev.sh {demo|test|run CMD} [ARGS...]" >&2; exit 2 ;;
+esac
