@@ -1,0 +1,589 @@
+"""Load llama.cpp GGUF checkpoints (llama and qwen2 architectures) into the decoder pytree.
+
+Reading. :class:`GGUFFile` parses the GGUF v2/v3 header (metadata key/values and the
+tensor table) with ``struct`` and memory-maps the tensor data; ``gguf.GGUFReader`` builds
+one numpy memmap view per metadata item and needs ~3.5 s for a 49k-token vocabulary, this
+parser ~0.1 s. Every tensor is dequantized on the host with numpy by the ``gguf`` package
+(``gguf.quants.dequantize``: F32, F16, BF16, Q4_0/1, Q5_0/1, Q8_0, the K- and I-quants, ...).
+
+Layout. GGUF lists dimensions innermost-first: a PyTorch ``[out, in]`` weight has
+``ne = (in, out)``, so the row-major array of shape ``reversed(ne)`` is the PyTorch layout.
+It is un-permuted where llama.cpp's converter permuted it, transposed to the ``[in, out]``
+layout of :mod:`sri_jax.models.decoder`, and written into one preallocated array per
+parameter (layers stacked on the leading axis).
+
+Q/K permutation. llama.cpp's ``convert_hf_to_gguf.py`` reorders the rows of ``attn_q`` /
+``attn_k`` (weights and biases) for llama-arch files: each head's rows ``(half, pair)`` of
+the split-halves RoPE layout are stored as ``(pair, half)`` (interleaved RoPE). We restore
+``(head, half, pair)`` with ``n_head`` for Q and ``n_head_kv`` for K. qwen2-arch files are
+not permuted (llama.cpp runs qwen2 with NEOX-style RoPE).
+
+The name map (:data:`GLOBAL_TENSORS`, :data:`LAYER_TENSORS`) and the per-architecture facts
+(:data:`ARCHITECTURES`) are data; supporting another architecture the decoder can run means
+adding entries, not code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..models.config import ModelConfig, RopeScaling
+
+__all__ = ["GGUFError", "GGUFFile", "GGUFTensorInfo", "load_gguf", "read_gguf_config",
+           "gguf_weight_hash", "load_gguf_tokenizer", "unpermute_qk", "permute_qk",
+           "ARCHITECTURES", "GLOBAL_TENSORS", "LAYER_TENSORS"]
+
+_REDOWNLOAD = "the file is truncated or corrupt: delete it and download it again"
+
+
+class GGUFError(ValueError):
+    """A GGUF file that cannot be read or is not supported."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What an llama.cpp ``general.architecture`` means for the decoder."""
+
+    family: str            # ModelConfig.family
+    permute_qk: bool       # the converter permuted attn_q / attn_k rows
+    attention_bias: bool   # q/k/v biases are expected
+    default_eps: float = 1e-5
+    default_theta: float = 10000.0
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "llama": ArchSpec(family="llama", permute_qk=True, attention_bias=False),
+    "qwen2": ArchSpec(family="qwen2", permute_qk=False, attention_bias=True,
+                      default_eps=1e-6, default_theta=1e6),
+}
+
+# GGUF tensor name -> (param key, transpose to [in, out])
+GLOBAL_TENSORS: dict[str, tuple[str, bool]] = {
+    "token_embd.weight": ("embed", False),        # [V, D] already
+    "output_norm.weight": ("final_norm", False),
+    "output.weight": ("lm_head", True),           # [V, D] -> [D, V]; absent = tied
+}
+
+# blk.N.<suffix> -> (layers[key], transpose)
+LAYER_TENSORS: dict[str, tuple[str, bool]] = {
+    "attn_norm.weight": ("attn_norm", False),
+    "attn_q.weight": ("wq", True),
+    "attn_k.weight": ("wk", True),
+    "attn_v.weight": ("wv", True),
+    "attn_output.weight": ("wo", True),
+    "attn_q.bias": ("bq", False),
+    "attn_k.bias": ("bk", False),
+    "attn_v.bias": ("bv", False),
+    "ffn_norm.weight": ("mlp_norm", False),
+    "ffn_gate.weight": ("w_gate", True),
+    "ffn_up.weight": ("w_up", True),
+    "ffn_down.weight": ("w_down", True),
+}
+
+# Tensors that carry no parameters of ours (llama.cpp extras, read into the config or unused).
+IGNORED_TENSORS = re.compile(r"^(rope_freqs\.weight|blk\.\d+\.attn_rot_embd.*)$")
+
+_LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+_MiB = 1 << 20
+
+
+# ----------------------------------------------------------------------------- Q/K permutation
+
+
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's converter permutation (rows ``(head, half, pair)`` -> ``(head, pair, half)``)
+    on a PyTorch-layout ``[out, ...]`` array. Inverse of :func:`unpermute_qk`."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo :func:`permute_qk`: rows ``(head, pair, half)`` -> ``(head, half, pair)``."""
+    rows = w.shape[0]
+    if rows % (2 * n_head):
+        raise GGUFError(f"cannot un-permute a tensor with {rows} rows into {n_head} heads")
+    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+# ----------------------------------------------------------------------------- file format
+
+_GGUF_MAGIC = b"GGUF"
+# GGUF value types: id -> struct code (None: string / array)
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+           12: "d"}
+_NP_SCALAR = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1",
+              10: "<u8", 11: "<i8", 12: "<f8"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class GGUFTensorInfo:
+    """One entry of the tensor table. ``ne`` is GGUF's innermost-first dims; ``shape`` the
+    row-major (PyTorch) shape; ``offset`` absolute in the file."""
+
+    name: str
+    ne: tuple
+    ggml_type: int
+    offset: int
+    nbytes: int
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(reversed(self.ne))
+
+    @property
+    def type_name(self) -> str:
+        from gguf import GGMLQuantizationType
+
+        try:
+            return GGMLQuantizationType(self.ggml_type).name
+        except ValueError:
+            return f"type{self.ggml_type}"
+
+
+class GGUFFile:
+    """A parsed GGUF file: ``metadata`` (dict of python values), ``tensors`` (list of
+    :class:`GGUFTensorInfo`), and :meth:`array` to dequantize one tensor."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {self.path}")
+        self.size = self.path.stat().st_size
+        try:
+            self._data = np.memmap(self.path, dtype=np.uint8, mode="r") if self.size else \
+                np.zeros(0, np.uint8)
+            self._parse()
+        except GGUFError:
+            raise
+        except (struct.error, IndexError, UnicodeDecodeError, ValueError, OverflowError,
+                MemoryError) as e:
+            raise GGUFError(f"{self.path}: not a readable GGUF file ({type(e).__name__}: "
+                            f"{e}); {_REDOWNLOAD}.") from e
+
+    # -- header
+
+    def _parse(self):
+        buf = memoryview(self._data)
+        if bytes(buf[:4]) != _GGUF_MAGIC:
+            raise GGUFError(f"{self.path}: not a GGUF file (magic {bytes(buf[:4])!r}); if it "
+                            f"should be one, {_REDOWNLOAD}.")
+        (version,) = struct.unpack_from("<I", buf, 4)
+        if version & 0xFFFF == 0:
+            raise GGUFError(f"{self.path}: big-endian GGUF files are not supported")
+        if version not in (2, 3):
+            raise GGUFError(f"{self.path}: GGUF version {version} is not supported (2 or 3)")
+        self.version = version
+        n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
+        pos = 24
+        self.metadata: dict[str, Any] = {}
+        self.value_types: dict[str, int] = {}
+        for _ in range(n_kv):
+            key, pos = self._string(buf, pos)
+            (vtype,) = struct.unpack_from("<I", buf, pos)
+            value, pos = self._value(buf, pos + 4, vtype)
+            self.metadata[key] = value
+            self.value_types[key] = vtype
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        infos = []
+        for _ in range(n_tensors):
+            name, pos = self._string(buf, pos)
+            (n_dims,) = struct.unpack_from("<I", buf, pos)
+            if n_dims > 8:
+                raise GGUFError(f"{self.path}: tensor {name!r} has {n_dims} dims; "
+                                f"{_REDOWNLOAD}.")
+            ne = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
+            pos += 4 + 8 * n_dims
+            ggml_type, rel = struct.unpack_from("<IQ", buf, pos)
+            pos += 12
+            try:
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+            except (ValueError, KeyError):
+                raise GGUFError(f"{self.path}: tensor {name!r} has unknown ggml type "
+                                f"{ggml_type}; the installed gguf package may be too old "
+                                "(pip install -U gguf), or the file is corrupt") from None
+            n = math.prod(ne)
+            if ne and ne[0] % block:
+                raise GGUFError(f"{self.path}: tensor {name!r} dims {ne} do not fit "
+                                f"block size {block}; {_REDOWNLOAD}.")
+            infos.append((name, tuple(int(d) for d in ne), ggml_type, rel,
+                          n // block * type_size))
+        align = int(self.metadata.get("general.alignment", 32))
+        if align <= 0 or align & (align - 1):
+            raise GGUFError(f"{self.path}: invalid general.alignment {align}")
+        self.data_offset = (pos + align - 1) // align * align
+        self.tensors = [GGUFTensorInfo(nm, ne, t, self.data_offset + rel, nb)
+                        for nm, ne, t, rel, nb in infos]
+        for t in self.tensors:
+            if t.offset + t.nbytes > self.size:
+                raise GGUFError(
+                    f"{self.path}: tensor {t.name!r} ends at byte {t.offset + t.nbytes} but "
+                    f"the file has only {self.size} bytes: {_REDOWNLOAD}.")
+        self.tensor_map = {t.name: t for t in self.tensors}
+
+    @staticmethod
+    def _string(buf, pos):
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        end = pos + 8 + n
+        if end > len(buf):
+            raise IndexError("string runs past the end of the file")
+        return bytes(buf[pos + 8:end]).decode("utf-8", errors="surrogateescape"), end
+
+    def _value(self, buf, pos, vtype):
+        if vtype in _SCALAR:
+            code = "<" + _SCALAR[vtype]
+            (v,) = struct.unpack_from(code, buf, pos)
+            return v, pos + struct.calcsize(code)
+        if vtype == _STRING:
+            return self._string(buf, pos)
+        if vtype == _ARRAY:
+            itype, count = struct.unpack_from("<IQ", buf, pos)
+            pos += 12
+            if itype in _NP_SCALAR:
+                dt = np.dtype(_NP_SCALAR[itype])
+                end = pos + dt.itemsize * count
+                if end > len(buf):
+                    raise IndexError("array runs past the end of the file")
+                arr = np.frombuffer(buf[pos:end], dtype=dt)
+                return (arr.astype(bool) if itype == 7 else arr.copy()).tolist(), end
+            out = []
+            for _ in range(count):
+                v, pos = self._value(buf, pos, itype)
+                out.append(v)
+            return out, pos
+        raise GGUFError(f"{self.path}: unknown metadata value type {vtype}; {_REDOWNLOAD}.")
+
+    # -- data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    def raw(self, t: GGUFTensorInfo) -> np.ndarray:
+        return self._data[t.offset:t.offset + t.nbytes]
+
+    def array(self, t) -> np.ndarray:
+        """Dequantize one tensor (info or name) to float32 in its row-major (PyTorch) shape."""
+        import gguf
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        if isinstance(t, str):
+            t = self.tensor_map[t]
+        qtype = GGMLQuantizationType(t.ggml_type)
+        raw = self.raw(t)
+        if qtype == GGMLQuantizationType.F64:
+            return raw.view("<f8").astype(np.float32).reshape(t.shape)
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        rows = math.prod(t.ne[1:]) if len(t.ne) > 1 else 1
+        raw = raw.reshape(rows, t.ne[0] // block * type_size if t.ne else type_size)
+        try:
+            arr = gguf.quants.dequantize(raw, qtype)
+        except NotImplementedError as e:
+            raise GGUFError(f"{self.path}: tensor {t.name!r}: {qtype.name} cannot be "
+                            f"dequantized by the installed gguf package ({e})") from e
+        return np.asarray(arr, dtype=np.float32).reshape(t.shape)
+
+
+def open_gguf(path) -> GGUFFile:
+    return path if isinstance(path, GGUFFile) else GGUFFile(path)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _f32(x) -> float:
+    """A float32 metadata value as the shortest decimal that round-trips (1e-05, not
+    9.999999747378752e-06), i.e. the number in the original HF config."""
+    return float(str(np.float32(x)))
+
+
+def _opt_int(v) -> Optional[int]:
+    return None if v is None else int(v)
+
+
+def _arch(g: GGUFFile) -> tuple[str, ArchSpec]:
+    arch = g.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise GGUFError(
+            f"{g.path}: GGUF architecture {arch!r} is not supported (supported: "
+            f"{sorted(ARCHITECTURES)}). Load the original Hugging Face checkpoint instead.")
+    return arch, ARCHITECTURES[arch]
+
+
+def _rope_scaling_from_factors(factors: np.ndarray, cfg_kwargs: dict,
+                               path: Path) -> Optional[RopeScaling]:
+    """Llama-3.1 files carry RoPE scaling as a ``rope_freqs`` tensor (inverse-frequency
+    divisors) rather than metadata. Recover the "llama3" parameters by trying the usual
+    values (factor = the largest divisor; original context 8192 and other powers of two;
+    low/high frequency factors 1/4, ...) and keep the one that reproduces every divisor."""
+    from ..models.decoder import rope_inv_freq
+
+    factors = np.asarray(factors, np.float32).reshape(-1)
+    if np.allclose(factors, 1.0):
+        return None
+    base = ModelConfig(**{**cfg_kwargs, "rope_scaling": None})
+    origs = [int(cfg_kwargs["max_position_embeddings"]) // k for k in (16, 8, 4, 2, 1)]
+    origs = [8192] + [2 ** e for e in range(5, 18)] + origs  # Llama-3.1: 8192
+    for orig in dict.fromkeys(o for o in origs if o > 0):
+        for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (2.0, 8.0)):
+            rs = RopeScaling(factor=float(np.max(factors)), low_freq_factor=low,
+                             high_freq_factor=high, original_max_position_embeddings=orig)
+            scaled = rope_inv_freq(base.replace(rope_scaling=rs))
+            if np.allclose(rope_inv_freq(base) / scaled, factors, rtol=1e-4, atol=1e-5):
+                return rs
+    raise GGUFError(f"{path}: rope_freqs tensor does not match any 'llama3' RoPE scaling; "
+                    "this RoPE variant is not supported")
+
+
+def read_gguf_config(path) -> ModelConfig:
+    """The :class:`ModelConfig` described by a GGUF file's metadata (no tensor data read
+    except a ``rope_freqs`` vector when present)."""
+    g = open_gguf(path)
+    arch, spec = _arch(g)
+
+    def need(key):
+        v = g.get(f"{arch}.{key}")
+        if v is None:
+            raise GGUFError(f"{g.path}: metadata key {arch}.{key} is missing; the file is "
+                            "incomplete or from an unsupported converter")
+        return v
+
+    tensors = g.tensor_map
+    hidden = int(need("embedding_length"))
+    n_head = int(need("attention.head_count"))
+    n_kv = g.get(f"{arch}.attention.head_count_kv", n_head)
+    if isinstance(n_kv, list):  # per-layer list in some files
+        if len(set(n_kv)) != 1:
+            raise GGUFError(f"{g.path}: per-layer KV head counts {sorted(set(n_kv))} are "
+                            "not supported")
+        n_kv = n_kv[0]
+    head_dim = int(g.get(f"{arch}.attention.key_length", hidden // n_head))
+    tokens = g.get("tokenizer.ggml.tokens")
+    emb = tensors.get("token_embd.weight")
+    if emb is not None:
+        vocab = emb.shape[0]  # the embedding is authoritative (padded vocabularies)
+    elif tokens is not None:
+        vocab = len(tokens)
+    else:
+        vocab = need("vocab_size")
+    eos = g.get("tokenizer.ggml.eos_token_id")
+    kwargs = dict(
+        family=spec.family,
+        vocab_size=int(vocab),
+        hidden_size=hidden,
+        intermediate_size=int(need("feed_forward_length")),
+        num_layers=int(need("block_count")),
+        num_heads=n_head,
+        num_kv_heads=int(n_kv),
+        head_dim=head_dim,
+        rms_norm_eps=_f32(g.get(f"{arch}.attention.layer_norm_rms_epsilon",
+                                spec.default_eps)),
+        rope_theta=_f32(g.get(f"{arch}.rope.freq_base", spec.default_theta)),
+        attention_bias="blk.0.attn_q.bias" in tensors,
+        tie_word_embeddings="output.weight" not in tensors,
+        causal=True,
+        max_position_embeddings=int(g.get(f"{arch}.context_length", 4096)),
+        bos_token_id=_opt_int(g.get("tokenizer.ggml.bos_token_id")),
+        eos_token_id=_opt_int(eos),
+        pad_token_id=_opt_int(g.get("tokenizer.ggml.padding_token_id", eos)),
+        eot_token_id=_opt_int(g.get("tokenizer.ggml.eot_token_id")),
+    )
+    if spec.attention_bias and not kwargs["attention_bias"]:
+        raise GGUFError(f"{g.path}: a {arch} file without attn_q.bias is not supported")
+    rot = g.get(f"{arch}.rope.dimension_count", head_dim)
+    if int(rot) != head_dim:
+        raise GGUFError(f"{g.path}: partial RoPE (rope.dimension_count {rot} != head_dim "
+                        f"{head_dim}) is not supported")
+    scaling_type = g.get(f"{arch}.rope.scaling.type")
+    if scaling_type not in (None, "none"):
+        raise GGUFError(f"{g.path}: RoPE scaling {scaling_type!r} is not supported")
+    if "rope_freqs.weight" in tensors:
+        kwargs["rope_scaling"] = _rope_scaling_from_factors(
+            g.array("rope_freqs.weight"), kwargs, g.path)
+    return ModelConfig(**kwargs)
+
+
+def gguf_weight_hash(path) -> str:
+    """Stable, cheap content hash of a GGUF file (hex sha256).
+
+    Hashes a version tag, the file size, the first and the last MiB of the file (header,
+    start of the metadata, tail of the tensor data) and the tensor table (name, ggml type,
+    dims and offset of every tensor). Reading 2 MiB keeps it O(1) in the file size while a
+    different model, quantization, conversion or a truncated copy all change it. It is not
+    a guarantee against deliberate edits in the middle of the tensor data.
+    """
+    g = open_gguf(path)
+    h = hashlib.sha256(b"sri_jax-gguf-hash-v1\0")
+    h.update(str(g.size).encode() + b"\0")
+    with open(g.path, "rb") as f:
+        h.update(f.read(_MiB))
+        f.seek(max(0, g.size - _MiB))
+        h.update(f.read(_MiB))
+    for t in g.tensors:
+        h.update(f"{t.name}|{t.ggml_type}|{list(t.ne)}|{t.offset}\n".encode())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32",
+           "f32": "float32", "float16": "float16", "fp16": "float16", "f16": "float16"}
+
+
+def _np_dtype(dtype) -> np.dtype:
+    """"bfloat16" | "float32" | "float16" (or such a numpy / jax dtype) -> numpy dtype."""
+    import ml_dtypes
+
+    if isinstance(dtype, str):
+        key = _DTYPES.get(dtype.lower())
+        if key is None:
+            raise ValueError(f"dtype {dtype!r}: use 'bfloat16', 'float32' or 'float16'")
+        return np.dtype(ml_dtypes.bfloat16) if key == "bfloat16" else np.dtype(key)
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float32), np.dtype(np.float16)):
+        raise ValueError(f"dtype {dt}: weights can be loaded as bfloat16, float32 or float16")
+    return dt
+
+
+def load_gguf_params(path, cfg: Optional[ModelConfig] = None, *, dtype="bfloat16") -> dict:
+    """Dequantize, un-permute and stack every tensor into the decoder's numpy param tree."""
+    from ..models.decoder import param_shapes
+
+    g = open_gguf(path)
+    arch, spec = _arch(g)
+    cfg = cfg if cfg is not None else read_gguf_config(g)
+    np_dt = _np_dtype(dtype)
+    shapes = param_shapes(cfg)
+    layers = {k: np.empty(s, np_dt) for k, s in shapes["layers"].items()}
+    out: dict[str, Any] = {}
+    filled: set = set()
+    for t in g.tensors:
+        m = _LAYER_RE.match(t.name)
+        if m:
+            idx, suffix = int(m.group(1)), m.group(2)
+            entry = LAYER_TENSORS.get(suffix)
+            if entry is None or idx >= cfg.num_layers:
+                if IGNORED_TENSORS.match(t.name):
+                    continue
+                raise GGUFError(f"{g.path}: unexpected tensor {t.name!r} for a {arch} model")
+            key, transpose = entry
+            if key not in layers:
+                raise GGUFError(f"{g.path}: tensor {t.name!r} has no place in the config "
+                                f"(attention_bias={cfg.attention_bias})")
+            arr = g.array(t)
+            if spec.permute_qk and suffix.startswith(("attn_q.", "attn_k.")):
+                arr = unpermute_qk(arr, cfg.num_heads if suffix.startswith("attn_q.")
+                                   else cfg.num_kv_heads)
+            if transpose:
+                arr = arr.T
+            if arr.shape != layers[key].shape[1:]:
+                raise GGUFError(f"{g.path}: tensor {t.name!r} has shape {arr.shape} "
+                                f"(in, out), expected {layers[key].shape[1:]}")
+            layers[key][idx] = arr
+            filled.add((key, idx))
+            continue
+        entry = GLOBAL_TENSORS.get(t.name)
+        if entry is None:
+            if IGNORED_TENSORS.match(t.name):
+                continue
+            raise GGUFError(f"{g.path}: unexpected tensor {t.name!r} for a {arch} model")
+        key, transpose = entry
+        arr = g.array(t)
+        if transpose:
+            arr = arr.T
+        if tuple(arr.shape) != tuple(shapes[key]):
+            raise GGUFError(f"{g.path}: tensor {t.name!r} has shape {arr.shape}, expected "
+                            f"{shapes[key]}")
+        out[key] = np.ascontiguousarray(arr, dtype=np_dt)
+    missing = [f"blk.{i}:{k}" for k in layers for i in range(cfg.num_layers)
+               if (k, i) not in filled]
+    missing += [k for k in shapes if k != "layers" and k not in out]
+    if missing:
+        raise GGUFError(f"{g.path}: missing tensors for {missing[:8]}"
+                        f"{' ...' if len(missing) > 8 else ''}; the file is incomplete")
+    out["layers"] = layers
+    return out
+
+
+def load_gguf(path, *, dtype="bfloat16", tokenizer: bool = True):
+    """Load a GGUF checkpoint.
+
+    Returns ``(config, params, tokenizer, weight_hash, chat_template)``: the
+    :class:`ModelConfig` from the metadata, the decoder param pytree as jax arrays of
+    ``dtype``, a transformers tokenizer converted from the embedded vocabulary (None when
+    ``tokenizer=False`` or the file has none), :func:`gguf_weight_hash`, and the embedded
+    ``tokenizer.chat_template`` (or None).
+    """
+    import jax.numpy as jnp
+
+    path = Path(os.path.expanduser(str(path))).resolve()
+    g = GGUFFile(path)
+    cfg = read_gguf_config(g)
+    host = load_gguf_params(g, cfg, dtype=dtype)
+    params = {k: jnp.asarray(v) for k, v in host.items() if k != "layers"}
+    params["layers"] = {}
+    layers = host.pop("layers")
+    for k in list(layers):  # convert one stacked array at a time to bound peak host memory
+        params["layers"][k] = jnp.asarray(layers.pop(k))
+    del host
+    weight_hash = gguf_weight_hash(g)
+    chat_template = g.get("tokenizer.chat_template")
+    tok = (load_gguf_tokenizer(path, g.get("general.architecture"))
+           if tokenizer and "tokenizer.ggml.tokens" in g.metadata else None)
+    return cfg, params, tok, weight_hash, chat_template
+
+
+def _direct_tokenizer_class(arch: str):
+    """The class ``AutoTokenizer`` picks for a GGUF of this architecture when the folder has no
+    tokenizer files: ``TOKENIZER_MAPPING.get(config class, TokenizersBackend)`` (transformers
+    5). None when that cannot be determined (other transformers versions)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    cls = TOKENIZER_MAPPING.get(CONFIG_MAPPING[arch], TokenizersBackend)
+    if isinstance(cls, type) and issubclass(cls, TokenizersBackend) \
+            and cls.__name__ != "MistralCommonBackend":
+        return cls
+    return None
+
+
+def load_gguf_tokenizer(path, arch: Optional[str] = None):
+    """A transformers tokenizer built from the vocabulary embedded in a GGUF file: what
+    ``AutoTokenizer.from_pretrained(dir, gguf_file=name)`` returns.
+
+    AutoTokenizer parses the whole file once more with ``gguf.GGUFReader`` (~6 s for a 49k
+    vocabulary) only to pick the tokenizer class from the model type. When ``arch`` is given
+    and the folder holds no tokenizer/config files of its own, the class AutoTokenizer would
+    pick (:func:`_direct_tokenizer_class`) is built directly (~0.5 s; the test suite checks
+    the result equals AutoTokenizer's). Otherwise, or if the shortcut fails, AutoTokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    own_files = any((path.parent / f).exists()
+                    for f in ("tokenizer_config.json", "tokenizer.json", "config.json"))
+    if arch is not None and not own_files:
+        try:
+            cls = _direct_tokenizer_class(arch)
+            if cls is not None:
+                return cls.from_pretrained(str(path.parent), gguf_file=path.name)
+        except Exception:  # other transformers versions: take the documented route
+            pass
+    try:
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as e:
+        raise GGUFError(f"{path}: transformers could not build the embedded tokenizer "
+                        f"({type(e).__name__}: {e})") from e
