@@ -4,12 +4,15 @@ __version__ = "0.1.0"
 
 from .models.config import ModelConfig, RopeScaling
 from .models.model import ForwardOutput, Model
+from .parallel.mesh import make_mesh
 from .sampling import GenerationResult, SamplerConfig, generate
 from .sri.signal import Centers, internal_recovery_rate, sri_signal
 
 
 def load_model(source, *, dtype="bfloat16", **kwargs) -> Model:
-    """Load a model from a directory (HF layout), a .gguf file, a registry name or a hub id."""
+    """Load a model from a directory (HF layout), a .gguf file, a registry name or a hub id.
+
+    ``mesh=sri_jax.make_mesh(...)`` loads the parameters straight into their shards."""
     from .weights.loader import load_model as _load
 
     return _load(source, dtype=dtype, **kwargs)
@@ -24,4 +27,4 @@ def is_refusal(text: str) -> bool:
 
 __all__ = ["Centers", "ForwardOutput", "GenerationResult", "Model", "ModelConfig", "RopeScaling",
            "SamplerConfig", "generate", "internal_recovery_rate", "is_refusal", "load_model",
-           "sri_signal", "__version__"]
+           "make_mesh", "sri_signal", "__version__"]

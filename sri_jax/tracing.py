@@ -8,8 +8,13 @@ A trace run writes into one directory::
     shard-00001.parquet  so a shard on disk is always complete
     ...
 
+    manifest.json        written once every shard is complete (shard list, record count)
+
 Rerunning the same command skips the shards already on disk, so an interrupted run resumes
 without duplicating or losing records; a different plan in the same directory is an error.
+Multi-host (``jax.distributed``): shard i is written by process ``i % process_count``; the
+processes agree on which shards exist before starting, so a restarted job skips them. The
+folder may be a ``gs://`` (or other fsspec) URL.
 Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused (and activations,
 [T*D] float32 row-major, when requested). pandas and polars read the directory directly.
 """
@@ -26,6 +31,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 PLAN = "plan.json"
+MANIFEST = "manifest.json"
 
 
 def _hash(obj) -> str:
@@ -52,12 +58,16 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     """Generate, read SRI, judge refusals and write records under ``out_dir``. Returns the dir.
 
     ``shard_filter(i)`` selects which shards this process writes (multi-host tracing); the
-    plan is the same on every process.
+    plan is the same on every process. Default: one process writes every shard; with several
+    processes (``jax.distributed``) process p writes shards i with ``i % count == p``. When
+    the model is sharded over devices of several processes (SPMD) every process takes part in
+    every batch and only the writer stores it; otherwise each process generates its own.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
+    from .parallel import multihost as mh
+    from .parallel.storage import TraceStore
     from .sampling.api import generate
     from .sri.centers import check_compatible
     from .sri.judge import is_refusal
@@ -70,8 +80,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     if len(ids) != len(prompts) or len(set(ids)) != len(ids):
         raise ValueError("ids must be unique and one per prompt")
     check_compatible(centers, model, cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    store = TraceStore(out_dir)
+    store.mkdir()
     lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
     batches = plan_batches(lengths, batch_size)
     plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
@@ -81,22 +91,26 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                                            + np.asarray(centers.harmful, np.float64).sum())}),
             "set": set_name, "attack": attack, "seed": seed, "shards": len(batches),
             "save_activations": save_activations}
-    plan_path = out / PLAN
-    if plan_path.exists():
-        old = json.loads(plan_path.read_text())
-        if old != plan:
-            diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-            raise ValueError(f"{out} already holds a different trace run (differs in {diff}); "
-                             "use a new output directory or delete the old one")
+    diff = []
+    if store.exists(PLAN):
+        old = json.loads(store.read_text(PLAN))
+        diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
     else:
-        _atomic_write_bytes(plan_path, json.dumps(plan, indent=2, sort_keys=True).encode())
+        store.write_bytes(PLAN, json.dumps(plan, indent=2, sort_keys=True).encode())
+    if not mh.all_across_processes([not diff])[0]:  # all processes check before any runs
+        raise ValueError(f"{store.display} already holds a different trace run (differs in "
+                         f"{diff or 'the folder of another process'}); use a new output "
+                         "directory or delete the old one")
 
-    todo = [i for i in range(len(batches))
-            if (shard_filter is None or shard_filter(i)) and not shard_path(out, i).exists()]
+    n_proc, me = mh.process_count(), mh.process_index()
+    spmd = mh.spans_processes(model.params)  # every process joins every sampler call
+    writes = shard_filter or (lambda i: mh.shard_owner(i, n_proc) == me)
+    done = mh.any_across_processes(_done_shards(store, len(batches)))
+    todo = [i for i in range(len(batches)) if not done[i] and (spmd or writes(i))]
     n_todo = sum(len(batches[i]) for i in todo)
     t0 = time.perf_counter()
     with tqdm(total=n_todo, desc=f"trace {set_name}/{attack}", unit="prompt",
-              disable=not progress) as bar:
+              disable=not progress or me != 0) as bar:
         for i in todo:
             idx = batches[i]
             batch = [prompts[j] for j in idx]
@@ -104,6 +118,9 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             res = generate(model, batch, cfg, centers=centers, seed=seed + i,
                            return_activations=save_activations, system_prompt=system_prompt)
             n = len(idx)
+            if not writes(i):  # SPMD: another process stores this batch
+                bar.update(n)
+                continue
             cols = {
                 "prompt_id": [ids[j] for j in idx], "set": [set_name] * n,
                 "attack": [attack] * n, "prompt": [prompts[j] for j in idx],
@@ -115,18 +132,35 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             if save_activations:
                 cols["activations"] = pa.array(
                     [r.reshape(-1).tolist() for r in res.activations[:n]], pa.list_(pa.float32()))
-            table = pa.table(cols)
-            path = shard_path(out, i)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
+            store.write_parquet(shard_name(i), pa.table(cols))
             bar.update(n)
             bar.set_postfix(prompts_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
-    return out
+
+    done = mh.any_across_processes(_done_shards(store, len(batches)))
+    if done.all() and me == 0 and not store.exists(MANIFEST):
+        manifest = {"plan": _hash(plan), "set": set_name, "attack": attack,
+                    "records": len(prompts), "num_shards": len(batches),
+                    "shards": [{"file": shard_name(i), "rows": len(b)}
+                               for i, b in enumerate(batches)],
+                    "num_processes": n_proc, "spmd": spmd,
+                    "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        store.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+    mh.barrier("sri_jax.trace.done")
+    return store.handle()
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.parquet"
 
 
 def shard_path(out: Path, i: int) -> Path:
-    return Path(out) / f"shard-{i:05d}.parquet"
+    return Path(out) / shard_name(i)
+
+
+def _done_shards(store, n: int) -> np.ndarray:
+    """Which of the ``n`` shards exist (one listing, also on object stores)."""
+    names = set(store.list("shard-*.parquet"))
+    return np.array([shard_name(i) in names for i in range(n)], bool)
 
 
 def read_traces(out_dir) -> dict:
@@ -135,14 +169,15 @@ def read_traces(out_dir) -> dict:
     Keys: prompt_id, set, attack, prompt, response, refused [N] bool, sri [N, T], tokens
     [N, G], and activations [N, T*D] when saved.
     """
-    import pyarrow.parquet as pq
-
-    out = Path(out_dir)
-    files = sorted(out.glob("shard-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no trace shards in {out}; run `sri-jax trace` first")
-    tables = [pq.read_table(f) for f in files]
     import pyarrow as pa
+
+    from .parallel.storage import TraceStore
+
+    store = TraceStore(out_dir)
+    files = store.list("shard-*.parquet")
+    if not files:
+        raise FileNotFoundError(f"no trace shards in {store.display}; run `sri-jax trace` first")
+    tables = [store.read_parquet(f) for f in files]
 
     t = pa.concat_tables(tables)
     rec = {name: t.column(name).to_pylist() for name in ("prompt_id", "set", "attack", "prompt",

@@ -26,7 +26,8 @@ BUCKET_STEPS = ((256, 16), (1024, 128))  # up to 256 tokens: multiples of 16; ..
 class GenerationResult:
     """tokens [B, G]; texts (when the model has a tokenizer); sri [B, T] when centers were
     given; activations [B, T, D] pooled phi when requested; projections [B, T] when a
-    direction was given; snapshots [B, T, G] response tokens after each step when requested."""
+    direction was given; snapshots [B, T, G] response tokens after each step when requested;
+    detector_scores [B] and flagged [B] bool when a detector was given."""
 
     tokens: np.ndarray
     texts: Optional[list] = None
@@ -34,6 +35,8 @@ class GenerationResult:
     activations: Optional[np.ndarray] = None
     projections: Optional[np.ndarray] = None
     snapshots: Optional[np.ndarray] = None
+    detector_scores: Optional[np.ndarray] = None
+    flagged: Optional[np.ndarray] = None
 
 
 def bucket_length(n: int, limit: int) -> int:
@@ -48,17 +51,42 @@ def bucket_length(n: int, limit: int) -> int:
     return max(n, min(b, limit))
 
 
+@dataclasses.dataclass(frozen=True)
+class PureDetector:
+    """A detector's scoring function as a hashable static argument (equal detectors of the
+    same kind share one compiled sampler)."""
+
+    func: object
+    keywords: tuple
+
+    @classmethod
+    def wrap(cls, fn):
+        if isinstance(fn, functools.partial):
+            return cls(fn.func, tuple(sorted(fn.keywords.items())))
+        return cls(fn, ())
+
+    def __call__(self, params, traces):
+        return self.func(params, traces, **dict(self.keywords))
+
+
 @functools.partial(jax.jit, static_argnames=("mcfg", "scfg", "hidden_layer",
-                                             "return_activations", "record_snapshots"))
-def _sample(params, input_ids, attention_mask, key, probe, *, mcfg, scfg, hidden_layer,
-            return_activations, record_snapshots):
+                                             "return_activations", "record_snapshots",
+                                             "detector_fn"))
+def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
+            detector_threshold=None, *, mcfg, scfg, hidden_layer, return_activations,
+            record_snapshots, detector_fn=None):
+    """The whole sampler, SRI included, and the detector's verdict at the end of the trace:
+    one XLA program."""
     if scfg.mode == "autoregressive":
         fn = ar_sample
     else:
         fn = dream_sample if mcfg.logits_shift else diffusion_sample
-    return fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
-              hidden_layer=hidden_layer, return_activations=return_activations,
-              record_snapshots=record_snapshots)
+    tokens, sri, recs = fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
+                           hidden_layer=hidden_layer, return_activations=return_activations,
+                           record_snapshots=record_snapshots)
+    scores = None if detector_fn is None else detector_fn(detector_params, sri)
+    flags = None if detector_fn is None else scores > detector_threshold
+    return tokens, sri, recs, scores, flags
 
 
 def _check_mode(model: Model, cfg: SamplerConfig):
@@ -111,13 +139,15 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
              cfg: SamplerConfig = SamplerConfig(), *, input_ids=None, attention_mask=None,
              centers: Optional[Centers] = None, return_activations: bool = False,
              direction=None, record_snapshots: bool = False, seed: int = 0,
-             system_prompt: Optional[str] = "default") -> GenerationResult:
+             system_prompt: Optional[str] = "default", detector=None) -> GenerationResult:
     """Sample a batch in one fused XLA program and read the SRI signal on the way.
 
     ``prompts`` are chat-templated with the model's template (system prompt "You are a
     helpful assistant" by default); ``input_ids`` / ``attention_mask`` (left-padded) are used
     as given. With ``centers`` the result carries ``sri`` [B, T]; with
-    ``return_activations`` the pooled phi [B, T, D] (for computing centers).
+    ``return_activations`` the pooled phi [B, T, D] (for computing centers). With a fitted
+    ``detector`` (``SRIGuard`` / ``SRIClassifier``, trained against these centers) its score
+    and flag per row are computed inside the same compiled program.
     """
     _check_mode(model, cfg)
     ids, mask = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
@@ -142,16 +172,33 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
             raise ValueError(f"direction must be a finite non-zero [{d}] vector, got {r.shape}")
         probe = probe._replace(direction=jnp.asarray(r / np.linalg.norm(r)))
     hidden_layer = None if cfg.layer == "last" else mcfg.resolve_layer(cfg.layer)
+    det_fn = det_params = det_thr = None
+    if detector is not None:
+        if centers is None:
+            raise ValueError("a detector reads the SRI trace: pass the centers it was "
+                             "trained against as centers=")
+        detector.check_centers(centers, tau=cfg.tau)
+        fn, det_params, det_thr = detector.as_pure()
+        det_fn = PureDetector.wrap(fn)
 
-    tokens, sri, recs = _sample(model.params, jnp.asarray(ids), jnp.asarray(mask),
-                                jax.random.key(seed), probe, mcfg=mcfg, scfg=cfg,
-                                hidden_layer=hidden_layer,
-                                return_activations=return_activations,
-                                record_snapshots=record_snapshots)
-    tokens = np.asarray(tokens)
+    # Under a mesh (params sharded by sri_jax.parallel): rows padded to a multiple of the
+    # data axis and sharded over it, key/probe replicated; padding stripped from the results.
+    from ..parallel.mesh import model_mesh, sampler_inputs, to_host
+
+    mesh, rows = model_mesh(model.params), ids.shape[0]
+    if mesh is not None:
+        ids, mask, key, probe = sampler_inputs(mesh, ids, mask, seed, probe)
+    else:
+        ids, mask, key = jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed)
+    tokens, sri, recs, scores, flags = _sample(
+        model.params, ids, mask, key, probe, det_params, det_thr, mcfg=mcfg, scfg=cfg,
+        hidden_layer=hidden_layer, return_activations=return_activations,
+        record_snapshots=record_snapshots, detector_fn=det_fn)
 
     def host(a):
-        return None if a is None else np.asarray(a)
+        return None if a is None else to_host(a)[:rows]
+
+    tokens = host(tokens)
 
     return GenerationResult(
         tokens=tokens,
@@ -159,7 +206,7 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
         sri=host(sri) if centers is not None else None,
         activations=host(recs.phi),
         projections=host(recs.projection),
-        snapshots=host(recs.snapshot))
+        snapshots=host(recs.snapshot), detector_scores=host(scores), flagged=host(flags))
 
 
 
