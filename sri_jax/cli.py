@@ -50,6 +50,18 @@ def _model_flags(p: argparse.ArgumentParser, default_model=True):
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _scale_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("scale-out (TPU pods, multi-GPU; see docs/scaling.md)")
+    g.add_argument("--mesh-data", type=int, help="data-parallel mesh axis size (-1: the rest)")
+    g.add_argument("--mesh-model", type=int, help="tensor-parallel mesh axis size (default 1)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a jax.distributed process group (auto-detected on Cloud TPU, "
+                        "SLURM, ...) and shard over every device of every process")
+    g.add_argument("--coordinator", help="HOST:PORT of process 0 (implies --distributed)")
+    g.add_argument("--num-processes", type=int, help="processes in the group")
+    g.add_argument("--process-id", type=int, help="this process's index (0-based)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sri-jax", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default="none", help="jailbreak transform to apply")
     p.add_argument("--save-activations", action="store_true",
                    help="also store the pooled phi [T, D] per record")
-    p.add_argument("--out", required=True, help="trace folder (rerun to resume)")
+    p.add_argument("--out", required=True, help="trace folder or gs:// URL (rerun to resume)")
+    _scale_flags(p)
 
     p = sub.add_parser("plot", help="figures from trace folders")
     p.add_argument("traces", nargs="+", help="trace folders")
@@ -99,11 +112,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("traces", nargs="+", help="trace folders")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("finetune", help="safety-tune SmolLM2 with LoRA (the recipe of "
+                       "smollm2-135m-instruct-safe; docs/safety_finetune.md)")
+    from .finetune import add_arguments as _finetune_args
+
+    _finetune_args(p)
+
     p = sub.add_parser("generate", help="generate for prompts and print texts (and SRI)")
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("prompts", nargs="+")
     p.add_argument("--centers", help="centers folder: also print the SRI trace")
+    p = sub.add_parser("train-detector", help="fit the SRI Guard on benign traces and save it")
+    _model_flags(p)
+    _sampler_flags(p)
+    p.add_argument("--centers", required=True, help="centers folder from `calibrate`/`demo`")
+    p.add_argument("--n-calib-harmless", type=int, default=256,
+                   help="benign prompts reserved for calibration (skipped; as in demo)")
+    p.add_argument("--n-train", type=int, default=128, help="benign training traces")
+    p.add_argument("--n-holdout", type=int, default=64, help="benign threshold traces")
+    p.add_argument("--epochs", type=int, default=200, help="autoencoder training epochs")
+    p.add_argument("--quantile", type=float, default=0.99, help="threshold quantile")
+    p.add_argument("--out", required=True, help="folder to write the guard to (orbax)")
+
+    p = sub.add_parser("evaluate", help="SRI Guard evaluation: AUROC per attack, ablations, "
+                                        "baselines (Table 13); docs/detector.md")
+    _model_flags(p)
+    _sampler_flags(p)
+    p.add_argument("--centers", help="centers folder (default: calibrate, saved in --out)")
+    p.add_argument("--n", type=int, help="set --n-train/--n-holdout/--n-test/--n-attack at once")
+    p.add_argument("--n-train", type=int, default=128)
+    p.add_argument("--n-holdout", type=int, default=64)
+    p.add_argument("--n-test", type=int, default=64)
+    p.add_argument("--n-attack", type=int, default=64, help="prompts per attack set")
+    p.add_argument("--n-calib-harmless", type=int, default=256)
+    p.add_argument("--n-calib-harmful", type=int, default=720)
+    p.add_argument("--attacks", default=",".join(_demo_attacks()),
+                   help="comma-separated attacks (raw harmful 'none' is always included)")
+    p.add_argument("--ablations", default="first_step,text",
+                   help="comma-separated: first_step,text (empty: none)")
+    p.add_argument("--layers", default="",
+                   help="other SRI layers to ablate, e.g. middle,first (recalibrates and "
+                        "retraces everything per layer)")
+    p.add_argument("--baselines", default="perplexity,self_exam",
+                   help="comma-separated: perplexity,self_exam (empty: none)")
+    p.add_argument("--llama-guard", help="also run Llama Guard 3: 1b, 8b, a hub id or a "
+                                         "local directory")
+    p.add_argument("--no-classifier", action="store_true",
+                   help="skip the supervised leave-one-attack-out SRIClassifier")
+    p.add_argument("--ppl-quantile", type=float, default=0.99,
+                   help="perplexity filter threshold quantile (0.99 or 0.95)")
+    p.add_argument("--epochs", type=int, default=200, help="autoencoder training epochs")
+    p.add_argument("--n-timing", type=int, default=16, help="prompts for the overhead timing")
+    p.add_argument("--timing-repeats", type=int, default=2)
+    p.add_argument("--out", required=True, help="folder for report.json, report.md, guard/")
     return ap
 
 
@@ -149,11 +211,30 @@ def _sampler(args, model):
     return default_sampler(model, **over)
 
 
-def _load(args):
+def _load(args, mesh=None):
     from . import load_model
     from .workflow import resolve_dtype
 
-    return load_model(args.model, dtype=resolve_dtype(args.dtype))
+    if mesh is None:
+        return load_model(args.model, dtype=resolve_dtype(args.dtype))
+    return load_model(args.model, dtype=resolve_dtype(args.dtype), mesh=mesh)
+
+
+def _mesh(args):
+    """Join jax.distributed when asked (before anything touches a device), then build the
+    mesh from --mesh-data/--mesh-model (default under --distributed: all devices on data)."""
+    dist = bool(args.distributed or args.coordinator or args.num_processes is not None
+                or args.process_id is not None)
+    if dist:
+        from .parallel import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
+    if args.mesh_data is None and args.mesh_model is None and not dist:
+        return None
+    from .parallel import make_mesh
+
+    return make_mesh(data=-1 if args.mesh_data is None else args.mesh_data,
+                     model=1 if args.mesh_model is None else args.mesh_model)
 
 
 def _prompts(name, limit=None, field=None):
@@ -214,8 +295,9 @@ def _run(args) -> int:
         from .sri.centers import load_centers
         from .tracing import trace
 
+        mesh = _mesh(args)
         centers = load_centers(args.centers)
-        model = _load(args)
+        model = _load(args, mesh)
         cfg = _sampler(args, model)
         ps = _prompts(args.prompts, args.limit, args.field)
         prompts = list(ps.prompts) if args.attack == "none" else [
@@ -237,6 +319,10 @@ def _run(args) -> int:
         rows = workflow.summarize(workflow.groups_from_traces(args.traces))
         print(json.dumps(rows, indent=2) if args.json else workflow.format_table(rows))
         return 0
+    if args.command == "finetune":
+        from .finetune import run as run_finetune
+
+        return run_finetune(args)
     if args.command == "generate":
         from .sampling import generate
         from .sri.centers import load_centers
@@ -249,6 +335,31 @@ def _run(args) -> int:
             print(f"[{i}] {p}\n--> {t}")
             if res.sri is not None:
                 print("    sri: " + " ".join(f"{s:.2f}" for s in res.sri[i]))
+        return 0
+    if args.command in ("train-detector", "evaluate"):
+        from .detector import evaluate as ev
+
+        model = _load(args)
+        cfg = _sampler(args, model)
+        split = lambda v: [x for x in (v or "").split(",") if x]  # noqa: E731
+        if args.command == "train-detector":
+            ev.train_detector(model, cfg, args.out, centers_path=args.centers,
+                              n_calib_harmless=args.n_calib_harmless, n_train=args.n_train,
+                              n_holdout=args.n_holdout, batch_size=args.batch_size,
+                              guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
+                              progress=progress, seed=args.seed)
+            return 0
+        n = {k: args.n or getattr(args, k) for k in ("n_train", "n_holdout", "n_test",
+                                                      "n_attack")}
+        ev.run_evaluation(model, cfg, args.out, centers_path=args.centers,
+                          n_calib_harmless=args.n_calib_harmless,
+                          n_calib_harmful=args.n_calib_harmful, attacks=split(args.attacks),
+                          layers=split(args.layers), ablations=split(args.ablations),
+                          baselines=split(args.baselines), llama_guard=args.llama_guard,
+                          classifier=not args.no_classifier, batch_size=args.batch_size,
+                          guard_kwargs={"epochs": args.epochs}, ppl_quantile=args.ppl_quantile,
+                          n_timing=args.n_timing, timing_repeats=args.timing_repeats,
+                          progress=progress, seed=args.seed, **n)
         return 0
     raise AssertionError(args.command)
 

@@ -11,3 +11,9 @@ __all__ = ["CENTERS_KEYS_CHECKED", "MLP", "CentersMismatchError", "ClassifierCon
            "GuardConfig", "SRIClassifier", "SRIGuard", "centers_hash", "classifier_logits",
            "classifier_proba", "count_params", "evaluate_scores", "guard_score", "mlp_forward",
            "refusal_with_guard", "threshold_at_fpr", "tpr_at_fpr", "validate_traces"]
+from .baselines import (ExternalGuard, LlamaGuard3, PerplexityFilter, SelfExamination,
+                        prompt_nll, prompt_perplexity)
+from .evaluate import EvalReport, evaluate_guard
+
+__all__ += ["EvalReport", "ExternalGuard", "LlamaGuard3", "PerplexityFilter", "SelfExamination",
+            "evaluate_guard", "prompt_nll", "prompt_perplexity"]

@@ -1,0 +1,192 @@
+"""The SRI Guard evaluation protocol (sri_jax.detector.evaluate) on the tiny random chat model
+with a deterministic stand-in judge, checked against independent recomputations."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from sri_jax.detector import SRIGuard
+from sri_jax.detector.baselines import (ExternalGuard, LlamaGuard3, PerplexityFilter,
+                                        SelfExamination, prompt_nll, prompt_perplexity)
+from sri_jax.detector.evaluate import EvalReport, evaluate_guard, step_texts
+from sri_jax.sampling import SamplerConfig, generate
+from sri_jax.sri.centers import calibrate
+from sri_jax.sri.judge import keyword_trace
+from tiny_model import WORDS, tiny_chat_model
+
+CFG = SamplerConfig.autoregressive(gen_length=6)
+_W = [w for w in WORDS[3:] if not w.startswith("<")]
+
+
+def parity_judge(text: str) -> bool:
+    """A deterministic stand-in judge (the random model never says real refusals)."""
+    return sum(map(ord, text)) % 2 == 0
+
+
+def _prompts(n, seed, lo=1, hi=3):
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(_W, rng.integers(lo, hi))) for _ in range(n)]
+
+
+# every templated prompt has 14-16 tokens: one length bucket, one batch shape (batch 8), so
+# each sampler variant compiles once and the direct checks below reuse the same programs
+BENIGN = _prompts(32, 0)
+HARMFUL = {"none": _prompts(8, 1), "suffix_attack": [p + " w1" for p in _prompts(8, 2)],
+           "wrap_attack": ["w5 " + p for p in _prompts(8, 3)]}
+TRAIN, HOLDOUT, TEST = BENIGN[:16], BENIGN[16:24], BENIGN[24:]
+GUARD_KW = {"epochs": 20}
+
+
+class FlagEveryOther:
+    """A stand-in ExternalGuard: flags every other response."""
+
+    def __call__(self, prompts, responses):
+        return np.arange(len(prompts)) % 2 == 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_chat_model(seed=3)
+
+
+@pytest.fixture(scope="module")
+def centers(model):
+    return calibrate(model, BENIGN[:6], HARMFUL["none"][:6], CFG, judge=parity_judge,
+                     batch_size=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def report(model, centers):
+    return evaluate_guard(model, centers, CFG, benign_train=TRAIN,
+                          benign_holdout=HOLDOUT, benign_test=TEST,
+                          harmful=HARMFUL, batch_size=8, judge=parity_judge,
+                          step_judge=parity_judge, guard_kwargs=GUARD_KW, progress=False,
+                          classifier_kwargs={"epochs": 20},
+                          external_guards={"every_other": FlagEveryOther()},
+                          n_timing=8, timing_repeats=1, self_exam_tokens=3)
+
+
+def test_report_has_all_keys(report, tmp_path):
+    d = report.to_dict()
+    assert set(d) == {"meta", "guard", "benign", "attacks", "means", "supervised",
+                      "ablations", "baselines", "scores"}
+    assert set(d["attacks"]) == set(HARMFUL)
+    for r in d["attacks"].values():
+        for k in ("auroc", "auprc", "tpr", "fpr", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr",
+                  "refusal_no_guard", "refusal_with_guard", "flag_rate", "n_attack"):
+            assert k in r
+    assert set(d["means"]) == {"all", "jailbreak"}
+    assert set(d["ablations"]) == {"sri_last", "first_step", "text"}
+    for r in d["ablations"].values():
+        assert set(r["per_attack"]) == set(HARMFUL) and 0 <= r["mean_auroc"] <= 1
+    t13 = d["baselines"]["table13"]
+    assert set(t13) == {"undefended", "perplexity", "self_exam", "every_other", "sri_guard",
+                        "sri_guard+signal"}
+    sup = d["supervised"]["per_attack"]
+    assert set(sup) == set(HARMFUL)
+    for held, r in sup.items():  # disjoint: the held-out attack is never trained on
+        assert held not in r["trained_on"] and len(r["trained_on"]) == len(HARMFUL) - 1
+    # JSON round trip and the markdown table
+    back = EvalReport.load(report.save(tmp_path / "r.json"))
+    assert back.to_dict() == d
+    md = report.table()
+    for name in list(HARMFUL) + ["first_step", "text", "sri_guard", "perplexity"]:
+        assert name in md
+
+
+def test_auroc_matches_sklearn_recomputation(report):
+    s = report.scores
+    b = np.asarray(s["benign_test"])
+    for a, sa in s["attacks"].items():
+        sa = np.asarray(sa)
+        y = np.r_[np.zeros(len(b)), np.ones(len(sa))]
+        assert report.attacks[a]["auroc"] == pytest.approx(roc_auc_score(y, np.r_[b, sa]))
+        assert report.attacks[a]["tpr"] == pytest.approx(np.mean(sa > report.guard["threshold"]))
+    # the threshold is the 99th percentile of the benign hold-out scores
+    assert report.guard["threshold"] == pytest.approx(
+        np.quantile(s["benign_holdout"], 0.99))
+    assert report.means["all"]["auroc"] == pytest.approx(
+        np.mean([r["auroc"] for r in report.attacks.values()]))
+
+
+def test_guard_scores_are_the_traced_sri_scores(model, centers, report):
+    """Independent path: generate the test set directly, score with the returned guard."""
+    res = generate(model, TEST, CFG, centers=centers)
+    np.testing.assert_allclose(report.guard_.score_samples(res.sri),
+                               report.scores["benign_test"], rtol=1e-5, atol=1e-7)
+
+
+def test_refusal_with_guard_at_least_without(report):
+    for r in list(report.attacks.values()) + [report.benign]:
+        assert r["refusal_with_guard"] >= r["refusal_no_guard"]
+    for name, r in report.baselines["table13"].items():
+        und = report.baselines["table13"]["undefended"]
+        assert r["jailbreak_refusal"] >= und["jailbreak_refusal"] - 1e-12, name
+        assert r["false_positive"] >= und["false_positive"] - 1e-12, name
+
+
+def test_overheads_finite_and_non_negative(report):
+    for name, r in report.baselines["table13"].items():
+        assert np.isfinite(r["overhead_pct"]) and r["overhead_pct"] >= 0, name
+    tm = report.baselines["timing"]
+    for k in ("t_plain_s", "t_sri_s", "t_sri_guard_s", "offline_scoring_pct"):
+        assert np.isfinite(tm[k]) and tm[k] >= 0
+
+
+def test_perplexity_equals_numpy_recomputation(model):
+    prompts = TEST  # lengths 14 and 15, left-padded to the bucket of 16 in one batch
+    got = prompt_nll(model, prompts, batch_size=8)
+    assert len({len(p.split()) for p in prompts}) == 2
+    for p, g in zip(prompts, got):
+        ids, _ = model.encode_chat([p])  # one unpadded row
+        logits = np.asarray(model.forward(ids).logits[0], np.float64)
+        lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        nll = lse[:-1] - logits[np.arange(ids.shape[1] - 1), ids[0, 1:]]
+        assert g == pytest.approx(nll.mean(), rel=1e-5)
+    np.testing.assert_allclose(prompt_perplexity(model, prompts, batch_size=8), np.exp(got))
+    pf = PerplexityFilter(model, quantile=0.95, batch_size=8).fit(prompts)
+    assert pf.threshold_ == pytest.approx(np.quantile(np.exp(got), 0.95))
+    assert pf.predict(prompts).tolist() == (np.exp(got) > pf.threshold_).tolist()
+
+
+def test_self_examination_and_guard_interfaces(model):
+    se = SelfExamination(model, max_new_tokens=3, batch_size=8)
+    flags = se(["a", "b"], ["w1 w2", ""])
+    assert flags.dtype == bool and flags.shape == (2,) and len(se.answers_) == 2
+    assert flags.tolist() == ["yes" in a.lower().split() for a in se.answers_]
+    assert isinstance(FlagEveryOther(), ExternalGuard) and isinstance(se, ExternalGuard)
+    with pytest.raises(RuntimeError, match="Llama Guard 3"):
+        LlamaGuard3(str(os.path.join(os.path.dirname(__file__), "no-such-checkpoint")))
+
+
+def test_step_texts_give_the_keyword_trace(model, centers, report):
+    res = generate(model, TEST, CFG, centers=centers, return_activations=True,
+                   record_snapshots=True)
+    st = step_texts(model, res.snapshots, CFG)
+    assert len(st) == 8 and all(len(s) == CFG.steps for s in st)
+    for row, final in zip(st, res.texts):
+        assert row[-1] == final  # the last step shows the whole response
+    kt = keyword_trace(st, judge=parity_judge)
+    assert kt.shape == (8, CFG.steps)
+    for i, row in enumerate(st):  # AR: step t shows the first t tokens
+        for t in range(CFG.steps):
+            want = model.decode(res.tokens[i:i + 1, :t + 1])[0]
+            assert row[t] == want
+
+
+def test_cli_help(capsys):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-m", "sri_jax.cli", "evaluate", "--help"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--out", "--llama-guard", "--layers", "--ablations", "--baselines", "--n"):
+        assert flag in out.stdout
+    from sri_jax.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train-detector", "--help"])
+    assert e.value.code == 0 and "--centers" in capsys.readouterr().out
