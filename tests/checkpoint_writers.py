@@ -9,7 +9,7 @@
   and several shards). The oracle is the same HF class rebuilt from the in-memory weights
   that ``save_pretrained`` wrote (so the files are only ever read by the code under test).
 * LLaDA: the REAL LLaDA-8B-Instruct ``config.json`` / ``generation_config.json`` /
-  ``tokenizer_config.json`` (from ``/work/shared/formats/llada-8b-instruct``) with the sizes
+  ``tokenizer_config.json`` (from ``tests/data/llada-8b-instruct``, the real release's files) with the sizes
   scaled down, tensors under LLaDA's real names (``model.transformer.blocks.N.ff_proj.weight``
   ...; torch ``[out, in]``), stored in BF16 like the release, split into
   ``model-0000k-of-0000n.safetensors`` shards with the release's index layout
@@ -43,7 +43,8 @@ from typing import Optional
 
 import torch
 
-LLADA_FORMAT_DIR = Path("/work/shared/formats/llada-8b-instruct")
+# The real LLaDA-8B-Instruct release's metadata files (no weights), kept as test data.
+LLADA_FORMAT_DIR = Path(__file__).parent / "data" / "llada-8b-instruct"
 LLADA_FIRST_ADDED_ID = 126080
 LLADA_N_ADDED = 269  # ids 126080..126348 in the release
 
