@@ -94,4 +94,8 @@ def load_model(source: Union[str, os.PathLike], *, dtype="bfloat16", tokenizer: 
 
         # base weights + LoRA merged once here; weight_hash then names both
         model = merge_adapter_dir(model, adapter_path(entry))
+        if mesh is not None:  # the merge builds new arrays: put them back into their shards
+            from ..parallel.mesh import shard_model
+
+            model = shard_model(model, mesh)
     return model
