@@ -63,6 +63,8 @@ def _scale_flags(p: argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_TEST
+
     ap = argparse.ArgumentParser(prog="sri-jax", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="TOML file with option values")
@@ -71,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole workflow offline on the embedded default model")
     _model_flags(p)
     p.add_argument("--out", default="sri_out", help="output folder (default sri_out)")
-    p.add_argument("--n-test", type=int, default=64, help="held-out prompts per set/attack")
-    p.add_argument("--n-calib-harmless", type=int, default=256)
-    p.add_argument("--n-calib-harmful", type=int, default=720)
+    p.add_argument("--n-test", type=int, default=N_TEST, help="held-out prompts per set/attack")
+    p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS)
+    p.add_argument("--n-calib-harmful", type=int, default=N_CALIB_HARMFUL)
     p.add_argument("--attacks", default=",".join(_demo_attacks()),
                    help="comma-separated attacks to trace")
     p.add_argument("--gen-length", type=int)
@@ -127,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", required=True, help="centers folder from `calibrate`/`demo`")
-    p.add_argument("--n-calib-harmless", type=int, default=256,
+    p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS,
                    help="benign prompts reserved for calibration (skipped; as in demo)")
     p.add_argument("--n-train", type=int, default=128, help="benign training traces")
     p.add_argument("--n-holdout", type=int, default=64, help="benign threshold traces")
@@ -145,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-holdout", type=int, default=64)
     p.add_argument("--n-test", type=int, default=64)
     p.add_argument("--n-attack", type=int, default=64, help="prompts per attack set")
-    p.add_argument("--n-calib-harmless", type=int, default=256)
-    p.add_argument("--n-calib-harmful", type=int, default=720)
+    p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS)
+    p.add_argument("--n-calib-harmful", type=int, default=N_CALIB_HARMFUL)
     p.add_argument("--attacks", default=",".join(_demo_attacks()),
                    help="comma-separated attacks (raw harmful 'none' is always included)")
     p.add_argument("--ablations", default="first_step,text",

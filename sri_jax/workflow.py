@@ -14,6 +14,9 @@ from .sri.signal import internal_recovery_rate
 
 LAMBDA_R = (0.5, 0.3, 0.1)
 DEMO_MODEL = "smollm2-135m-instruct"
+# Demo sizes (the evaluation splits reuse N_CALIB_HARMLESS so demo centers never saw an
+# evaluation prompt). The embedded model seldom refuses, hence many harmful prompts.
+N_CALIB_HARMLESS, N_CALIB_HARMFUL, N_TEST = 128, 400, 32
 DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "inthewild", "gcg_suffix", "random_search")
 
 
@@ -98,7 +101,8 @@ def groups_from_traces(trace_dirs: Sequence) -> dict:
 
 
 def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "auto",
-             n_calib_harmless: int = 256, n_calib_harmful: int = 720, n_test: int = 64,
+             n_calib_harmless: int = N_CALIB_HARMLESS, n_calib_harmful: int = N_CALIB_HARMFUL,
+             n_test: int = N_TEST,
              attacks: Sequence[str] = DEMO_ATTACKS, batch_size: int = 32, gen_length=None,
              progress: bool = True, centers_path: Optional[str] = None, log=print) -> dict:
     """Calibrate centers, trace held-out benign, harmful and jailbreak prompts, summarise and

