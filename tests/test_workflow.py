@@ -65,6 +65,10 @@ def test_centers_round_trip_and_atomic_replace(tmp_path, centers):
     save_centers(Centers(np.zeros((6, 32)) + 1, np.ones((6, 32)) * 2, {}), path)
     assert load_centers(path).harmless[0, 0] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+    # a writer killed between its two renames leaves only ".c.old": loading restores it
+    os.replace(path, tmp_path / ".c.old")
+    assert load_centers(path).harmless[0, 0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 
 
 def test_mismatched_centers_are_refused(model, centers):

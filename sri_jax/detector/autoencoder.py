@@ -49,9 +49,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -62,6 +59,8 @@ import optax
 from flax import nnx
 from jax import lax
 from sklearn.exceptions import NotFittedError
+
+from ..io import atomic_directory, recover
 
 FORMAT_VERSION = 1
 
@@ -470,9 +469,7 @@ class _MLPDetector:
         import sri_jax
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp.", dir=path.parent))
-        try:
+        with atomic_directory(path) as tmp:
             _save_orbax(tmp / "params", self.params_)
             _write_json(tmp / "detector.json", {
                 "format": FORMAT_VERSION, "kind": type(self).__name__,
@@ -483,23 +480,13 @@ class _MLPDetector:
                 "final_loss": float(self.loss_history_[-1]) if self.loss_history_ is not None
                 else None,
                 **self._extra_state(), "version": sri_jax.__version__})
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod
     def load(cls, path, *, centers=None):
         """Load a detector saved with ``save``; with ``centers`` also run ``check_centers``."""
         path = Path(path)
+        recover(path)
         meta_file = path / "detector.json"
         if not meta_file.is_file() or not (path / "params").is_dir():
             raise FileNotFoundError(f"no {cls.__name__} checkpoint at {path} (expected "

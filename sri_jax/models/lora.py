@@ -34,17 +34,15 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..io import atomic_directory, recover
 from .config import ModelConfig
 
 __all__ = ["LoraConfig", "TARGETS", "ATTENTION_TARGETS", "MLP_TARGETS", "AdapterMismatchError",
@@ -243,28 +241,17 @@ def save_adapter(path, adapter: dict, lcfg: LoraConfig, *, base_weight_hash: str
             "adapter_hash": adapter_hash(host), "num_params": num_params(host),
             "shapes": {n: {p: list(host[n][p].shape) for p in ("a", "b")} for n in host},
             "version": getattr(sri_jax, "__version__", ""), "metadata": metadata or {}}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp.", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save((tmp / "adapter").absolute(), host)
             ckptr.wait_until_finished()
         (tmp / "adapter.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
 def read_adapter_meta(path) -> dict:
     path = Path(path)
+    recover(path)
     meta_file = path / "adapter.json"
     if not meta_file.is_file() or not (path / "adapter").is_dir():
         raise FileNotFoundError(f"no LoRA adapter at {path} (expected {meta_file} and "

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ..io import atomic_directory, recover
 from .signal import Centers, centers_from_activations, sri_signal
 
 SAMPLER_KEYS_IGNORED = ("tau",)  # only maps distances to sigma; centers are independent of it
@@ -77,30 +75,17 @@ def check_compatible(centers: Centers, model, cfg) -> None:
 
 
 def save_centers(centers: Centers, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         np.savez(tmp / "centers.npz", harmless=np.asarray(centers.harmless, np.float32),
                  harmful=np.asarray(centers.harmful, np.float32))
         (tmp / "meta.json").write_text(json.dumps(dict(centers.meta), indent=2, sort_keys=True,
                                                   default=str))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_centers(path) -> Centers:
     path = Path(path)
+    recover(path)
     arrays, meta = path / "centers.npz", path / "meta.json"
     if not arrays.is_file():
         raise FileNotFoundError(f"no centers at {path} (expected {arrays}); create them with "
