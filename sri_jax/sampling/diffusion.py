@@ -44,8 +44,18 @@ def transfer_schedule(block_length: int, steps_per_block: int):
     return [base + (1 if j < rem else 0) for j in range(steps_per_block)]
 
 
-def pooled_hidden(out, layer_is_last: bool):
-    return out.hidden if layer_is_last else out.layer_hidden
+def pool_response(out, hidden_layer, canvas, prompt_len: int, mask_id: int, pooling: str):
+    """phi_t [B, D]: the chosen layer's output averaged over the response ("all" positions,
+    or "committed" ones up to and including this step; all while none is committed).
+    Always formed; XLA drops it when nothing reads it (no centers, no outputs)."""
+    b = canvas.shape[0]
+    h = (out.hidden if hidden_layer is None else out.layer_hidden)[:b, prompt_len:]
+    if pooling == "committed":
+        committed = canvas[:, prompt_len:] != mask_id
+        weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
+    else:
+        weights = jnp.ones(h.shape[:2], bool)
+    return masked_mean(h, weights)
 
 
 def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
@@ -53,7 +63,7 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
                    record_snapshots: bool = False):
     """One sampler iteration (shared by the fused scan and the step-by-step debug path)."""
     b, total = state.canvas.shape
-    g, bl, spb = scfg.gen_length, scfg.effective_block_length, scfg.steps_per_block
+    bl, spb = scfg.effective_block_length, scfg.steps_per_block
     mask_id = mcfg.mask_token_id
     x = state.canvas
     blk_start = prompt_len + (t // spb) * bl
@@ -103,14 +113,7 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
     transfer = jnp.any(chosen, axis=1)
     x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_blk), blk_start, 1)
 
-    # phi_t is always formed; XLA drops it when nothing reads it (no centers, no outputs).
-    h = pooled_hidden(out, hidden_layer is None)[:b, prompt_len:]
-    if scfg.pooling == "committed":  # positions committed up to and including this step
-        committed = x[:, prompt_len:] != mask_id
-        weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
-    else:
-        weights = jnp.ones((b, g), bool)
-    phi = masked_mean(h, weights)
+    phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling)
     sri = sri_update(state.sri, probe, phi, t, scfg.tau)
     record = StepRecord(phi, project(probe, phi),
                         x[:, prompt_len:] if record_snapshots else None)
@@ -133,16 +136,18 @@ def canvas_mask(attention_mask, gen_length: int):
 
 def diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
                      attention_mask, key, probe: Probe, *, hidden_layer=None,
-                     return_activations=False, record_snapshots=False):
-    """The fused sampler. Returns (response tokens [B, G], sri [B, T], StepRecord of [B, T, ...])."""
+                     return_activations=False, record_snapshots=False,
+                     step_fn=diffusion_step):
+    """The fused sampler. Returns (response tokens [B, G], sri [B, T], StepRecord of [B, T, ...]).
+    ``step_fn`` is one iteration over the canvas (LLaDA's by default, Dream's in dream.py)."""
     prompt_len = input_ids.shape[1]
     amask = canvas_mask(attention_mask, scfg.gen_length)
     positions = default_positions(mcfg, amask)
     state = init_state(mcfg, scfg, input_ids, key)
 
     def body(state, t):
-        state, rec = diffusion_step(params, mcfg, scfg, prompt_len, amask, positions, probe,
-                                    hidden_layer, state, t, record_snapshots)
+        state, rec = step_fn(params, mcfg, scfg, prompt_len, amask, positions, probe,
+                             hidden_layer, state, t, record_snapshots)
         if not return_activations:
             rec = rec._replace(phi=None)
         return state, rec

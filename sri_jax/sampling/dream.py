@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from ..models.config import ModelConfig
-from ..models.decoder import default_positions, forward, lm_head
-from .common import Probe, StepRecord, filter_logits, masked_mean, project, sri_update
+from ..models.decoder import forward, lm_head
+from .common import Probe, StepRecord, filter_logits, project, sri_update
 from .config import SamplerConfig
-from .diffusion import DiffusionState, canvas_mask, init_state, pooled_hidden
+from .diffusion import DiffusionState, diffusion_sample, pool_response
 
 
 def dream_timesteps(scfg: SamplerConfig):
@@ -83,32 +83,14 @@ def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
         transfer = masked & (rank < k_t)
     x = x.at[:, prompt_len:].set(jnp.where(transfer, x0, x_gen))
 
-    h = pooled_hidden(out, hidden_layer is None)[:, prompt_len:]
-    if scfg.pooling == "committed":
-        committed = x[:, prompt_len:] != mask_id
-        weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
-    else:
-        weights = jnp.ones((b, g), bool)
-    phi = masked_mean(h, weights)
+    phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling)
     sri = sri_update(state.sri, probe, phi, i, scfg.tau)
     rec = StepRecord(phi, project(probe, phi), x[:, prompt_len:] if record_snapshots else None)
     return DiffusionState(x, key, sri), rec
 
 
 def dream_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids, attention_mask,
-                 key, probe: Probe, *, hidden_layer=None, return_activations=False,
-                 record_snapshots=False):
-    """The fused Dream sampler; same outputs as :func:`diffusion_sample`."""
-    prompt_len = input_ids.shape[1]
-    amask = canvas_mask(attention_mask, scfg.gen_length)
-    positions = default_positions(mcfg, amask)
-    state = init_state(mcfg, scfg, input_ids, key)
-
-    def body(state, i):
-        state, rec = dream_step(params, mcfg, scfg, prompt_len, amask, positions, probe,
-                                hidden_layer, state, i, record_snapshots)
-        return state, (rec if return_activations else rec._replace(phi=None))
-
-    state, recs = jax.lax.scan(body, state, jnp.arange(scfg.steps))
-    recs = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), recs)
-    return state.canvas[:, prompt_len:], state.sri, recs
+                 key, probe: Probe, **kwargs):
+    """The fused Dream sampler: :func:`diffusion_sample`'s scan with Dream's step."""
+    return diffusion_sample(params, mcfg, scfg, input_ids, attention_mask, key, probe,
+                            step_fn=dream_step, **kwargs)
