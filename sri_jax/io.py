@@ -45,5 +45,16 @@ def recover(path) -> None:
         os.replace(old, path)
 
 
+def json_default(o):
+    """``json.dumps`` fallback: numpy scalars -> numbers, arrays -> lists, anything else -> str."""
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
 def _old(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")

@@ -60,7 +60,7 @@ from flax import nnx
 from jax import lax
 from sklearn.exceptions import NotFittedError
 
-from ..io import atomic_directory, recover
+from ..io import atomic_directory, json_default, recover
 
 FORMAT_VERSION = 1
 
@@ -243,13 +243,7 @@ def validate_traces(traces, *, name: str = "traces", n_features: Optional[int] =
 
 def _jsonable(obj) -> Any:
     """JSON-normalised copy (tuples -> lists, numpy scalars -> numbers, other -> str)."""
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
-    return json.loads(json.dumps(obj, default=default, sort_keys=True))
+    return json.loads(json.dumps(obj, default=json_default, sort_keys=True))
 
 
 def centers_hash(centers) -> str:

@@ -44,6 +44,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..io import json_default
 from ..sri.judge import is_refusal, keyword_trace
 from ..workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS
 from .autoencoder import SRIClassifier, SRIGuard
@@ -91,13 +92,7 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         """Plain JSON types, insertion order kept (sets and attacks in run order)."""
-        def default(o):
-            if isinstance(o, np.generic):
-                return o.item()
-            if isinstance(o, np.ndarray):
-                return o.tolist()
-            return str(o)
-        return json.loads(json.dumps(dataclasses.asdict(self), default=default))
+        return json.loads(json.dumps(dataclasses.asdict(self), default=json_default))
 
     def save(self, path) -> Path:
         """Write the report as JSON to ``path`` (a ``.json`` file)."""
