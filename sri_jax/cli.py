@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(paper: 400)")
     p.add_argument("--min-per-class", type=int, default=8)
     p.add_argument("--out", required=True, help="folder to write the centers to")
+    _scale_flags(p)
 
     p = sub.add_parser("trace", help="trace a prompt set (optionally attacked) to Parquet")
     _model_flags(p)
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_flags(p)
     p.add_argument("prompts", nargs="+")
     p.add_argument("--centers", help="centers folder: also print the SRI trace")
+    _scale_flags(p)
     p = sub.add_parser("train-detector", help="fit the SRI Guard on benign traces and save it")
     _model_flags(p)
     _sampler_flags(p)
@@ -239,6 +241,12 @@ def _mesh(args):
                      model=1 if args.mesh_model is None else args.mesh_model)
 
 
+def _is_main_process() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
 def _prompts(name, limit=None, field=None):
     from .data import load_prompt_set
 
@@ -280,7 +288,8 @@ def _run(args) -> int:
     if args.command == "calibrate":
         from .sri.centers import calibrate, save_centers
 
-        model = _load(args)
+        mesh = _mesh(args)
+        model = _load(args, mesh)
         cfg = _sampler(args, model)
         harmless, harmful = _prompts(args.harmless, args.limit), _prompts(args.harmful, args.limit)
         centers = calibrate(model, harmless.prompts, harmful.prompts, cfg,
@@ -288,9 +297,10 @@ def _run(args) -> int:
                             progress=progress, seed=args.seed,
                             extra_meta={"sets": {"harmless": harmless.name,
                                                  "harmful": harmful.name}})
-        path = save_centers(centers, args.out)
-        print(f"centers [T={centers.steps}, D={centers.dim}] written to {path}; kept "
-              f"{json.dumps(centers.meta['counts'])}")
+        if _is_main_process():  # every process computed the same centers; one writes them
+            path = save_centers(centers, args.out)
+            print(f"centers [T={centers.steps}, D={centers.dim}] written to {path}; kept "
+                  f"{json.dumps(centers.meta['counts'])}")
         return 0
     if args.command == "trace":
         from .data import apply_attack
@@ -329,10 +339,13 @@ def _run(args) -> int:
         from .sampling import generate
         from .sri.centers import load_centers
 
-        model = _load(args)
+        mesh = _mesh(args)
+        model = _load(args, mesh)
         cfg = _sampler(args, model)
         centers = load_centers(args.centers) if args.centers else None
         res = generate(model, args.prompts, cfg, centers=centers, seed=args.seed)
+        if not _is_main_process():
+            return 0
         for i, (p, t) in enumerate(zip(args.prompts, res.texts)):
             print(f"[{i}] {p}\n--> {t}")
             if res.sri is not None:

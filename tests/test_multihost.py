@@ -88,17 +88,17 @@ def reference(setup):
     return read_traces(out)
 
 
-def _launch(setup, out: Path, n: int, die_after=None):
+def _launch(setup, out: Path, n: int, die_after=None, args=None, worker_flags=()):
     from test_parallel import child_env
 
     port = free_port()
     procs = []
     for i in range(n):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "worker"]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "worker", *worker_flags]
         if die_after is not None:
             cmd += ["--die-after", str(die_after)]
-        cmd += ["--"] + setup["args"] + [
-            "--out", str(out), "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
+        cmd += ["--"] + (setup["args"] + ["--out", str(out)] if args is None else args) + [
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n),
             "--process-id", str(i), "--mesh-data", str(n), "--mesh-model", "2"]
         log = open(out.parent / f"{out.name}-p{i}.log", "w")
         # a shared compilation cache: the restarted job reuses the first job's programs
@@ -201,6 +201,56 @@ def test_trace_to_fsspec_url_resumes(setup, reference):
     assert fs.exists(f"{root}/{MANIFEST}")
 
 
+def _parity_judge(text: str) -> bool:
+    """A deterministic stand-in judge for the random tiny model (which never refuses)."""
+    return len(text) % 2 == 0
+
+
+def test_calibrate_and_generate_on_two_processes_equal_single_process(setup, capsys):
+    """`sri-jax calibrate` and `sri-jax generate` with --distributed and mesh flags: the
+    centers written by process 0 (and only by it) and the printed texts and SRI traces equal
+    a single-device run."""
+    import sri_jax.sri.judge as judge
+    from sri_jax.cli import main
+    from sri_jax.sri.centers import load_centers
+
+    root = setup["root"]
+    common = ["--model", setup["args"][2], "--gen-length", str(GEN), "--dtype", "float32",
+              "--batch-size", str(BATCH), "--no-progress"]
+    calib = ["calibrate", *common, "--harmless", str(root / "prompts.txt"), "--harmful",
+             str(root / "prompts.txt"), "--limit", str(len(PROMPTS)), "--min-per-class", "1"]
+    gen = ["generate", *common, "--centers", str(root / "centers"), *PROMPTS[:4]]
+
+    real = judge.is_refusal
+    judge.is_refusal = _parity_judge
+    try:
+        assert main(calib + ["--out", str(root / "calib-single")]) == 0
+    finally:
+        judge.is_refusal = real
+    capsys.readouterr()
+    assert main(gen) == 0
+    single_text = capsys.readouterr().out
+
+    n = 2
+    out = root / "calib-pod"
+    codes = _wait_all(_launch(setup, out, n, args=calib + ["--out", str(out)],
+                              worker_flags=["--parity-judge"]))
+    assert codes == [0] * n, f"exit codes {codes}\n{_logs(out, n)}"
+    a, b = load_centers(root / "calib-single"), load_centers(out)
+    np.testing.assert_allclose(a.harmless, b.harmless, atol=1e-5)
+    np.testing.assert_allclose(a.harmful, b.harmful, atol=1e-5)
+    assert a.meta["counts"] == b.meta["counts"]
+    assert "written to" in (out.parent / f"{out.name}-p0.log").read_text()
+    assert "written to" not in (out.parent / f"{out.name}-p1.log").read_text()
+
+    out = root / "gen-pod"
+    codes = _wait_all(_launch(setup, out, n, args=gen))
+    assert codes == [0] * n, f"exit codes {codes}\n{_logs(out, n)}"
+    p0 = (out.parent / f"{out.name}-p0.log").read_text()
+    assert single_text.strip() and single_text in p0, (single_text, p0)
+    assert "[0]" not in (out.parent / f"{out.name}-p1.log").read_text()
+
+
 def test_distributed_flags_validation():
     from sri_jax.parallel import initialize
 
@@ -232,6 +282,10 @@ def test_tpu_scripts_pass_bash_n_and_shellcheck():
 
 def _worker(argv):  # pragma: no cover - runs in the subprocesses
     die_after = None
+    if argv and argv[0] == "--parity-judge":
+        import sri_jax.sri.judge as judge
+
+        judge.is_refusal, argv = _parity_judge, argv[1:]
     if argv and argv[0] == "--die-after":
         die_after, argv = int(argv[1]), argv[2:]
     assert argv[0] == "--"

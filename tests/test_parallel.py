@@ -233,7 +233,21 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
         d = write_hf_dir(Path(tmp) / "hf", ar)
         mesh = make_mesh(data=2, model=4)
         plain = load_model(str(d), dtype="float32")
-        sharded = load_model(str(d), dtype="float32", mesh=mesh)
+        import sri_jax.weights.hf as hf
+
+        reads = []  # (param shape, block shape) of every read from the checkpoint
+        real_call = hf.ParamReader.__call__
+
+        def logged(self, index=()):
+            out = real_call(self, index)
+            reads.append(("/".join(self.path), list(self.shape), list(out.shape)))
+            return out
+
+        hf.ParamReader.__call__ = logged
+        try:
+            sharded = load_model(str(d), dtype="float32", mesh=mesh)
+        finally:
+            hf.ParamReader.__call__ = real_call
         specs = param_specs(sharded.config, mesh)
         ok = jax.tree.map(lambda x, s: bool(x.sharding.spec == s and x.sharding.mesh == mesh),
                           sharded.params, specs)
@@ -242,7 +256,14 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
         report["hf_load"] = {"specs_ok": all(jax.tree.leaves(ok)),
                              "values_equal": all(jax.tree.leaves(eq)),
                              "wq_shard": list(sharded.params["layers"]["wq"]
-                                              .addressable_shards[0].data.shape)}
+                                              .addressable_shards[0].data.shape),
+                             "reads": reads,
+                             "split": [["/".join(k.key for k in kp), list(x.shape),
+                                        any(a is not None for a in s)]
+                                       for (kp, x), s in zip(
+                                           jax.tree_util.tree_leaves_with_path(sharded.params),
+                                           jax.tree.leaves(specs, is_leaf=lambda v: isinstance(
+                                               v, jax.sharding.PartitionSpec)))]}
 
         import sri_jax.weights.gguf_io as gguf_io
 
@@ -340,6 +361,19 @@ def test_checkpoints_load_straight_into_shards(report):
     h = report["hf_load"]
     assert h["specs_ok"] and h["values_equal"], h
     assert h["wq_shard"] == [2, D, 8 * 8 // 4]
+    # slice-level reads: a split parameter is never read whole, only the distinct blocks of
+    # its shards (each once); a replicated one is read once, not once per device
+    reads = {}
+    for name, _, block in h["reads"]:
+        reads.setdefault(name, []).append(block)
+    assert len(reads) == len(h["split"])
+    for name, full, is_split in h["split"]:
+        blocks = reads[name]
+        if is_split:
+            assert all(b != full for b in blocks), (full, blocks)
+            assert sum(np.prod(b) for b in blocks) == np.prod(full), (full, blocks)
+        else:
+            assert blocks == [full], (full, blocks)
     g = report["gguf_load"]
     assert g["specs_ok"] and g["values_equal"], g
 

@@ -233,16 +233,27 @@ def place_array(host, sharding: NamedSharding) -> jax.Array:
                                         lambda idx: np.ascontiguousarray(host[idx]))
 
 
-def placer(cfg, mesh: Mesh, *, warn: bool = True) -> Callable[[tuple, np.ndarray], jax.Array]:
-    """``place(path, host_array)`` for :func:`sri_jax.weights.hf.load_hf_dir`: puts each
-    parameter straight into its shards as it is read (no full device copy anywhere)."""
+def placer(cfg, mesh: Mesh, *, warn: bool = True) -> Callable[[tuple, Any], jax.Array]:
+    """``place(path, reader)`` for :func:`sri_jax.weights.hf.load_hf_dir`: each parameter goes
+    straight into its shards, and each process reads from the checkpoint only the slices of
+    its own devices (``reader(index)``, :class:`sri_jax.weights.hf.ParamReader`): no process
+    holds a full host copy of a sharded parameter."""
     _check_mesh(mesh)
     if warn:
         _warn_fallbacks(cfg, mesh)
     specs = param_specs(cfg, mesh)
 
-    def place(path: tuple, host: np.ndarray) -> jax.Array:
-        return place_array(host, NamedSharding(mesh, _spec_at(specs, tuple(path))))
+    def place(path: tuple, read) -> jax.Array:
+        sharding = NamedSharding(mesh, _spec_at(specs, tuple(path)))
+        cache: dict = {}  # replicated slices are read once per process, not once per device
+
+        def block(idx):
+            key = tuple((s.start, s.stop, s.step) for s in idx)
+            if key not in cache:
+                cache[key] = read(idx)
+            return cache[key]
+
+        return jax.make_array_from_callback(tuple(read.shape), sharding, block)
 
     return place
 

@@ -5,11 +5,14 @@ A directory holds ``config.json`` plus ``model.safetensors`` or a sharded
 read (with the own memory-mapped reader of :mod:`.safetensors_io`); pickled ``*.bin`` / ``*.pt``
 weights are refused, because unpickling can run arbitrary code. No remote code is ever run.
 
-Memory: tensors are read one at a time from the memory map; each parameter of the stacked
-pytree is assembled in ONE host array of the target dtype (``[num_layers, ...]`` for the
-blocks, filled layer by layer), handed to ``place`` (default :func:`jax.device_put`) and
-released before the next parameter, so peak host memory is one parameter on top of what
-``place`` keeps (an 8B bf16 checkpoint never needs a second host copy of the weights).
+Memory: every parameter of the stacked pytree is handed to ``place`` as a
+:class:`ParamReader`, which reads any slice of it (``reader(index)``: the requested block of
+``[num_layers, ...]``, assembled layer by layer from the memory-mapped tensors, cast to the
+target dtype) and nothing else. The default ``place`` reads the whole parameter and calls
+:func:`jax.device_put`, so peak host memory is one parameter; a sharded ``place``
+(:func:`sri_jax.parallel.placer`) reads only the slices of the devices the process owns, so
+no process ever holds a full host copy of a sharded parameter, and on a pod each host reads
+only its own shards from disk.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 INDEX_NAME = "model.safetensors.index.json"
 
-PlaceFn = Callable[[tuple, np.ndarray], Any]
+PlaceFn = Callable[[tuple, "ParamReader"], Any]
 
 
 # ============================================================================ config
@@ -504,27 +507,60 @@ class HFCheckpoint(NamedTuple):
     chat_template: Optional[str]
 
 
-def _default_place(path: tuple, arr: np.ndarray):
-    return jax.device_put(arr)
+class ParamReader:
+    """Reads any block of one parameter straight from the memory-mapped checkpoint.
+
+    ``reader(index)`` with ``index`` a tuple of slices (as :func:`jax.make_array_from_callback`
+    passes; missing trailing dimensions mean "all") returns a new host array of ``dtype``
+    holding exactly that block. Stacked-layer parameters ``[num_layers, ...]`` are assembled
+    from the per-layer tensors of the requested layers only; within a tensor only the
+    requested rows/columns are copied, so only their pages of the file are touched.
+    ``bytes_read`` counts the bytes of the blocks handed out (for tests and logs)."""
+
+    def __init__(self, entries, files: dict, shape: tuple, dtype, path: tuple = ()):
+        self.path = tuple(path)
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.layered = len(entries) != 1 or entries[0].layer is not None
+        self._entries = {e.layer: e for e in entries} if self.layered else {None: entries[0]}
+        self._files = files
+        self.bytes_read = 0
+
+    def _view(self, layer):
+        e = self._entries[layer]
+        return TRANSFORMS[e.transform].apply(self._files[e.source.file].get(e.source.name))
+
+    def __call__(self, index=()) -> np.ndarray:
+        index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
+        out = np.empty(_sliced_shape(self.shape, index), self.dtype)
+        if self.layered:
+            layers = range(*index[0].indices(self.shape[0]))
+            for j, layer in enumerate(layers):
+                _fill(out[j], self._view(layer)[index[1:]])
+        else:
+            _fill(out, self._view(None)[index])
+        self.bytes_read += out.nbytes
+        return out
+
+
+def _sliced_shape(shape: tuple, index: tuple) -> tuple:
+    return tuple(len(range(*s.indices(n))) for s, n in zip(index, shape))
+
+
+def _default_place(path: tuple, read: ParamReader):
+    return jax.device_put(read())
 
 
 def load_params(plan: LoadPlan, files: dict[str, SafetensorsFile], dtype,
                 place: PlaceFn = _default_place) -> dict:
-    """Assemble the params pytree from a validated plan, one parameter at a time."""
+    """Assemble the params pytree from a validated plan, one parameter at a time: each is
+    handed to ``place`` as a :class:`ParamReader`."""
     params: dict = {}
     for path, entries in plan.entries.items():
-        host = np.empty(plan.shapes[path], dtype)
-        layered = len(entries) != 1 or entries[0].layer is not None
-        for e in entries:
-            src = files[e.source.file].get(e.source.name)
-            view = TRANSFORMS[e.transform].apply(src)
-            _fill(host[e.layer] if layered else host, view)
-            del src, view
         node = params
         for k in path[:-1]:
             node = node.setdefault(k, {})
-        node[path[-1]] = place(path, host)
-        del host
+        node[path[-1]] = place(path, ParamReader(entries, files, plan.shapes[path], dtype, path))
     return params
 
 
@@ -537,9 +573,10 @@ def load_hf_dir(path, *, dtype: Union[str, Any] = "bfloat16", place: Optional[Pl
                with ``model.safetensors.index.json``; every shard must be present).
     dtype      parameter dtype: "bfloat16" (default), "float32", "float16" or a dtype. All
                params, norms included, use it (the decoder computes norm statistics in fp32).
-    place      ``place(path_tuple, host_array) -> array`` puts one finished parameter on its
-               device(s); default :func:`jax.device_put`. A sharded loader passes a callback
-               that applies each parameter's sharding.
+    place      ``place(path_tuple, reader) -> array`` puts one parameter on its device(s);
+               ``reader`` (:class:`ParamReader`) has ``shape``, ``dtype`` and reads any block,
+               ``reader(index)``. Default: ``jax.device_put(reader())``. A sharded loader
+               (:func:`sri_jax.parallel.placer`) reads each device's slice only.
     load_tokenizer  build ``transformers.AutoTokenizer`` when tokenizer files exist (never
                with remote code); a tokenizer that fails to build gives None and a warning.
 
