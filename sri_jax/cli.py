@@ -45,7 +45,8 @@ def _model_flags(p: argparse.ArgumentParser, default_model=True):
                         f"(default {DEMO_MODEL})")
     p.add_argument("--dtype", default="auto",
                    help="bfloat16, float32 or auto (float32 on CPU, bfloat16 on accelerators)")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per compiled call")
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per compiled call "
+                   "(fewer for very long prompts, to bound memory)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

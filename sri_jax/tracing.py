@@ -44,12 +44,6 @@ def _atomic_write_bytes(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Deterministic length-sorted batches (stable for equal lengths)."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-
-
 def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional[Sequence[str]] = None,
           set_name: str = "prompts", attack: str = "none", batch_size: int = 16,
           judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
@@ -68,7 +62,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
 
     from .parallel import multihost as mh
     from .parallel.storage import TraceStore
-    from .sampling.api import generate
+    from .sampling.api import generate, plan_batches
     from .sri.centers import check_compatible
     from .sri.judge import is_refusal
 
@@ -83,7 +77,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     store = TraceStore(out_dir)
     store.mkdir()
     lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
-    batches = plan_batches(lengths, batch_size)
+    batches = plan_batches(lengths, batch_size,
+                           model.config.max_position_embeddings - cfg.gen_length)
     plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
             "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
             "centers": _hash({"meta": dict(centers.meta),
@@ -107,14 +102,14 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     writes = shard_filter or (lambda i: mh.shard_owner(i, n_proc) == me)
     done = mh.any_across_processes(_done_shards(store, len(batches)))
     todo = [i for i in range(len(batches)) if not done[i] and (spmd or writes(i))]
-    n_todo = sum(len(batches[i]) for i in todo)
+    n_todo = sum(len(batches[i][0]) for i in todo)
     t0 = time.perf_counter()
     with tqdm(total=n_todo, desc=f"trace {set_name}/{attack}", unit="prompt",
               disable=not progress or me != 0) as bar:
         for i in todo:
-            idx = batches[i]
+            idx, rows = batches[i]
             batch = [prompts[j] for j in idx]
-            batch += [batch[-1]] * (batch_size - len(batch))
+            batch += [batch[-1]] * (rows - len(batch))
             res = generate(model, batch, cfg, centers=centers, seed=seed + i,
                            return_activations=save_activations, system_prompt=system_prompt)
             n = len(idx)
@@ -141,7 +136,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
         manifest = {"plan": _hash(plan), "set": set_name, "attack": attack,
                     "records": len(prompts), "num_shards": len(batches),
                     "shards": [{"file": shard_name(i), "rows": len(b)}
-                               for i, b in enumerate(batches)],
+                               for i, (b, _) in enumerate(batches)],
                     "num_processes": n_proc, "spmd": spmd,
                     "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         store.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())

@@ -203,3 +203,25 @@ def test_dream_matches_plain_loop(alg):
     np.testing.assert_array_equal(res.tokens, tokens)
     np.testing.assert_allclose(res.activations, phi, atol=1e-5)
     assert (res.tokens != DREAM_CFG.mask_token_id).all()
+
+
+def test_bucket_lengths_and_memory_aware_batch_plan():
+    from sri_jax.sampling.api import bucket_length, plan_batches
+
+    assert [bucket_length(n, 8192) for n in (1, 17, 256, 257, 1000, 1424, 4096, 4097)] == \
+        [16, 32, 256, 384, 1024, 1536, 4096, 8192]
+    assert bucket_length(5000, 6000) == 6000 and bucket_length(7000, 6000) == 7000
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(5, 60, 50)) + list(rng.integers(900, 1500, 13))
+    plan = plan_batches(lengths, 16, 8192, max_tokens=4096)
+    flat = [i for idx, _ in plan for i in idx]
+    assert sorted(flat) == list(range(len(lengths)))              # every prompt exactly once
+    assert [lengths[i] for i in flat] == sorted(lengths)          # length-sorted, stable
+    for idx, rows in plan:
+        bucket = bucket_length(max(lengths[i] for i in idx), 8192)
+        assert len(idx) <= rows <= 16 and (rows * bucket <= 4096 or rows == 1)
+        assert rows == 16 or rows == 4096 // bucket               # one row count per bucket
+    assert plan[0][1] == 16 and plan[-1][1] == 2                  # 1536-token bucket: 2 rows
+    assert plan_batches([3, 1, 2], 2, 100) == [([1, 2], 2), ([0], 2)]
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_batches([1], 0, 100)

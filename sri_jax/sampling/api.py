@@ -19,7 +19,11 @@ from .config import SamplerConfig
 from .diffusion import diffusion_sample
 from .dream import dream_sample
 
-BUCKET_STEPS = ((256, 16), (1024, 128))  # up to 256 tokens: multiples of 16; ...
+BUCKET_STEPS = ((256, 16), (1024, 128), (4096, 256))  # up to 256 tokens: multiples of 16; ...
+# Prompt tokens per compiled call (rows x prompt bucket) above which batches get fewer rows:
+# attention over long prompts (in-the-wild jailbreak templates run to ~1,500 tokens) then
+# stays within a few GB of activations per layer.
+MAX_BATCH_TOKENS = 32768
 
 
 @dataclasses.dataclass
@@ -40,8 +44,9 @@ class GenerationResult:
 
 
 def bucket_length(n: int, limit: int) -> int:
-    """Prompt length bucket: a multiple of 16 up to 256 tokens, of 128 up to 1024, then a
-    power of two; capped at ``limit``. Few shapes (few compiles), little padding."""
+    """Prompt length bucket: a multiple of 16 up to 256 tokens, of 128 up to 1024, of 256 up
+    to 4096, then a power of two; capped at ``limit``. Few shapes (few compiles), little
+    padding."""
     for top, step in BUCKET_STEPS:
         if n <= top:
             b = -(-n // step) * step
@@ -229,29 +234,53 @@ def _stack(parts) -> GenerationResult:
     return GenerationResult(**out)
 
 
+def plan_batches(lengths: Sequence[int], batch_size: int, limit: int,
+                 max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[list[int], int]]:
+    """Deterministic length-sorted batches (stable for equal lengths) as ``(indices, rows)``:
+    each batch is run padded to ``rows`` rows, ``batch_size`` unless its prompt bucket is so
+    long that ``rows x bucket > max_tokens`` (then fewer, at least 1). Batches of one bucket
+    share one row count, so they share one compiled program."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(np.asarray(lengths), kind="stable")
+
+    def rows_for(j):  # rows allowed when order[j] is the batch's longest prompt
+        return max(1, min(batch_size, max_tokens // bucket_length(int(lengths[order[j]]),
+                                                                  limit)))
+
+    out, i = [], 0
+    while i < len(order):
+        j = min(i + batch_size, len(order))
+        while j - i > rows_for(j - 1):
+            j = i + rows_for(j - 1)
+        out.append((order[i:j].tolist(), rows_for(j - 1)))
+        i = j
+    return out
+
+
 def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *,
                      batch_size: int = 16, seed: int = 0, progress: bool = True,
                      desc: str = "generate", **kwargs) -> GenerationResult:
-    """:func:`generate` over many prompts: sorted by length into full batches of
-    ``batch_size`` (the last one padded by repetition, so every call reuses the compiled
-    program of its bucket), results in the input order. Batch i uses ``seed + i``."""
+    """:func:`generate` over many prompts: sorted by length into batches of ``batch_size``
+    (fewer rows for very long prompts, :func:`plan_batches`; a short batch is padded by
+    repetition, so every call reuses the compiled program of its bucket), results in the
+    input order. Batch i uses ``seed + i``."""
     from tqdm.auto import tqdm
 
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts is empty: pass at least one prompt")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     system_prompt = kwargs.get("system_prompt", "default")
     lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
-    order = np.argsort(lengths, kind="stable")
+    batches = plan_batches(lengths, batch_size,
+                           model.config.max_position_embeddings - cfg.gen_length)
     parts = []
     with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress) as bar:
-        for i, start in enumerate(range(0, len(prompts), batch_size)):
-            idx = order[start:start + batch_size]
+        for i, (idx, rows) in enumerate(batches):
             batch = [prompts[j] for j in idx]
-            batch += [batch[-1]] * (batch_size - len(batch))
+            batch += [batch[-1]] * (rows - len(batch))
             res = generate(model, batch, cfg, seed=seed + i, **kwargs)
             parts.append(_select(res, np.arange(len(idx))))
             bar.update(len(idx))
+    order = np.concatenate([idx for idx, _ in batches])
     return _select(_stack(parts), np.argsort(order, kind="stable"))
