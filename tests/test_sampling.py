@@ -220,8 +220,11 @@ def test_bucket_lengths_and_memory_aware_batch_plan():
     for idx, rows in plan:
         bucket = bucket_length(max(lengths[i] for i in idx), 8192)
         assert len(idx) <= rows <= 16 and (rows * bucket <= 4096 or rows == 1)
-        assert rows == 16 or rows == 4096 // bucket               # one row count per bucket
-    assert plan[0][1] == 16 and plan[-1][1] == 2                  # 1536-token bucket: 2 rows
-    assert plan_batches([3, 1, 2], 2, 100) == [([1, 2], 2), ([0], 2)]
+        full = min(16, 4096 // bucket)                            # one row count per bucket,
+        assert rows == full or (rows < full and rows == 1 << (len(idx) - 1).bit_length())
+    assert plan[0][1] == 16 and plan[-2][1] == 2 and plan[-1][1] == 1  # 1536 tokens: 2 rows
+    assert plan_batches([3, 1, 2], 2, 100) == [([1, 2], 2), ([0], 1)]
+    # a set smaller than batch_size is padded to the next power of two only
+    assert plan_batches([5] * 5, 64, 100) == [([0, 1, 2, 3, 4], 8)]
     with pytest.raises(ValueError, match="batch_size"):
         plan_batches([1], 0, 100)

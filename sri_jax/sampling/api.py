@@ -238,8 +238,9 @@ def plan_batches(lengths: Sequence[int], batch_size: int, limit: int,
                  max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[list[int], int]]:
     """Deterministic length-sorted batches (stable for equal lengths) as ``(indices, rows)``:
     each batch is run padded to ``rows`` rows, ``batch_size`` unless its prompt bucket is so
-    long that ``rows x bucket > max_tokens`` (then fewer, at least 1). Batches of one bucket
-    share one row count, so they share one compiled program."""
+    long that ``rows x bucket > max_tokens`` (then fewer, at least 1). Full batches of one
+    bucket share one row count, so they share one compiled program; a partial batch (the
+    last one, or a set smaller than ``batch_size``) is padded only to the next power of two."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = np.argsort(np.asarray(lengths), kind="stable")
@@ -253,7 +254,7 @@ def plan_batches(lengths: Sequence[int], batch_size: int, limit: int,
         j = min(i + batch_size, len(order))
         while j - i > rows_for(j - 1):
             j = i + rows_for(j - 1)
-        out.append((order[i:j].tolist(), rows_for(j - 1)))
+        out.append((order[i:j].tolist(), min(rows_for(j - 1), 1 << (j - i - 1).bit_length())))
         i = j
     return out
 
