@@ -139,17 +139,19 @@ def host_sigma(phi, mu_harmless, mu_harmful, tau=TAU, eps=EPS) -> float:
 
 
 def hf_ar_trace(model, prompt, gen, mu_p, mu_n, stops, pad_id):
-    """Reference-style AR trace of ONE prompt: no KV cache, full re-run per step."""
+    """Reference-style AR trace of ONE prompt: no KV cache, full re-run per step (on the
+    model's device and dtype; hidden states go to the host in float64)."""
     import torch
 
-    ids = torch.as_tensor(np.asarray(prompt, np.int64))[None]
+    dev = model.device
+    ids = torch.as_tensor(np.asarray(prompt, np.int64), device=dev)[None]
     toks, hs, sig = [], [], []
     steps_run = 0
     with torch.no_grad():
         for t in range(gen):
             out = model(input_ids=ids, output_hidden_states=True)
             steps_run += 1
-            h = out.hidden_states[-1][0, -1].numpy().astype(np.float64)
+            h = out.hidden_states[-1][0, -1].float().cpu().numpy().astype(np.float64)
             hs.append(h)
             phi = np.mean(hs, axis=0)
             sig.append(host_sigma(phi, mu_p[t], mu_n[t]))
@@ -157,7 +159,7 @@ def hf_ar_trace(model, prompt, gen, mu_p, mu_n, stops, pad_id):
             toks.append(tok)
             if tok in stops:
                 break
-            ids = torch.cat([ids, torch.tensor([[tok]])], dim=1)
+            ids = torch.cat([ids, torch.tensor([[tok]], device=dev)], dim=1)
     while len(toks) < gen:  # after EOS: pad tokens, the last hidden state repeats
         t = len(toks)
         toks.append(pad_id)
@@ -167,13 +169,15 @@ def hf_ar_trace(model, prompt, gen, mu_p, mu_n, stops, pad_id):
 
 
 def hf_diffusion_trace(model, prompt, gen, steps, block, mask_id, mu_p, mu_n):
-    """Reference-style LLaDA trace of ONE prompt (low_confidence remasking, temperature 0)."""
+    """Reference-style LLaDA trace of ONE prompt (low_confidence remasking, temperature 0),
+    on the model's device and dtype."""
     import torch
     import torch.nn.functional as F
 
+    dev = model.device
     p = len(prompt)
-    x = torch.full((1, p + gen), mask_id, dtype=torch.long)
-    x[0, :p] = torch.as_tensor(np.asarray(prompt, np.int64))
+    x = torch.full((1, p + gen), mask_id, dtype=torch.long, device=dev)
+    x[0, :p] = torch.as_tensor(np.asarray(prompt, np.int64), device=dev)
     n_blocks = gen // block
     spb = steps // n_blocks
     sig = []
@@ -192,15 +196,16 @@ def hf_diffusion_trace(model, prompt, gen, steps, block, mask_id, mu_p, mu_n):
                 x0_p = torch.gather(probs, -1, x0[..., None])[..., 0]
                 x0_p[:, b_end:] = -np.inf
                 x0 = torch.where(mask_index, x0, x)
-                conf = torch.where(mask_index, x0_p, torch.tensor(-np.inf))
+                conf = torch.where(mask_index, x0_p, -np.inf)
                 transfer = torch.zeros_like(x0, dtype=torch.bool)
                 _, sel = torch.topk(conf[0], k=n_transfer[i])
                 transfer[0, sel] = True
                 x[transfer] = x0[transfer]
-                phi = out.hidden_states[-1][0, p:].numpy().astype(np.float64).mean(axis=0)
+                phi = out.hidden_states[-1][0, p:].float().cpu().numpy().astype(
+                    np.float64).mean(axis=0)
                 t = b * spb + i
                 sig.append(host_sigma(phi, mu_p[t], mu_n[t]))
-    return x[0, p:].numpy(), np.asarray(sig)
+    return x[0, p:].cpu().numpy(), np.asarray(sig)
 
 
 def run_baseline(fn, prompts, repeats):
