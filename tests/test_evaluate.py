@@ -67,7 +67,7 @@ def report(model, centers):
                           step_judge=parity_judge, guard_kwargs=GUARD_KW, progress=False,
                           classifier_kwargs={"epochs": 20},
                           external_guards={"every_other": FlagEveryOther()},
-                          n_timing=8, timing_repeats=1, self_exam_tokens=3)
+                          n_timing=8, timing_repeats=2, self_exam_tokens=3)
 
 
 def test_report_has_all_keys(report, tmp_path):

@@ -502,18 +502,18 @@ def _baselines(model, centers, cfg, guard, sets, harmful, traced, atk, te, fb, f
     tp = _timing_prompts(sets, harmful, max(1, n_timing))
     last = {}
 
-    def gen(**kw):
-        def run():
-            last["res"] = generate_batched(model, tp, cfg, batch_size=batch_size,
-                                           progress=False, seed=seed, **kw)
+    def gen(name, **kw):
+        def run():  # keeps each variant's own last result (the rounds rotate their order)
+            last[name] = generate_batched(model, tp, cfg, batch_size=batch_size,
+                                          progress=False, seed=seed, **kw)
         return run
 
     log(f"timing generation on {len(tp)} prompts ({repeats} rounds)")
-    tg = _min_times({"plain": gen(), "sri": gen(centers=centers),
-                        "sri_guard": gen(centers=centers, detector=guard)}, repeats)
-    responses = list(last["res"].texts)
+    tg = _min_times({"plain": gen("plain"), "sri": gen("sri", centers=centers),
+                     "sri_guard": gen("sri_guard", centers=centers, detector=guard)}, repeats)
+    responses = list(last["sri_guard"].texts)
     t_plain = tg["plain"]
-    traces_tp = jnp.asarray(last["res"].sri, jnp.float32)
+    traces_tp = jnp.asarray(last["sri_guard"].sri, jnp.float32)
     params = guard.as_pure()[1]
 
     def score_offline():
