@@ -54,7 +54,7 @@ def prompt_nll(model, prompts: Sequence[str], *, batch_size: int = 16,
     Prompts are sorted by length and left-padded to the sampler's length buckets (few
     compiles); padding never changes a row's result (RoPE positions count real tokens only and
     padded keys are masked)."""
-    from ..sampling.api import _left_pad, bucket_length
+    from ..sampling.api import _left_pad, bucket_length, plan_batches
 
     prompts = list(prompts)
     if not prompts:
@@ -67,13 +67,14 @@ def prompt_nll(model, prompts: Sequence[str], *, batch_size: int = 16,
         raise ValueError("a templated prompt has fewer than 2 tokens: no next-token NLL")
     limit = model.config.max_position_embeddings
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    order = np.argsort(lengths, kind="stable")
     out = np.zeros(len(prompts), np.float64)
-    for start in range(0, len(prompts), batch_size):
-        idx = order[start:start + batch_size]
+    # full-vocabulary fp32 logits for every position: at most ~512 MiB of them per call
+    budget = max(1, (1 << 29) // (4 * model.config.vocab_size))
+    for idx, n_rows in plan_batches(lengths, batch_size, limit, max_tokens=budget):
+        idx = np.asarray(idx)
         length = bucket_length(int(lengths[idx].max()), limit)
         rows = [_left_pad(*enc[i], length, pad) for i in idx]
-        rows += [rows[-1]] * (batch_size - len(rows))  # full batches: one compile per bucket
+        rows += [rows[-1]] * (n_rows - len(rows))  # one compile per bucket and row count
         ids = np.concatenate([r[0] for r in rows])
         mask = np.concatenate([r[1] for r in rows])
         logits = model.forward(ids, mask).logits
