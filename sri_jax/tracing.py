@@ -15,8 +15,8 @@ without duplicating or losing records; a different plan in the same directory is
 Multi-host (``jax.distributed``): shard i is written by process ``i % process_count``; the
 processes agree on which shards exist before starting, so a restarted job skips them. The
 folder may be a ``gs://`` (or other fsspec) URL.
-Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused (and activations,
-[T*D] float32 row-major, when requested). pandas and polars read the directory directly.
+Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused (and, when requested,
+activations [T*D] float32 and snapshots [T*G] int32, both row-major). pandas and polars read the directory directly.
 """
 
 from __future__ import annotations
@@ -47,9 +47,12 @@ def _atomic_write_bytes(path: Path, data: bytes):
 def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional[Sequence[str]] = None,
           set_name: str = "prompts", attack: str = "none", batch_size: int = 16,
           judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
-          seed: int = 0, progress: bool = True, shard_filter: Optional[Callable[[int], bool]] = None,
+          save_snapshots: bool = False, seed: int = 0, progress: bool = True, shard_filter: Optional[Callable[[int], bool]] = None,
           system_prompt="default") -> Path:
     """Generate, read SRI, judge refusals and write records under ``out_dir``. Returns the dir.
+
+    ``save_activations`` stores the pooled phi [T, D] per record, ``save_snapshots`` the
+    response tokens after every step [T, G] (``GenerationResult.snapshots``).
 
     ``shard_filter(i)`` selects which shards this process writes (multi-host tracing); the
     plan is the same on every process. Default: one process writes every shard; with several
@@ -86,6 +89,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                                            + np.asarray(centers.harmful, np.float64).sum())}),
             "set": set_name, "attack": attack, "seed": seed, "shards": len(batches),
             "save_activations": save_activations}
+    if save_snapshots:  # only when set, so plans written before this option still match
+        plan["save_snapshots"] = True
     diff = []
     if store.exists(PLAN):
         old = json.loads(store.read_text(PLAN))
@@ -111,7 +116,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             batch = [prompts[j] for j in idx]
             batch += [batch[-1]] * (rows - len(batch))
             res = generate(model, batch, cfg, centers=centers, seed=seed + i,
-                           return_activations=save_activations, system_prompt=system_prompt)
+                           return_activations=save_activations, record_snapshots=save_snapshots,
+                           system_prompt=system_prompt)
             n = len(idx)
             if not writes(i):  # SPMD: another process stores this batch
                 bar.update(n)
@@ -127,6 +133,9 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             if save_activations:
                 cols["activations"] = pa.array(
                     [r.reshape(-1).tolist() for r in res.activations[:n]], pa.list_(pa.float32()))
+            if save_snapshots:
+                cols["snapshots"] = pa.array(
+                    [r.reshape(-1).tolist() for r in res.snapshots[:n]], pa.list_(pa.int32()))
             store.write_parquet(shard_name(i), pa.table(cols))
             bar.update(n)
             bar.set_postfix(prompts_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
@@ -162,7 +171,7 @@ def read_traces(out_dir) -> dict:
     """All records of a trace directory as numpy arrays / lists, ordered by shard then row.
 
     Keys: prompt_id, set, attack, prompt, response, refused [N] bool, sri [N, T], tokens
-    [N, G], and activations [N, T*D] when saved.
+    [N, G], and when saved activations [N, T*D] and snapshots [N, T, G].
     """
     import pyarrow as pa
 
@@ -182,4 +191,7 @@ def read_traces(out_dir) -> dict:
     rec["tokens"] = np.asarray(t.column("tokens").to_pylist(), np.int32)
     if "activations" in t.column_names:
         rec["activations"] = np.asarray(t.column("activations").to_pylist(), np.float32)
+    if "snapshots" in t.column_names:
+        rec["snapshots"] = np.asarray(t.column("snapshots").to_pylist(), np.int32).reshape(
+            len(rec["sri"]), rec["sri"].shape[1], rec["tokens"].shape[1])
     return rec

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from sri_jax.detector import SRIGuard
 from sri_jax.detector.baselines import (ExternalGuard, LlamaGuard3, PerplexityFilter,
                                         SelfExamination, prompt_nll, prompt_perplexity)
 from sri_jax.detector.evaluate import EvalReport, evaluate_guard, step_texts
@@ -60,14 +59,20 @@ def centers(model):
 
 
 @pytest.fixture(scope="module")
-def report(model, centers):
+def trace_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval_traces")
+
+
+@pytest.fixture(scope="module")
+def report(model, centers, trace_dir):
     return evaluate_guard(model, centers, CFG, benign_train=TRAIN,
                           benign_holdout=HOLDOUT, benign_test=TEST,
                           harmful=HARMFUL, batch_size=8, judge=parity_judge,
                           step_judge=parity_judge, guard_kwargs=GUARD_KW, progress=False,
                           classifier_kwargs={"epochs": 20},
                           external_guards={"every_other": FlagEveryOther()},
-                          n_timing=8, timing_repeats=2, self_exam_tokens=3)
+                          n_timing=8, timing_repeats=2, self_exam_tokens=3,
+                          trace_dir=trace_dir)
 
 
 def test_report_has_all_keys(report, tmp_path):
@@ -96,6 +101,57 @@ def test_report_has_all_keys(report, tmp_path):
     md = report.table()
     for name in list(HARMFUL) + ["first_step", "text", "sri_guard", "perplexity"]:
         assert name in md
+
+
+def test_rerun_resumes_from_the_trace_folder(model, centers, report, trace_dir):
+    """Every set is traced into the folder; a rerun (here with other options, after losing
+    one set's shard as an interrupted run would) regenerates only what is missing and
+    reproduces the report."""
+    shards = {p: p.stat().st_mtime_ns for p in sorted(trace_dir.rglob("shard-*.parquet"))}
+    assert {p.parent.name for p in shards} == {"benign_train", "benign_holdout",
+                                               "benign_test", "attack__none",
+                                               "attack__suffix_attack", "attack__wrap_attack"}
+    lost = next(p for p in shards if p.parent.name == "attack__wrap_attack")
+    lost.unlink()
+    rep = evaluate_guard(model, centers, CFG, benign_train=TRAIN, benign_holdout=HOLDOUT,
+                         benign_test=TEST, harmful=HARMFUL, batch_size=8, judge=parity_judge,
+                         step_judge=parity_judge, guard_kwargs=GUARD_KW, progress=False,
+                         classifier=False, ablations=("text",), baselines=(), n_timing=8,
+                         timing_repeats=1, trace_dir=trace_dir)
+    assert lost.exists()
+    for p, mtime in shards.items():
+        if p != lost:
+            assert p.stat().st_mtime_ns == mtime, f"{p} was rewritten"
+    assert rep.scores == report.scores
+    assert rep.ablations["text"] == report.ablations["text"]
+
+
+def test_run_evaluation_writes_report_and_resumes(tmp_path, model):
+    """``sri-jax evaluate``'s driver on the real offline prompt sets (tiny model, stand-in
+    judge): report, guard, centers, per-set and per-layer traces on disk; a second run
+    reuses all of it (no file rewritten) and reproduces the report."""
+    from sri_jax.detector.evaluate import run_evaluation
+
+    kw = dict(n_calib_harmless=8, n_calib_harmful=8, n_train=8, n_holdout=8, n_test=4,
+              n_attack=4, attacks=("refusal_suppression",), judge=parity_judge,
+              classifier=False, baselines=(), ablations=("first_step",), layers=("first",),
+              batch_size=8, guard_kwargs={"epochs": 5}, progress=False, n_timing=4,
+              timing_repeats=1, log=lambda *a: None)
+    rep = run_evaluation(model, CFG, tmp_path, **kw)
+    for f in ("report.json", "report.md", "guard/detector.json", "centers/centers.npz",
+              "traces/layer_first/centers/centers.npz"):
+        assert (tmp_path / f).is_file(), f
+    sets = ["benign_train", "benign_holdout", "benign_test", "attack__none",
+            "attack__refusal_suppression"]
+    for root in ("traces", "traces/layer_first"):
+        for name in sets:
+            assert (tmp_path / root / name / "manifest.json").is_file(), (root, name)
+    disk = {p: p.stat().st_mtime_ns for p in (tmp_path / "traces").rglob("*")
+            if p.is_file()}
+    again = run_evaluation(model, CFG, tmp_path, centers_path=tmp_path / "centers", **kw)
+    assert {p: p.stat().st_mtime_ns for p in disk} == disk
+    assert again.scores == rep.scores and again.ablations == rep.ablations
+    assert EvalReport.load(tmp_path / "report.json").attacks == again.to_dict()["attacks"]
 
 
 def test_auroc_matches_sklearn_recomputation(report):

@@ -119,6 +119,21 @@ def test_trace_resume_writes_each_record_once(tmp_path, model, centers):
               progress=False)
 
 
+def test_trace_stores_activations_and_snapshots(tmp_path, model, centers):
+    prompts = HARMLESS[:4]
+    d = trace(model, prompts, CFG, centers=centers, out_dir=tmp_path / "t", batch_size=4,
+              judge=parity_judge, save_activations=True, save_snapshots=True, progress=False)
+    rec = read_traces(d)
+    res = generate(model, prompts, CFG, centers=centers, return_activations=True,
+                   record_snapshots=True)
+    idx = [int(i) for i in rec["prompt_id"]]
+    assert sorted(idx) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(rec["snapshots"], res.snapshots[idx])
+    np.testing.assert_allclose(rec["activations"], res.activations[idx].reshape(4, -1),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(rec["snapshots"][:, -1], rec["tokens"])
+
+
 def test_summary_irr_and_figures(tmp_path):
     sri = np.array([[0.9, 0.8, 0.2],     # compliant then refusal (recovered at 0.5 and 0.3)
                     [0.9, 0.9, 0.9],     # never recovers

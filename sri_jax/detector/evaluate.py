@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -217,21 +218,27 @@ def step_texts(model, snapshots, cfg) -> list[list[str]]:
     return [texts[i * t:(i + 1) * t] for i in range(b)]
 
 
-def _trace(model, prompts, cfg, centers, *, batch_size, judge, step_judge, first_step=False,
-           text=False, progress=False, desc="trace", seed=0) -> _Traced:
-    from ..sampling.api import generate_batched
+def _trace(model, prompts, cfg, centers, *, out_dir, batch_size, judge, step_judge,
+           record=False, progress=False, desc="trace", seed=0) -> _Traced:
+    """Trace ``prompts`` into ``out_dir`` with :func:`sri_jax.tracing.trace` (a rerun reuses
+    the shards on disk) and read them back in input order. ``record``: also store the pooled
+    activations and per-step snapshots and derive phi_1 and the per-step keyword trace (the
+    ablation signals; always stored, so a rerun with other ablations still resumes)."""
+    from ..tracing import read_traces, trace
 
     t0 = time.perf_counter()
-    res = generate_batched(model, list(prompts), cfg, batch_size=batch_size, centers=centers,
-                           return_activations=first_step, record_snapshots=text,
-                           progress=progress, desc=desc, seed=seed)
-    out = _Traced(sri=np.asarray(res.sri, np.float64), texts=list(res.texts),
-                  refused=np.array([bool(judge(t)) for t in res.texts], bool),
+    trace(model, list(prompts), cfg, centers=centers, out_dir=out_dir, set_name=desc,
+          batch_size=batch_size, judge=judge, save_activations=record,
+          save_snapshots=record, seed=seed, progress=progress)
+    rec = read_traces(out_dir)
+    order = np.argsort([int(i) for i in rec["prompt_id"]], kind="stable")
+    texts = [rec["response"][i] for i in order]
+    out = _Traced(sri=rec["sri"][order].astype(np.float64), texts=texts,
+                  refused=np.array([bool(judge(t)) for t in texts], bool),
                   seconds=time.perf_counter() - t0)
-    if first_step:
-        out.phi1 = np.asarray(res.activations[:, 0], np.float64)
-    if text:
-        out.keyword = keyword_trace(step_texts(model, res.snapshots, cfg),
+    if record:
+        out.phi1 = rec["activations"][order, :model.config.hidden_size].astype(np.float64)
+        out.keyword = keyword_trace(step_texts(model, rec["snapshots"][order], cfg),
                                     judge=step_judge).astype(np.float64)
     return out
 
@@ -341,8 +348,8 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
                    baselines: Sequence[str] = BASELINES,
                    external_guards: Optional[Mapping[str, Callable]] = None,
                    ppl_quantile: float = 0.99, n_timing: int = 16, timing_repeats: int = 2,
-                   self_exam_tokens: int = 8, seed: int = 0, log: Callable = print
-                   ) -> EvalReport:
+                   self_exam_tokens: int = 8, seed: int = 0, log: Callable = print,
+                   trace_dir=None) -> EvalReport:
     """Run the SRI Guard evaluation protocol (module docstring) and return an EvalReport.
 
     ``harmful``: attack name -> attacked prompts, including "none" for the raw harmful prompts.
@@ -356,6 +363,9 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
     ``(prompts, responses) -> bool[N]`` (e.g. ``{"llama_guard": LlamaGuard3("1b")}``).
     ``ppl_quantile``: the perplexity filter's benign-holdout quantile (0.99 or 0.95).
     ``n_timing`` / ``timing_repeats``: prompts and timed rounds for the overhead columns.
+    ``trace_dir``: where every set's traces go (``<set>/`` Parquet shards, ``<layer>/<set>/``
+    and ``<layer>/centers`` for the layer ablation); rerunning with the same folder reuses
+    what is on disk, so an interrupted evaluation resumes. Default: a temporary folder.
     """
     log = log if progress else (lambda *a, **k: None)
     t_start = time.perf_counter()
@@ -381,13 +391,22 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
                          "calibration=(harmless_prompts, harmful_prompts)")
     guard_kwargs = dict(guard_kwargs or {})
     first, text = "first_step" in ablations, "text" in ablations
+    tmp = None
+    if trace_dir is None:  # removed at the end (or when collected, after an error)
+        tmp = tempfile.TemporaryDirectory(prefix="sri_jax_eval_")
+        trace_dir = tmp.name
+    trace_dir = Path(trace_dir)
+    all_sets = list(sets.items()) + [(f"attack:{a}", p) for a, p in harmful.items()]
+
+    def set_dir(root, name):
+        return Path(root) / name.replace(":", "__")
 
     # -- trace every set once
     traced: dict[str, _Traced] = {}
-    for name, ps in list(sets.items()) + [(f"attack:{a}", p) for a, p in harmful.items()]:
-        traced[name] = _trace(model, ps, cfg, centers, batch_size=batch_size, judge=judge,
-                              step_judge=step_judge, first_step=first, text=text,
-                              progress=progress, desc=name, seed=seed)
+    for name, ps in all_sets:
+        traced[name] = _trace(model, ps, cfg, centers, out_dir=set_dir(trace_dir, name),
+                              batch_size=batch_size, judge=judge, step_judge=step_judge,
+                              record=True, progress=progress, desc=name, seed=seed)
     trace_s = sum(t.seconds for t in traced.values())
     atk = {a: traced[f"attack:{a}"] for a in harmful}
     tr, ho, te = (traced[k] for k in BENIGN_SETS)
@@ -437,17 +456,14 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
         abl["text"] = _auroc_ablation(tr.keyword, ho.keyword, te.keyword,
                                       {a: t.keyword for a, t in atk.items()}, guard_kwargs)
     for layer in layers:
-        from ..sri.centers import calibrate
-
         cfg_l = cfg.replace(layer=layer)
-        log(f"layer ablation: recalibrating centers at layer {layer!r}")
-        c_l = calibrate(model, calibration[0], calibration[1], cfg_l, judge=judge,
-                        batch_size=batch_size, progress=progress, seed=seed)
-        tl = {name: _trace(model, ps, cfg_l, c_l, batch_size=batch_size, judge=judge,
-                           step_judge=step_judge, progress=progress, desc=f"{layer}:{name}",
-                           seed=seed).sri
-              for name, ps in list(sets.items()) + [(f"attack:{a}", p)
-                                                    for a, p in harmful.items()]}
+        root = trace_dir / f"layer_{layer}"
+        c_l = _layer_centers(model, cfg_l, calibration, root / "centers", judge=judge,
+                             batch_size=batch_size, progress=progress, seed=seed, log=log)
+        tl = {name: _trace(model, ps, cfg_l, c_l, out_dir=set_dir(root, name),
+                           batch_size=batch_size, judge=judge, step_judge=step_judge,
+                           progress=progress, desc=f"{layer}:{name}", seed=seed).sri
+              for name, ps in all_sets}
         abl[f"sri_{layer}"] = _auroc_ablation(
             tl["benign_train"], tl["benign_holdout"], tl["benign_test"],
             {a: tl[f"attack:{a}"] for a in harmful}, guard_kwargs)
@@ -478,7 +494,26 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
     rep = EvalReport(meta=meta, guard=guard_info, benign=benign, attacks=attacks, means=means,
                      supervised=supervised, ablations=abl, baselines=base, scores=scores)
     rep.guard_ = guard  # the fitted guard (not serialised)
+    if tmp is not None:
+        tmp.cleanup()
     return rep
+
+
+def _layer_centers(model, cfg, calibration, path, *, judge, batch_size, progress, seed, log):
+    """Centers at ``cfg.layer`` for the layer ablation: loaded from ``path`` when a previous
+    run saved them for this model and sampler, else calibrated and saved there."""
+    from ..sri.centers import calibrate, check_compatible, load_centers, save_centers
+
+    if (path / "centers.npz").is_file():
+        c = load_centers(path)
+        check_compatible(c, model, cfg)
+        log(f"layer ablation: centers at layer {cfg.layer!r} loaded from {path}")
+        return c
+    log(f"layer ablation: recalibrating centers at layer {cfg.layer!r}")
+    c = calibrate(model, calibration[0], calibration[1], cfg, judge=judge,
+                  batch_size=batch_size, progress=progress, seed=seed)
+    save_centers(c, path)
+    return c
 
 
 def _timing_prompts(sets, harmful, n: int) -> list:
@@ -615,7 +650,8 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
             "sets": {"benign": benign.name, "harmful": [adv.name, "harmbench"]}}
 
 
-def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log):
+def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log,
+                 judge=is_refusal):
     from ..sri.centers import calibrate, load_centers, save_centers
 
     if centers_path and Path(centers_path).exists():
@@ -624,7 +660,7 @@ def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, lo
     if centers_path:
         raise FileNotFoundError(f"no centers at {centers_path}; omit --centers to calibrate")
     centers = calibrate(model, splits["calib_harmless"], splits["calib_harmful"], cfg,
-                        batch_size=batch_size, progress=progress)
+                        judge=judge, batch_size=batch_size, progress=progress)
     path = save_centers(centers, Path(out) / "centers")
     log(f"centers calibrated ({json.dumps(centers.meta['counts'])}), saved to {path}")
     return centers
@@ -643,8 +679,11 @@ def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=N_CALIB_HA
               seed=seed)
     kw = dict(batch_size=batch_size, judge=is_refusal, step_judge=is_refusal,
               progress=progress, seed=seed)
-    tr = _trace(model, b["train"].prompts, cfg, centers, desc="benign_train", **kw)
-    ho = _trace(model, b["holdout"].prompts, cfg, centers, desc="benign_holdout", **kw)
+    with tempfile.TemporaryDirectory(prefix="sri_jax_guard_") as traces:
+        tr = _trace(model, b["train"].prompts, cfg, centers,
+                    out_dir=Path(traces) / "benign_train", desc="benign_train", **kw)
+        ho = _trace(model, b["holdout"].prompts, cfg, centers,
+                    out_dir=Path(traces) / "benign_holdout", desc="benign_holdout", **kw)
     guard = SRIGuard(**(guard_kwargs or {})).fit(tr.sri, holdout=ho.sri, centers_meta=centers)
     path = guard.save(out)
     log(f"SRIGuard ({guard.num_params()} params, threshold {guard.threshold_:.4g}) saved to "
@@ -658,9 +697,11 @@ def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CAL
                    attacks=(), layers=(), ablations=ABLATIONS, baselines=BASELINES,
                    llama_guard=None, classifier=True, batch_size=32, guard_kwargs=None,
                    ppl_quantile=0.99, n_timing=16, timing_repeats=2, progress=True, seed=0,
-                   log=print) -> EvalReport:
+                   judge=is_refusal, log=print) -> EvalReport:
     """``sri-jax evaluate``: splits, centers (loaded or calibrated), :func:`evaluate_guard`,
-    then ``report.json``, ``report.md`` and the fitted guard (``guard/``) under ``out``."""
+    then ``report.json``, ``report.md`` and the fitted guard (``guard/``) under ``out``.
+    Every trace is written under ``out/traces`` first: rerunning the same command resumes an
+    interrupted evaluation instead of starting over."""
     from .baselines import LlamaGuard3
 
     out = Path(out)
@@ -668,16 +709,18 @@ def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CAL
                                n_calib_harmful=n_calib_harmful, n_train=n_train,
                                n_holdout=n_holdout, n_test=n_test, n_attack=n_attack,
                                attacks=attacks, seed=seed)
-    centers = _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log)
+    centers = _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log,
+                           judge=judge)
     ext = {"llama_guard": LlamaGuard3(llama_guard)} if llama_guard else None
     rep = evaluate_guard(model, centers, cfg, benign_train=splits["benign_train"],
                          benign_holdout=splits["benign_holdout"],
                          benign_test=splits["benign_test"], harmful=splits["harmful"],
                          batch_size=batch_size, guard_kwargs=guard_kwargs, progress=progress,
-                         classifier=classifier, ablations=ablations, layers=layers,
+                         judge=judge, classifier=classifier, ablations=ablations, layers=layers,
                          calibration=(splits["calib_harmless"], splits["calib_harmful"]),
                          baselines=baselines, external_guards=ext, ppl_quantile=ppl_quantile,
-                         n_timing=n_timing, timing_repeats=timing_repeats, seed=seed, log=log)
+                         n_timing=n_timing, timing_repeats=timing_repeats, seed=seed, log=log,
+                         trace_dir=out / "traces")
     rep.save(out / "report.json")
     (out / "report.md").write_text(rep.table())
     rep.guard_.save(out / "guard")
