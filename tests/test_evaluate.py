@@ -189,8 +189,16 @@ def test_overheads_finite_and_non_negative(report):
     for name, r in report.baselines["table13"].items():
         assert np.isfinite(r["overhead_pct"]) and r["overhead_pct"] >= 0, name
     tm = report.baselines["timing"]
-    for k in ("t_plain_s", "t_sri_s", "t_sri_guard_s", "offline_scoring_pct"):
+    for k in ("t_plain_s", "t_sri_s", "t_sri_guard_s", "offline_scoring_pct", "noise_pct"):
         assert np.isfinite(tm[k]) and tm[k] >= 0
+    # the fastest of the interleaved rounds, and the spread of those rounds
+    assert all(len(v) == tm["repeats"] for v in tm["rounds_s"].values())
+    assert tm["t_plain_s"] == min(tm["rounds_s"]["plain"])
+    plain = tm["rounds_s"]["plain"]
+    assert tm["noise_pct"] >= 100 * (max(plain) - min(plain)) / min(plain) - 1e-9
+    sg = report.baselines["table13"]["sri_guard"]
+    assert sg["overhead_pct"] == pytest.approx(tm["offline_scoring_pct"])
+    assert sg["in_loop_overhead_pct_raw"] == tm["detector_only_overhead_pct_raw"]
 
 
 def test_perplexity_equals_numpy_recomputation(model):

@@ -28,10 +28,14 @@ Optional parts (each flagged, since each costs time):
 Overheads are measured on the same harness and prompts (``n_timing`` prompts drawn from the
 benign test and attack sets): every variant is run once untimed (compilation), then
 ``timing_repeats`` times interleaved; the fastest round is used. Two SRI Guard rows:
-``sri_guard`` = ``generate(..., centers, detector=guard)`` vs the same ``generate`` without the
-detector (the in-loop scoring cost), ``sri_guard+signal`` = the same vs ``generate`` without
-centers (signal + detector); the offline scoring time of the traces is reported too. Differences below the timing
-noise can come out negative; the ``overhead_pct`` columns clip at 0, the raw values are kept.
+``sri_guard`` = the detector's own compute (the same jitted MLP scoring the same traces,
+fastest of at least three) / generation: the detector runs once per trace, so its cost is a
+few microseconds, far below what two wall-clock runs of a whole generation can resolve; the
+wall-clock difference of ``generate(..., centers, detector=guard)`` vs the same call without
+the detector is kept next to it (``in_loop_overhead_pct_raw``) with the round-to-round spread
+of the same call (``noise_pct``). ``sri_guard+signal`` = ``generate`` with centers and the
+detector vs ``generate`` without centers, wall clock (signal + detector). Differences below
+the timing noise can come out negative; ``overhead_pct`` clips at 0, the raw values are kept.
 """
 
 from __future__ import annotations
@@ -183,9 +187,12 @@ def format_report(rep: EvalReport) -> str:
                       f"{tm.get('repeats')}): generation {tm.get('t_plain_s', 0):.3f} s without "
                       f"SRI, {tm.get('t_sri_s', 0):.3f} s with SRI, "
                       f"{tm.get('t_sri_guard_s', 0):.3f} s with SRI + guard in the loop; "
-                      f"raw overheads: detector {tm.get('detector_only_overhead_pct_raw', 0):.3f} "
-                      f"%, SRI signal {tm.get('sri_signal_overhead_pct_raw', 0):.3f} %; offline "
-                      f"scoring of the traces {tm.get('offline_scoring_pct', 0):.4f} %."]
+                      f"raw wall-clock overheads: detector in the loop "
+                      f"{tm.get('detector_only_overhead_pct_raw', 0):.3f} %, SRI signal "
+                      f"{tm.get('sri_signal_overhead_pct_raw', 0):.3f} % (round-to-round "
+                      f"spread of the same call: {tm.get('noise_pct', float('nan')):.3f} %); "
+                      f"the detector's own compute (scoring the traces, the `sri_guard` row): "
+                      f"{tm.get('offline_scoring_pct', 0):.4f} %."]
     return "\n".join(lines) + "\n"
 
 
@@ -272,10 +279,11 @@ def _auroc_ablation(fit_x, hold_x, test_x, attack_x: Mapping[str, np.ndarray], g
 
 # ----------------------------------------------------------------------------- timing
 
-def _min_times(fns: Mapping[str, Callable], repeats: int) -> dict:
+def _min_times(fns: Mapping[str, Callable], repeats: int,
+               rounds: Optional[dict] = None) -> dict:
     """Each fn once untimed (compile), then ``repeats`` interleaved timed rounds (order
     rotating each round); the FASTEST round per fn (the least disturbed by other load on a
-    shared machine, as ``timeit`` recommends)."""
+    shared machine, as ``timeit`` recommends). ``rounds`` (a dict) receives every time."""
     names = list(fns)
     for n in names:
         fns[n]()
@@ -286,6 +294,8 @@ def _min_times(fns: Mapping[str, Callable], repeats: int) -> dict:
             t0 = time.perf_counter()
             fns[n]()
             times[n].append(time.perf_counter() - t0)
+    if rounds is not None:
+        rounds.update(times)
     return {n: float(np.min(v)) for n, v in times.items()}
 
 
@@ -544,8 +554,10 @@ def _baselines(model, centers, cfg, guard, sets, harmful, traced, atk, te, fb, f
         return run
 
     log(f"timing generation on {len(tp)} prompts ({repeats} rounds)")
+    rounds: dict = {}
     tg = _min_times({"plain": gen("plain"), "sri": gen("sri", centers=centers),
-                     "sri_guard": gen("sri_guard", centers=centers, detector=guard)}, repeats)
+                     "sri_guard": gen("sri_guard", centers=centers, detector=guard)}, repeats,
+                    rounds)
     responses = list(last["sri_guard"].texts)
     t_plain = tg["plain"]
     traces_tp = jnp.asarray(last["sri_guard"].sri, jnp.float32)
@@ -562,7 +574,10 @@ def _baselines(model, centers, cfg, guard, sets, harmful, traced, atk, te, fb, f
               "sri_guard_overhead_pct_raw": raw,
               "detector_only_overhead_pct_raw": _pct(tg["sri_guard"] - tg["sri"], t_plain),
               "sri_signal_overhead_pct_raw": _pct(tg["sri"] - t_plain, t_plain),
-              "offline_scoring_s": t_score, "offline_scoring_pct": _pct(t_score, t_plain)}
+              "offline_scoring_s": t_score, "offline_scoring_pct": _pct(t_score, t_plain),
+              "rounds_s": rounds,
+              # run-to-run spread of the same call: differences below it are timing noise
+              "noise_pct": max(_pct(max(v) - min(v), min(v)) for v in rounds.values())}
 
     def row(overhead, fp_flags, atk_flags, extra=None):
         r = {"overhead_pct": None if overhead is None else max(0.0, float(overhead)),
@@ -608,8 +623,11 @@ def _baselines(model, centers, cfg, guard, sets, harmful, traced, atk, te, fb, f
         t_g = _min_times({"g": lambda: g(tp, responses)}, repeats)["g"]
         table[name] = row(_pct(t_g, t_plain), fl_b, fl_a, {"time_s": t_g})
     det = timing["detector_only_overhead_pct_raw"]
-    table["sri_guard"] = row(det, fb, flags_a, {"overhead_pct_raw": det, "vs": "generate with "
-                                                "centers, without the detector"})
+    table["sri_guard"] = row(timing["offline_scoring_pct"], fb, flags_a, {
+        "in_loop_overhead_pct_raw": det, "noise_pct": timing["noise_pct"],
+        "vs": "the detector's own compute (the same jitted MLP on the same traces, fastest "
+              "round) / generation; in_loop_overhead_pct_raw = generate with centers and "
+              "the detector vs without the detector, wall clock"})
     table["sri_guard+signal"] = row(raw, fb, flags_a, {"overhead_pct_raw": raw,
                                                        "vs": "generate without centers"})
     return {"table13": table, "timing": timing, "details": details, "jailbreak_sets": jb}
