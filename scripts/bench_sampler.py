@@ -65,6 +65,7 @@ QUICK = dict(FULL, layers=2, prompt_len=16, ar_gen=8, ar_batch=4,
              matmul_n=512, matmul_reps=5)
 
 TARGETS = {"ar_speedup": 20.0, "diffusion_speedup": 2.0}
+DRIFT_WARN_PCT = 10.0  # warn when the matmul peak moves more than this during a run
 TAU = 0.1
 EPS = 1e-8
 BOS, EOS, PAD = 1, 2, 2
@@ -388,6 +389,11 @@ def main(argv=None):
 
     p_len = sz["prompt_len"]
     limit = model.config.max_position_embeddings
+    # The matmul peak is measured at the start and at the end: a shared host that slows down
+    # in between shows up as drift, and the phases (baselines first) are then not comparable.
+    print("\n[matmul, start] ...", flush=True)
+    mm_start = matmul_peak(sz["matmul_n"], sz["matmul_reps"])
+    results["matmul_start"] = mm_start
 
     # ------------------------------------------------------------------ 1. AR
     if not args.skip_ar:
@@ -533,10 +539,17 @@ def main(argv=None):
         del hf_bi
 
     # ------------------------------------------------------------------ 4. matmul peak
-    print("\n[matmul] ...", flush=True)
+    print("\n[matmul, end] ...", flush=True)
     mm = matmul_peak(sz["matmul_n"], sz["matmul_reps"])
     results["matmul"] = mm
     machine["loadavg_end"] = list(os.getloadavg())
+    drift = 100.0 * (mm["xla_gflops"] - mm_start["xla_gflops"]) / mm_start["xla_gflops"]
+    peak = max(mm["xla_gflops"], mm_start["xla_gflops"])  # the conservative denominator
+    torch_peak = max(mm["torch_gflops"], mm_start["torch_gflops"])
+    if abs(drift) > DRIFT_WARN_PCT:
+        warnings_.append(f"the XLA matmul peak moved {drift:+.1f}% between the start and the "
+                         "end of the run: the machine's speed changed, so the ratios between "
+                         "phases are unreliable; rerun on a quiet machine")
 
     summary = {
         "ar_speedup": results.get("ar", {}).get("speedup"),
@@ -549,14 +562,14 @@ def main(argv=None):
     summary["sri_overhead_pct"] = max(ovh) if ovh else None
     if "diffusion" in results:
         summary["diffusion_gflops_per_s"] = results["diffusion"]["sri_jax_on"]["gflops_per_s"]
-        summary["diffusion_peak_fraction"] = (summary["diffusion_gflops_per_s"]
-                                              / mm["xla_gflops"])
+        summary["diffusion_peak_fraction"] = summary["diffusion_gflops_per_s"] / peak
         summary["diffusion_peak_fraction_useful"] = (
-            results["diffusion"]["sri_jax_on"]["useful_gflops_per_s"] / mm["xla_gflops"])
+            results["diffusion"]["sri_jax_on"]["useful_gflops_per_s"] / peak)
         summary["diffusion_baseline_peak_fraction_torch"] = (
-            results["diffusion"]["baseline"]["gflops_per_s"] / mm["torch_gflops"])
+            results["diffusion"]["baseline"]["gflops_per_s"] / torch_peak)
     else:
         summary["diffusion_peak_fraction"] = None
+    summary["matmul_peak_drift_pct"] = drift
     summary["targets"] = TARGETS
     summary["targets_met"] = {k: (summary[k] >= v if summary[k] is not None else None)
                               for k, v in TARGETS.items()}
@@ -587,8 +600,10 @@ def main(argv=None):
           f"{fmt(summary['sri_overhead_pct_diffusion'], '+.2f')}%  "
           f"(medians of {repeats} interleaved runs each; best-of: AR "
           f"{fmt(best['ar'], '+.2f')}%, diffusion {fmt(best['diffusion'], '+.2f')}%)")
-    print(f"matmul {mm['n']}^3 fp32: XLA {mm['xla_gflops']:.1f} GFLOP/s, torch "
-          f"{mm['torch_gflops']:.1f} GFLOP/s (median of {sz['matmul_reps']})")
+    print(f"matmul {mm['n']}^3 fp32, start -> end: XLA {mm_start['xla_gflops']:.1f} -> "
+          f"{mm['xla_gflops']:.1f} GFLOP/s ({drift:+.1f}%), torch "
+          f"{mm_start['torch_gflops']:.1f} -> {mm['torch_gflops']:.1f} GFLOP/s "
+          f"(medians of {sz['matmul_reps']}; peak = the larger)")
     if "diffusion" in results:
         d = results["diffusion"]
         print(f"diffusion sampler: {d['sri_jax_on']['gflops_per_s']:.1f} GFLOP/s executed "
