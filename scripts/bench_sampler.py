@@ -357,7 +357,6 @@ def main(argv=None):
     torch.set_num_threads(n_threads)  # XLA keeps its defaults
     transformers.utils.logging.disable_progress_bar()
 
-    import jax
     import sri_jax
     from sri_jax import Centers, Model, SamplerConfig
     from sri_jax.sampling.api import bucket_length

@@ -159,7 +159,7 @@ def test_all_mismatches_reported_at_once(llada_dir, tmp_path):
         load_hf_dir(d)
     err, msg = e.value, str(e.value)
     assert "3 problem(s)" in msg
-    assert shape_name in msg and f"stored [64, 32], config expects [64, 64]" in msg
+    assert shape_name in msg and "stored [64, 32], config expects [64, 64]" in msg
     assert miss_name in msg and "missing tensors" in msg
     assert extra_name in msg and "unexpected tensors" in msg
     assert f_shape in msg and f_miss in msg

@@ -14,7 +14,7 @@ import pytest
 from sri_jax.models import decoder as D
 from sri_jax.models.config import ModelConfig
 from sri_jax.models.lora import (TARGETS, AdapterMismatchError, LoraConfig, adapter_hash,
-                                 init_lora, load_adapter, merge, merge_adapter_dir,
+                                 init_lora, load_adapter, merge,
                                  merged_weight_hash, save_adapter)
 
 ROOT = Path(__file__).resolve().parents[1]
