@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# One-stop set-up: creates .venv (once), installs sri_jax with its test extras, then runs
-#   bash scripts/dev.sh demo [ARGS...]   the SRI demo on the embedded default model
-#   bash scripts/dev.sh test [ARGS...]   the test suite (pytest; exits non-zero on failure)
-#   bash scripts/dev.sh run CMD...       any command inside the environment
+# One-stop set-up: creates .venv (once), installs sri_jax, then runs
+#   bash scripts/dev.sh demo [ARGS...]   the SRI demo on the embedded default model (runtime install)
+#   bash scripts/dev.sh test [ARGS...]   the test suite (adds the test extras; non-zero on failure)
+#   bash scripts/dev.sh run CMD...       any command inside the environment (runtime install)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# Re-install only when pyproject.toml changed since the last successful install.
-stamp=.venv/.sri_jax_installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
-  touch "$stamp"
-fi
 cmd=${1:-demo}
 shift || true
+# The demo needs the runtime packages only; the tests add the oracles (PyTorch, ...).
+# Re-install only when pyproject.toml changed since the last successful install of that set.
+target=.
+[ "$cmd" = test ] && target=".[test]"
+stamp=.venv/.sri_jax_installed${target#.}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e "$target"
+  touch "$stamp"
+fi
 case "$cmd" in
   demo) exec .venv/bin/sri-jax demo "$@" ;;
   test) exec .venv/bin/python -m pytest -q "$@" ;;
