@@ -48,8 +48,10 @@ def int_at_least(lo: int):
 def finite_float(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False):
     """argparse type: a finite float in [lo, hi] (open ends where asked)."""
     lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-    want = (f"a number > {lo}" if math.isinf(hi) and lo_open else
-            f"a number >= {lo}" if math.isinf(hi) else f"a number in {lb}{lo}, {hi}{rb}")
+    want = ("a finite number" if math.isinf(lo) and math.isinf(hi) else
+            f"a finite number > {lo}" if math.isinf(hi) and lo_open else
+            f"a finite number >= {lo}" if math.isinf(hi) else
+            f"a number in {lb}{lo}, {hi}{rb}")
 
     def parse(text):
         try:
@@ -348,8 +350,8 @@ def _apply_config(ap: argparse.ArgumentParser, argv):
     for name, table in tables.items():
         bad = sorted(k for k in table if k.replace("-", "_") not in options[name])
         if bad:
-            ap.error(f"{where}: [{name}] {bad[0]} is not an option of {name}; see sri-jax "
-                     f"{name} --help")
+            ap.error(f"{where}: [{name}] {bad[0]} is not an option of {name}; remove it "
+                     "or move it to a command that has it")
     cmd = next((a for a in rest if not a.startswith("-")), None)
     if cmd not in subs:
         return  # argparse reports the missing or unknown command
