@@ -458,7 +458,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         with warnings.catch_warnings():  # warnings as one line each: "sri-jax CMD: warning: ..."
-            warnings.simplefilter("default")
             warnings.showwarning = lambda message, *a, **k: print(
                 f"sri-jax {args.command}: warning: {message}", file=sys.stderr)
             return _run(args)
