@@ -159,7 +159,6 @@ def _scale_flags(p: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from .workflow import (N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN,
                            N_TEST)
-
     from .data.attacks import ATTACKS
 
     ap = _Parser(prog="sri-jax", description=__doc__,
@@ -331,8 +330,10 @@ def _apply_config(ap: argparse.ArgumentParser, argv):
     where = f"--config {pre.config}"
     try:
         data = tomllib.loads(Path(pre.config).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        ap.error(f"cannot read {where}: {e}; fix the file (TOML syntax)")
+    except OSError as e:
+        ap.error(f"cannot read {where}: {e.strerror or e}; give an existing TOML file")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        ap.error(f"{where} is not valid TOML ({e}); fix the file (UTF-8, TOML syntax)")
     subs = _subcommands(ap)
     options = {name: {a.dest: a for a in sp._actions  # noqa: SLF001
                       if a.dest not in ("help", "config") and a.option_strings}
