@@ -239,6 +239,13 @@ def test_config_errors_exit_2_with_one_line(tmp_path, text, names, no_model, cap
     assert rc == 2 and names in line and str(cfg) in line, err
 
 
+def test_config_file_missing(tmp_path, no_model, capsys):
+    cfg = tmp_path / "none.toml"
+    rc, out, err = run_cli(["report", "x", "--config", str(cfg)], capsys)
+    line = one_line(err)
+    assert rc == 2 and str(cfg) in line and "existing TOML file" in line, err
+
+
 def test_help_is_clean_and_lists_registered_values(capsys):
     rc, out, _ = run_cli(["--help"], capsys)
     assert rc == 0 and "``" not in out and "calibrate" in out
