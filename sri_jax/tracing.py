@@ -2,29 +2,36 @@
 
 A trace run writes into one directory::
 
+    .lock                held (fcntl.flock) by the trace process writing the folder; holds its pid
     plan.json            what is being traced (prompt ids hash, batch size, sampler config,
-                         model and centers fingerprints, shard count)
+                         model and centers fingerprints, shard and record counts)
     shard-00000.parquet  one batch of records each, written to a temporary file and renamed,
-    shard-00001.parquet  so a shard on disk is always complete
-    ...
+    shard-00001.parquet  so a shard on disk is always complete; its Parquet metadata holds
+    ...                  the plan's hash (key "sri_jax.plan")
 
     manifest.json        written once every shard is complete (shard list, record count)
 
-Rerunning the same command skips the shards already on disk, so an interrupted run resumes
-without duplicating or losing records; a different plan in the same directory is an error.
+Rerunning the same command skips the shards already on disk that check out (a readable
+Parquet footer, the planned row count, this plan's hash), so an interrupted run resumes
+without duplicating or losing records; a shard that does not check out is moved aside to
+``.shard-NNNNN.parquet.bad`` with a warning and redone. A different plan in the same
+directory is an error. A second trace process on the same local folder fails at once (the
+lock is taken before the plan is read or written; object-store URLs are not locked).
 Multi-host (``jax.distributed``): shard i is written by process ``i % process_count``; the
-processes agree on which shards exist before starting, so a restarted job skips them. The
-folder may be a ``gs://`` (or other fsspec) URL.
+processes agree on which shards exist before starting, so a restarted job skips them; process
+0 holds the lock. The folder may be a ``gs://`` (or other fsspec) URL.
 Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused (and, when requested,
 activations [T*D] float32 and snapshots [T*G] int32, both row-major). pandas and polars read the directory directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -32,6 +39,12 @@ import numpy as np
 
 PLAN = "plan.json"
 MANIFEST = "manifest.json"
+LOCK = ".lock"
+PLAN_KEY = b"sri_jax.plan"  # Parquet key-value metadata: the hash of the plan a shard belongs to
+
+
+class FolderInUseError(OSError):
+    """Another process holds the run folder's lock."""
 
 
 def _hash(obj) -> str:
@@ -79,78 +92,83 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     check_compatible(centers, model, cfg)
     store = TraceStore(out_dir)
     store.mkdir()
-    lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
-    batches = plan_batches(lengths, batch_size,
-                           model.config.max_position_embeddings - cfg.gen_length)
-    plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
-            "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
-            "centers": _hash({"meta": dict(centers.meta),
-                              "sum": float(np.asarray(centers.harmless, np.float64).sum()
-                                           + np.asarray(centers.harmful, np.float64).sum())}),
-            "set": set_name, "attack": attack, "seed": seed, "shards": len(batches),
-            "save_activations": save_activations}
-    if save_snapshots:  # only when set, so plans written before this option still match
-        plan["save_snapshots"] = True
-    diff = []
-    if store.exists(PLAN):
-        old = json.loads(store.read_text(PLAN))
-        diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-    else:
-        store.write_bytes(PLAN, json.dumps(plan, indent=2, sort_keys=True).encode())
-    if not mh.all_across_processes([not diff])[0]:  # all processes check before any runs
-        raise ValueError(f"{store.display} already holds a different trace run (differs in "
-                         f"{diff or 'the folder of another process'}); use a new output "
-                         "directory or delete the old one")
+    with run_lock(store) if mh.process_index() == 0 else contextlib.nullcontext():
+        lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
+        batches = plan_batches(lengths, batch_size,
+                               model.config.max_position_embeddings - cfg.gen_length)
+        plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
+                "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
+                "centers": _hash({"meta": dict(centers.meta),
+                                  "sum": float(np.asarray(centers.harmless, np.float64).sum()
+                                               + np.asarray(centers.harmful, np.float64).sum())}),
+                "set": set_name, "attack": attack, "seed": seed, "shards": len(batches),
+                "save_activations": save_activations, "records": len(prompts)}
+        if save_snapshots:  # only when set, so plans written before this option still match
+            plan["save_snapshots"] = True
+        diff = []
+        if store.exists(PLAN):
+            old = json.loads(store.read_text(PLAN))
+            old.setdefault("records", plan["records"])  # plans written before it was recorded
+            diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+        else:
+            store.write_bytes(PLAN, json.dumps(plan, indent=2, sort_keys=True).encode())
+        if not mh.all_across_processes([not diff])[0]:  # all processes check before any runs
+            raise ValueError(f"{store.display} already holds a different trace run (differs in "
+                             f"{diff or 'the folder of another process'}); use a new output "
+                             "directory or delete the old one")
 
-    n_proc, me = mh.process_count(), mh.process_index()
-    spmd = mh.spans_processes(model.params)  # every process joins every sampler call
-    writes = shard_filter or (lambda i: mh.shard_owner(i, n_proc) == me)
-    done = mh.any_across_processes(_done_shards(store, len(batches)))
-    todo = [i for i in range(len(batches)) if not done[i] and (spmd or writes(i))]
-    n_todo = sum(len(batches[i][0]) for i in todo)
-    t0 = time.perf_counter()
-    with tqdm(total=n_todo, desc=f"trace {set_name}/{attack}", unit="prompt",
-              disable=not progress or me != 0) as bar:
-        for i in todo:
-            idx, rows = batches[i]
-            batch = [prompts[j] for j in idx]
-            batch += [batch[-1]] * (rows - len(batch))
-            res = generate(model, batch, cfg, centers=centers, seed=seed + i,
-                           return_activations=save_activations, record_snapshots=save_snapshots,
-                           system_prompt=system_prompt)
-            n = len(idx)
-            if not writes(i):  # SPMD: another process stores this batch
+        n_proc, me = mh.process_count(), mh.process_index()
+        spmd = mh.spans_processes(model.params)  # every process joins every sampler call
+        writes = shard_filter or (lambda i: mh.shard_owner(i, n_proc) == me)
+        plan_hash = _hash(plan)
+        done = mh.any_across_processes(_done_shards(store, batches, plan_hash))
+        todo = [i for i in range(len(batches)) if not done[i] and (spmd or writes(i))]
+        n_todo = sum(len(batches[i][0]) for i in todo)
+        t0 = time.perf_counter()
+        with tqdm(total=n_todo, desc=f"trace {set_name}/{attack}", unit="prompt",
+                  disable=not progress or me != 0) as bar:
+            for i in todo:
+                idx, rows = batches[i]
+                batch = [prompts[j] for j in idx]
+                batch += [batch[-1]] * (rows - len(batch))
+                res = generate(model, batch, cfg, centers=centers, seed=seed + i,
+                               return_activations=save_activations,
+                               record_snapshots=save_snapshots, system_prompt=system_prompt)
+                n = len(idx)
+                if not writes(i):  # SPMD: another process stores this batch
+                    bar.update(n)
+                    continue
+                cols = {
+                    "prompt_id": [ids[j] for j in idx], "set": [set_name] * n,
+                    "attack": [attack] * n, "prompt": [prompts[j] for j in idx],
+                    "response": res.texts[:n],
+                    "tokens": pa.array([r.tolist() for r in res.tokens[:n]], pa.list_(pa.int32())),
+                    "sri": pa.array([r.tolist() for r in res.sri[:n]], pa.list_(pa.float32())),
+                    "refused": [bool(judge(t)) for t in res.texts[:n]],
+                }
+                if save_activations:
+                    cols["activations"] = pa.array(
+                        [r.reshape(-1).tolist() for r in res.activations[:n]],
+                        pa.list_(pa.float32()))
+                if save_snapshots:
+                    cols["snapshots"] = pa.array(
+                        [r.reshape(-1).tolist() for r in res.snapshots[:n]], pa.list_(pa.int32()))
+                store.write_parquet(shard_name(i), pa.table(cols).replace_schema_metadata(
+                    {PLAN_KEY: plan_hash.encode()}))
                 bar.update(n)
-                continue
-            cols = {
-                "prompt_id": [ids[j] for j in idx], "set": [set_name] * n,
-                "attack": [attack] * n, "prompt": [prompts[j] for j in idx],
-                "response": res.texts[:n],
-                "tokens": pa.array([r.tolist() for r in res.tokens[:n]], pa.list_(pa.int32())),
-                "sri": pa.array([r.tolist() for r in res.sri[:n]], pa.list_(pa.float32())),
-                "refused": [bool(judge(t)) for t in res.texts[:n]],
-            }
-            if save_activations:
-                cols["activations"] = pa.array(
-                    [r.reshape(-1).tolist() for r in res.activations[:n]], pa.list_(pa.float32()))
-            if save_snapshots:
-                cols["snapshots"] = pa.array(
-                    [r.reshape(-1).tolist() for r in res.snapshots[:n]], pa.list_(pa.int32()))
-            store.write_parquet(shard_name(i), pa.table(cols))
-            bar.update(n)
-            bar.set_postfix(prompts_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
+                bar.set_postfix(prompts_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
 
-    done = mh.any_across_processes(_done_shards(store, len(batches)))
-    if done.all() and me == 0 and not store.exists(MANIFEST):
-        manifest = {"plan": _hash(plan), "set": set_name, "attack": attack,
-                    "records": len(prompts), "num_shards": len(batches),
-                    "shards": [{"file": shard_name(i), "rows": len(b)}
-                               for i, (b, _) in enumerate(batches)],
-                    "num_processes": n_proc, "spmd": spmd,
-                    "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        store.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
-    mh.barrier("sri_jax.trace.done")
-    return store.handle()
+        done = mh.any_across_processes(_done_shards(store, batches, plan_hash))
+        if done.all() and me == 0 and not store.exists(MANIFEST):
+            manifest = {"plan": plan_hash, "set": set_name, "attack": attack,
+                        "records": len(prompts), "num_shards": len(batches),
+                        "shards": [{"file": shard_name(i), "rows": len(b)}
+                                   for i, (b, _) in enumerate(batches)],
+                        "num_processes": n_proc, "spmd": spmd,
+                        "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            store.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
+        mh.barrier("sri_jax.trace.done")
+        return store.handle()
 
 
 def shard_name(i: int) -> str:
@@ -161,10 +179,87 @@ def shard_path(out: Path, i: int) -> Path:
     return Path(out) / shard_name(i)
 
 
-def _done_shards(store, n: int) -> np.ndarray:
-    """Which of the ``n`` shards exist (one listing, also on object stores)."""
+@contextlib.contextmanager
+def run_lock(out_dir):
+    """Hold the run folder's lock (``.lock`` inside it, ``fcntl.flock``, non-blocking) for the
+    block: another holder raises :class:`FolderInUseError` at once, naming its pid. The lock
+    ends with the process, however it ends. URLs (object stores) are not locked."""
+    import fcntl
+
+    from .parallel.storage import TraceStore
+
+    store = out_dir if isinstance(out_dir, TraceStore) else TraceStore(out_dir)
+    if store.url:
+        yield
+        return
+    store.mkdir()
+    fd = os.open(store.path(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderInUseError(f"{store.display} is in use by another trace process (pid "
+                                   f"{pid}); wait for it to finish, or trace into another "
+                                   "folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _shard_problem(store, name: str, rows: int, plan_hash: str):
+    """Why shard ``name`` is not a finished shard of this plan, or None when it is."""
+    import pyarrow as pa
+
+    try:
+        meta = store.parquet_metadata(name)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        return f"is not a complete Parquet file ({e})"
+    if meta.num_rows != rows:
+        return f"holds {meta.num_rows} records where the plan has {rows}"
+    written_for = (meta.metadata or {}).get(PLAN_KEY)
+    if written_for is not None and written_for.decode() != plan_hash:
+        return "belongs to another trace plan"
+    return None  # shards written before plan hashes were recorded: footer and rows only
+
+
+def _done_shards(store, batches, plan_hash: str) -> np.ndarray:
+    """Which shards are finished: on disk (one listing, also on object stores) with a
+    readable footer, the planned row count and this plan's hash. A shard that fails is moved
+    aside to ``.<name>.bad`` (replacing an older one) with a warning, to be redone."""
     names = set(store.list("shard-*.parquet"))
-    return np.array([shard_name(i) in names for i in range(n)], bool)
+    done = np.zeros(len(batches), bool)
+    for i, (idx, _) in enumerate(batches):
+        name = shard_name(i)
+        if name not in names:
+            continue
+        problem = _shard_problem(store, name, len(idx), plan_hash)
+        if problem is None:
+            done[i] = True
+            continue
+        warnings.warn(f"{store.display}/{name} {problem}; moving it aside to .{name}.bad "
+                      "and redoing it", stacklevel=3)
+        with contextlib.suppress(FileNotFoundError):  # another process moved it already
+            store.move(name, f".{name}.bad")
+    return done
+
+
+def run_status(out_dir) -> dict:
+    """How complete a trace folder is: ``complete`` (manifest written), ``planned`` records
+    (None when unknown: a plan written before record counts were kept), ``shards`` on disk
+    and ``planned_shards``."""
+    from .parallel.storage import TraceStore
+
+    store = TraceStore(out_dir)
+    shards = len(store.list("shard-*.parquet"))
+    for name, complete in ((MANIFEST, True), (PLAN, False)):
+        if store.exists(name):
+            doc = json.loads(store.read_text(name))
+            return {"complete": complete, "planned": doc.get("records"), "shards": shards,
+                    "planned_shards": doc.get("num_shards", doc.get("shards"))}
+    return {"complete": False, "planned": None, "shards": shards, "planned_shards": None}
 
 
 def read_traces(out_dir) -> dict:
@@ -181,7 +276,13 @@ def read_traces(out_dir) -> dict:
     files = store.list("shard-*.parquet")
     if not files:
         raise FileNotFoundError(f"no trace shards in {store.display}; run `sri-jax trace` first")
-    tables = [store.read_parquet(f) for f in files]
+    tables = []
+    for f in files:
+        try:
+            tables.append(store.read_parquet(f))
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{store.display}/{f} is damaged ({e}); rerun the trace command "
+                             "that wrote it to redo the shard") from None
 
     t = pa.concat_tables(tables)
     rec = {name: t.column(name).to_pylist() for name in ("prompt_id", "set", "attack", "prompt",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -26,29 +28,76 @@ EVAL_ATTACKS = ("refusal_suppression", "flip_attack", "inthewild", "gcg_suffix",
 DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "gcg_suffix", "random_search")
 
 
+# What each sampler ignores (sri_jax.sampling): the AR sampler decodes one token per step;
+# LLaDA's diffusion step draws from all logits; Dream picks positions with dream_alg and has
+# no guidance; ar_on_diffusion commits one token per step, left to right.
+_AR_IGNORES = ("steps", "block_length", "remasking", "cfg_scale", "pooling")
+_WHY = {
+    "ar": "an autoregressive model (one token per step, T = gen_length; no blocks, "
+          "remasking, guidance or pooling choice)",
+    "ar_mode": "a diffusion model (use mode diffusion or ar_on_diffusion)",
+    "top": "a diffusion model whose sampler draws from the full distribution (no top-p/top-k)",
+    "dream": "a Dream model (dream_alg picks the positions; no remasking or guidance)",
+    "ar_on_diffusion": "ar_on_diffusion commits one token per step (no block length or "
+                       "remasking)",
+}
+
+
+def inapplicable_sampler_options(model, options) -> tuple[list[str], str]:
+    """The given (not None) sampler options that ``model``'s sampler would ignore, and why:
+    ``(names, reason)``; ``([], "")`` when every option applies."""
+    given = [k for k, v in options.items() if v is not None]
+    mode = options.get("mode")
+    if model.config.causal:
+        bad = [k for k in given if k in _AR_IGNORES or (k == "mode" and mode != "autoregressive")]
+        return bad, _WHY["ar"] if bad else ""
+    if mode == "autoregressive":
+        return ["mode"], _WHY["ar_mode"]
+    rules = [(("remasking", "cfg_scale"), "dream") if model.config.logits_shift
+             else (("top_p", "top_k"), "top")]
+    if mode == "ar_on_diffusion":
+        rules.append((("block_length", "remasking"), "ar_on_diffusion"))
+    bad, why = [], []
+    for keys, reason in rules:
+        hit = [k for k in given if k in keys and k not in bad]
+        if hit:
+            bad += hit
+            why.append(_WHY[reason])
+    return bad, "; ".join(why)
+
+
 def default_sampler(model, **overrides) -> SamplerConfig:
     """The paper's defaults: 32 greedy tokens for AR models; gen 128, 32 steps, one block,
-    greedy, low-confidence remasking for diffusion models."""
+    greedy, low-confidence remasking for diffusion models (``ar_on_diffusion``: one step per
+    token). An option the model's sampler would ignore is a ValueError."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    bad, why = inapplicable_sampler_options(model, overrides)
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: not used for {model.name or 'this model'}, {why}; "
+                         "leave them out")
     if model.config.causal:
-        g = overrides.pop("gen_length", 32)
-        overrides.pop("steps", None)
-        overrides.pop("block_length", None)
         overrides.pop("mode", None)
-        return SamplerConfig.autoregressive(gen_length=g, **overrides)
+        return SamplerConfig.autoregressive(gen_length=overrides.pop("gen_length", 32),
+                                            **overrides)
     base = dict(steps=32, gen_length=128, block_length=128)
     base.update(overrides)
     if "block_length" not in overrides:
         base["block_length"] = base["gen_length"]
+    if base.get("mode") == "ar_on_diffusion" and "steps" not in overrides:
+        base["steps"] = base["gen_length"]
     return SamplerConfig(**base)
 
 
 def summarize(groups: Mapping[str, Mapping[str, np.ndarray]]) -> list[dict]:
-    """One row per group: n, refusal rate, IRR at each lambda_r, mean and final sigma."""
+    """One row per group: n, planned (records the runs' plans hold; None when unknown),
+    partial (some run not complete), refusal rate, IRR at each lambda_r, mean and final
+    sigma."""
     rows = []
     for name, g in groups.items():
         sri, refused = np.asarray(g["sri"]), np.asarray(g["refused"], bool)
-        row = {"group": name, "n": int(len(sri)), "refusal_rate": float(refused.mean()),
+        row = {"group": name, "n": int(len(sri)), "planned": g.get("planned", int(len(sri))),
+               "partial": bool(g.get("partial", False)),
+               "refusal_rate": float(refused.mean()),
                "mean_sigma": float(sri.mean()), "final_sigma": float(sri[:, -1].mean())}
         for lam in LAMBDA_R:
             row[f"irr@{lam}"] = internal_recovery_rate(sri, 0.5, lam)
@@ -61,7 +110,9 @@ def format_table(rows: Sequence[dict]) -> str:
         "mean_sigma", "final_sigma"]
     head = ["set / attack", "n", "refusal", "IRR@.5", "IRR@.3", "IRR@.1", "mean sigma",
             "final sigma"]
-    body = [[r["group"], str(r["n"])] + [f"{r[c]:.3f}" for c in cols[2:]] for r in rows]
+    body = [[r["group"] + (" [partial]" if r.get("partial") else ""),
+             f"{r['n']}/{r.get('planned') or '?'}" if r.get("partial") else str(r["n"])]
+            + [f"{r[c]:.3f}" for c in cols[2:]] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
@@ -86,24 +137,62 @@ def make_figures(groups: Mapping[str, Mapping[str, np.ndarray]], out_dir, *,
         plots.plot_rates({k: float(np.mean(v["refused"])) for k, v in groups.items()},
                          out / "refusal_rate.png"),
     ]
-    if len(sri) >= 2:
+    steps = sorted({v.shape[1] for v in sri.values()})
+    if len(steps) > 1:
+        warnings.warn(f"lda.png skipped: the groups have different generation lengths "
+                      f"(T = {', '.join(map(str, steps))}); plot one length at a time for it",
+                      stacklevel=2)
+    elif len(sri) >= 2:
         paths.append(plots.plot_lda(sri, out / "lda.png"))
     return paths
 
 
 def groups_from_traces(trace_dirs: Sequence) -> dict:
-    """Read trace directories into {"set/attack": {"sri", "refused"}} groups."""
-    from .tracing import read_traces
+    """Read trace directories into {"set/attack": {"sri", "refused", "planned", "partial"}}
+    groups, warning (``warnings.warn``) about what would otherwise skew the numbers silently:
 
-    groups: dict = {}
+    * a folder given more than once (same resolved path) is read once;
+    * a run that is not complete (killed or still running: no manifest, or fewer records
+      than its manifest) is read, its group marked ``partial``; ``planned`` is the records
+      the runs' plans hold (None when a plan predates record counts);
+    * runs of different generation lengths form separate groups, ``"name [T=...]"``.
+    """
+    from .parallel.storage import is_url
+    from .tracing import read_traces, run_status
+
+    seen: dict = {}
+    groups: dict = {}  # (name, T) -> lists
     for d in trace_dirs:
-        rec = read_traces(d)
+        key = str(d).rstrip("/") if is_url(str(d)) else os.path.realpath(os.path.expanduser(d))
+        if key in seen:
+            warnings.warn(f"{seen[key]} is given more than once; reading it once", stacklevel=2)
+            continue
+        seen[key] = d
+        rec, st = read_traces(d), run_status(d)
+        n = len(rec["sri"])
+        partial = not st["complete"] or st["planned"] != n
+        if partial:
+            of = f"{n} of {st['planned']} records" if st["planned"] else f"{n} records"
+            warnings.warn(f"{d} is a partial run ({of}, {st['shards']} of "
+                          f"{st['planned_shards'] or '?'} shards): its numbers cover only these "
+                          "records; rerun its trace command to finish it", stacklevel=2)
         for s, a, sig, ref in zip(rec["set"], rec["attack"], rec["sri"], rec["refused"]):
-            g = groups.setdefault(f"{s}/{a}" if a != "none" else s, {"sri": [], "refused": []})
+            g = groups.setdefault((f"{s}/{a}" if a != "none" else s, len(sig)),
+                                  {"sri": [], "refused": [], "runs": {}})
             g["sri"].append(sig)
             g["refused"].append(ref)
-    return {k: {"sri": np.asarray(v["sri"]), "refused": np.asarray(v["refused"])}
-            for k, v in groups.items()}
+            g["runs"][key] = (st["planned"], partial)
+    lengths: dict = {}
+    for name, t in groups:
+        lengths.setdefault(name, set()).add(t)
+    out = {}
+    for (name, t), v in groups.items():
+        planned = [p for p, _ in v["runs"].values()]
+        out[name if len(lengths[name]) == 1 else f"{name} [T={t}]"] = {
+            "sri": np.asarray(v["sri"]), "refused": np.asarray(v["refused"]),
+            "planned": None if None in planned else sum(planned),
+            "partial": any(p for _, p in v["runs"].values())}
+    return out
 
 
 def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "auto",

@@ -119,6 +119,97 @@ def test_trace_resume_writes_each_record_once(tmp_path, model, centers):
               progress=False)
 
 
+def _damage(shard, how, other_run):
+    """Ways a shard file can be wrong: cut short, empty, another run's shard under this
+    name, or this run's shard with a row missing (footer intact, plan hash intact)."""
+    import pyarrow.parquet as pq
+
+    if how == "truncated":
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    elif how == "empty":
+        shard.write_bytes(b"")
+    elif how == "other_plan":
+        shard.write_bytes((other_run / shard.name).read_bytes())
+    elif how == "short":
+        t = pq.read_table(shard)
+        pq.write_table(t.slice(0, t.num_rows - 1), shard)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "other_plan", "short"])
+def test_trace_resume_redoes_damaged_shards(tmp_path, model, centers, how):
+    """Resume verifies each shard (Parquet footer, planned row count, plan hash) and redoes
+    a bad one, moving the bad file aside; the result equals a clean run."""
+    prompts = HARMLESS + HARMFUL
+    kw = dict(centers=centers, batch_size=4, judge=parity_judge, progress=False)
+    clean = read_traces(trace(model, prompts, CFG, out_dir=tmp_path / "clean", **kw))
+    other = trace(model, prompts[::-1], CFG, out_dir=tmp_path / "other", **kw)
+    d = tmp_path / "run"
+    trace(model, prompts, CFG, out_dir=d, **kw)
+    (d / "manifest.json").unlink()  # killed before the manifest
+    bad = d / "shard-00001.parquet"
+    _damage(bad, how, other)
+    before = {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.parquet")}
+    with pytest.warns(UserWarning, match=r"shard-00001.parquet.*redo"):
+        trace(model, prompts, CFG, out_dir=d, **kw)
+    after = {p.name: p.stat().st_mtime_ns for p in d.glob("shard-*.parquet")}
+    assert {k for k in before if before[k] != after[k]} == {"shard-00001.parquet"}
+    assert (d / ".shard-00001.parquet.bad").exists()  # the bad file, kept aside
+    got = read_traces(d)
+    assert got["prompt_id"] == clean["prompt_id"]
+    np.testing.assert_array_equal(got["sri"], clean["sri"])
+    assert (d / "manifest.json").exists()
+
+
+def test_report_names_a_damaged_shard(tmp_path, model, centers):
+    d = trace(model, HARMLESS, CFG, centers=centers, out_dir=tmp_path / "t", batch_size=4,
+              judge=parity_judge, progress=False)
+    _damage(d / "shard-00000.parquet", "truncated", None)
+    with pytest.raises(ValueError, match=r"shard-00000.parquet.*rerun .*trace"):
+        read_traces(d)
+
+
+_HOLD_LOCK = """
+import sys
+from sri_jax.tracing import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_trace_on_the_same_folder_fails_at_once(tmp_path, model, centers, capsys,
+                                                         monkeypatch):
+    """Another process holds the run folder's lock: trace refuses at once (nothing written),
+    naming the folder and the holder's pid; once released, the same call runs."""
+    import sri_jax
+    from sri_jax import cli
+
+    d = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(d)], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OSError, match=rf"{d}.*pid {holder.pid}"):
+            trace(model, HARMLESS, CFG, centers=centers, out_dir=d, batch_size=4,
+                  progress=False)
+        assert not (d / "plan.json").exists() and not list(d.glob("shard-*"))
+        # the CLI: one line, exit 1
+        save_centers(centers, tmp_path / "c")
+        (tmp_path / "p.txt").write_text("\n".join(HARMLESS))
+        monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)
+        argv = ["trace", "--centers", str(tmp_path / "c"), "--prompts", str(tmp_path / "p.txt"),
+                "--gen-length", "6", "--no-progress", "--out", str(d)]
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"pid {holder.pid}" in err, err
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert cli.main(argv) == 0
+    assert len(read_traces(d)["sri"]) == len(HARMLESS)
+
+
 def test_trace_stores_activations_and_snapshots(tmp_path, model, centers):
     prompts = HARMLESS[:4]
     d = trace(model, prompts, CFG, centers=centers, out_dir=tmp_path / "t", batch_size=4,

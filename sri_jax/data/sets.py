@@ -573,7 +573,22 @@ def _hub_download(set_name: str, src: HubSource, *, online: bool, revision: Opti
 
 
 def _read_table(path: Path) -> tuple[list[str], list[dict]]:
-    """(column names, rows) of a parquet / csv / tsv / jsonl / json file."""
+    """(column names, rows) of a parquet / csv / tsv / jsonl / json / txt file; text that is
+    not UTF-8 is a PromptSetError naming the file and the first bad byte's offset."""
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            at = ""
+        except UnicodeDecodeError as e:  # the offset in the file, not in a decoder chunk
+            at = f" (byte 0x{data[e.start]:02x} at offset {e.start})"
+        raise PromptSetError(f"{path} is not UTF-8 text{at}; re-save it as UTF-8, e.g. "
+                             f"iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}") from None
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     suf = path.suffix.lower()
     if suf == ".parquet":
         import pyarrow.parquet as pq

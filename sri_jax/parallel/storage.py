@@ -110,6 +110,23 @@ class TraceStore:
         pq.write_table(table, buf)
         self.write_bytes(name, buf.getvalue())
 
+    def parquet_metadata(self, name: str):
+        """The Parquet footer (row count, key-value metadata) without reading the data; raises
+        (pyarrow.ArrowInvalid, OSError) when the file is not a complete Parquet file."""
+        import pyarrow.parquet as pq
+
+        if self.url:
+            with self.fs.open(self.path(name), "rb") as f:
+                return pq.ParquetFile(f).metadata
+        return pq.ParquetFile(self.path(name)).metadata
+
+    def move(self, name: str, new_name: str) -> None:
+        """Rename a file inside the folder (replacing ``new_name``)."""
+        if self.url:
+            self.fs.mv(self.path(name), self.path(new_name))
+        else:
+            os.replace(self.path(name), self.path(new_name))
+
     def read_parquet(self, name: str):
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -58,12 +59,15 @@ class SamplerConfig:
             errs.append(f"pooling {self.pooling!r} must be one of {POOLING}")
         if self.gen_length <= 0 or self.steps <= 0:
             errs.append(f"gen_length ({self.gen_length}) and steps ({self.steps}) must be > 0")
-        if self.temperature < 0:
-            errs.append(f"temperature must be >= 0, got {self.temperature}")
-        if self.dream_alg_temp < 0:
-            errs.append(f"dream_alg_temp must be >= 0, got {self.dream_alg_temp}")
-        if self.tau <= 0:
-            errs.append(f"tau must be > 0, got {self.tau}")
+        # written as "not (ok)" so that NaN, which fails every comparison, is refused too
+        for name in ("temperature", "dream_alg_temp", "cfg_scale"):
+            v = getattr(self, name)
+            if not (0 <= v < math.inf):
+                errs.append(f"{name} must be a finite number >= 0, got {v}")
+        if not (0 < self.tau < math.inf):
+            errs.append(f"tau must be a finite number > 0, got {self.tau}")
+        if not (0 <= self.dream_eps < 1):
+            errs.append(f"dream_eps must be in [0, 1), got {self.dream_eps}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             errs.append(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k is not None and self.top_k < 1:

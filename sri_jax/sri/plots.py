@@ -38,19 +38,19 @@ def plot_signal(groups: Mapping[str, np.ndarray], path, *, harmless_ref: Optiona
     """The reference plot: regions, harmless and refusal reference curves, test traces."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    steps = next(iter(groups.values())).shape[1]
-    t = np.arange(1, steps + 1)
+    steps = max(s.shape[1] for s in groups.values())  # groups may differ in length
     _shade(ax, steps)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (name, s) in enumerate(groups.items()):
         c = colors[k % len(colors)]
+        t = np.arange(1, s.shape[1] + 1)
         for row in s[:max_traces]:
             ax.plot(t, row, color=c, alpha=0.35, lw=0.8)
         ax.plot(t, s.mean(0), color=c, lw=2.2, label=f"{name} (mean of {len(s)})")
-    if harmless_ref is not None:
-        ax.plot(t, harmless_ref, "k-", lw=2.5, label="harmless reference")
-    if refusal_ref is not None:
-        ax.plot(t, refusal_ref, "k:", lw=2.5, label="refusal reference")
+    for ref, style, label in ((harmless_ref, "k-", "harmless reference"),
+                              (refusal_ref, "k:", "refusal reference")):
+        if ref is not None:
+            ax.plot(np.arange(1, len(ref) + 1), ref, style, lw=2.5, label=label)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
     return _save(fig, path)
