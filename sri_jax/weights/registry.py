@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["WheelSource", "HubSource", "WheelPart", "SplitWheelSource", "resolve_split", "RegistryEntry", "REGISTRY", "HUB_FILE_PATTERNS",
+__all__ = ["WheelSource", "HubSource", "WheelPart", "SplitWheelSource", "resolve_split",
+           "RegistryEntry", "REGISTRY", "HUB_FILE_PATTERNS",
            "ModelNotFoundError", "cache_dir", "resolve", "list_models", "lookup",
            "is_hub_id", "resolve_wheel", "resolve_hub", "adapter_path"]
 
