@@ -48,6 +48,9 @@ def _model_flags(p: argparse.ArgumentParser, default_model=True):
     p.add_argument("--batch-size", type=int, default=64, help="prompts per compiled call "
                    "(fewer for very long prompts, to bound memory)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-system-prompt", action="store_true",
+                   help="render chat prompts without a system turn (default: the paper's "
+                        "\"You are a helpful assistant\", for every model family)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -227,9 +230,11 @@ def _load(args, mesh=None):
     from . import load_model
     from .workflow import resolve_dtype
 
-    if mesh is None:
-        return load_model(args.model, dtype=resolve_dtype(args.dtype))
-    return load_model(args.model, dtype=resolve_dtype(args.dtype), mesh=mesh)
+    kw = {} if mesh is None else {"mesh": mesh}
+    model = load_model(args.model, dtype=resolve_dtype(args.dtype), **kw)
+    if getattr(args, "no_system_prompt", False):
+        model.system_prompt = None
+    return model
 
 
 def _mesh(args):
@@ -293,7 +298,8 @@ def _run(args) -> int:
                           n_guard_holdout=args.n_guard_holdout, guard=not args.no_guard,
                           attacks=attacks, batch_size=args.batch_size,
                           gen_length=args.gen_length, progress=progress,
-                          centers_path=args.centers)
+                          centers_path=args.centers,
+                          system_prompt=None if args.no_system_prompt else "default")
         return 0
     if args.command == "calibrate":
         from .sri.centers import calibrate, save_centers
@@ -356,7 +362,8 @@ def _run(args) -> int:
         res = generate(model, args.prompts, cfg, centers=centers, seed=args.seed)
         if not _is_main_process():
             return 0
-        for i, (p, t) in enumerate(zip(args.prompts, res.texts)):
+        shown = model.decode(res.tokens, stop_at_eos=True)  # up to EOS; judges read res.texts
+        for i, (p, t) in enumerate(zip(args.prompts, shown)):
             print(f"[{i}] {p}\n--> {t}")
             if res.sri is not None:
                 print("    sri: " + " ".join(f"{s:.2f}" for s in res.sri[i]))

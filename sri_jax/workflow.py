@@ -111,11 +111,13 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
              n_test: int = N_TEST, n_guard_train: int = N_GUARD_TRAIN,
              n_guard_holdout: int = N_GUARD_HOLDOUT, guard: bool = True,
              attacks: Sequence[str] = DEMO_ATTACKS, batch_size: int = 64, gen_length=None,
-             progress: bool = True, centers_path: Optional[str] = None, log=print) -> dict:
+             progress: bool = True, centers_path: Optional[str] = None,
+             system_prompt: Optional[str] = "default", log=print) -> dict:
     """Calibrate centers, trace held-out benign, harmful and jailbreak prompts, summarise and
     plot, then train the SRI Guard on benign traces and evaluate it on the attacks: the whole
     workflow, offline, on the embedded default model. Rerunning resumes (traces on disk are
-    reused)."""
+    reused). ``system_prompt``: "default" keeps the model's ("You are a helpful assistant"),
+    None renders prompts without a system turn."""
     from . import load_model
     from .detector.evaluate import evaluation_splits, fit_and_score_guard, guard_table
     from .sri.centers import calibrate, load_centers, save_centers
@@ -124,6 +126,8 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     t0 = time.perf_counter()
     out = Path(out_dir)
     model = load_model(model_name, dtype=resolve_dtype(dtype))
+    if system_prompt != "default":
+        model.system_prompt = system_prompt
     cfg = default_sampler(model, gen_length=gen_length)
     log(f"model {model.name} ({model.kind}, {model.config.num_layers} layers, "
         f"dtype {np.dtype(model.dtype)}), sampler {cfg.mode} T={cfg.steps} gen={cfg.gen_length}")

@@ -39,6 +39,8 @@ class Model:
     name       where it came from (registry name, hub id or path)
     weight_hash  content hash of the stored weights (for artifact metadata)
     chat_template  Jinja chat template (defaults to the tokenizer's)
+    system_prompt  the system turn of every chat prompt (the reference's "You are a helpful
+                   assistant", for every family); None renders none
     """
 
     config: ModelConfig
@@ -88,13 +90,16 @@ class Model:
     # ------------------------------------------------------------------ chat helpers
 
     def chat_prompt(self, prompt: str, system_prompt: Optional[str] = "default") -> str:
-        """Apply the model's chat template to one user message (generation prompt appended)."""
+        """Apply the model's chat template to one user message (generation prompt appended).
+
+        ``system_prompt`` "default" uses :attr:`system_prompt` ("You are a helpful assistant"
+        unless changed); None or "" renders no system turn."""
         if self.tokenizer is None:
             raise ValueError(f"model {self.name!r} has no tokenizer: pass input_ids instead")
         if system_prompt == "default":
             system_prompt = self.system_prompt
         messages = []
-        if system_prompt and self.config.family != "llada":
+        if system_prompt:  # every family, LLaDA included, as the reference builds prompts
             messages.append({"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": prompt})
         kwargs = {}
@@ -129,14 +134,20 @@ class Model:
             mask[i, length - len(s):] = 1
         return ids, mask
 
-    def decode(self, tokens) -> list[str]:
-        """Decode generated token rows, stopping at the first EOS/EOT of each row."""
+    def decode(self, tokens, stop_at_eos: bool = False) -> list[str]:
+        """Decode generated token rows with special tokens skipped.
+
+        Default: the whole row, as the reference decodes a response for the refusal judge
+        (a diffusion canvas can hold text after an EOS, and that text is judged too; an AR
+        row holds only pad ids after its EOS). ``stop_at_eos=True`` cuts each row at its
+        first EOS/EOT first: the answer as a chat reader would see it (for display)."""
         if self.tokenizer is None:
             raise ValueError(f"model {self.name!r} has no tokenizer")
         stops = {t for t in (self.config.eos_token_id, self.config.eot_token_id)
                  if t is not None}
         out = []
         for row in np.asarray(tokens).tolist():
-            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row)) \
+                if stop_at_eos else len(row)
             out.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True))
         return out
