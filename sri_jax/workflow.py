@@ -112,12 +112,14 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
              n_guard_holdout: int = N_GUARD_HOLDOUT, guard: bool = True,
              attacks: Sequence[str] = DEMO_ATTACKS, batch_size: int = 64, gen_length=None,
              progress: bool = True, centers_path: Optional[str] = None,
-             system_prompt: Optional[str] = "default", log=print) -> dict:
+             system_prompt: Optional[str] = "default", safe_prompts: bool = True,
+             log=print) -> dict:
     """Calibrate centers, trace held-out benign, harmful and jailbreak prompts, summarise and
     plot, then train the SRI Guard on benign traces and evaluate it on the attacks: the whole
     workflow, offline, on the embedded default model. Rerunning resumes (traces on disk are
     reused). ``system_prompt``: "default" keeps the model's ("You are a helpful assistant"),
-    None renders prompts without a system turn."""
+    None renders prompts without a system turn. ``safe_prompts``: the prompt sets' text is
+    encoded as plain text (control text in a prompt stays text; ``Model.safe_prompts``)."""
     from . import load_model
     from .detector.evaluate import evaluation_splits, fit_and_score_guard, guard_table
     from .sri.centers import calibrate, load_centers, save_centers
@@ -128,6 +130,7 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     model = load_model(model_name, dtype=resolve_dtype(dtype))
     if system_prompt != "default":
         model.system_prompt = system_prompt
+    model.safe_prompts = safe_prompts
     cfg = default_sampler(model, gen_length=gen_length)
     log(f"model {model.name} ({model.kind}, {model.config.num_layers} layers, "
         f"dtype {np.dtype(model.dtype)}), sampler {cfg.mode} T={cfg.steps} gen={cfg.gen_length}")
