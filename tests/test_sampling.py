@@ -226,6 +226,27 @@ def test_ar_eos_repeats_last_hidden_state():
     np.testing.assert_allclose(res.activations, phi, atol=1e-5)
 
 
+def test_ar_key_path_samples_the_right_distribution(ar_model):
+    """AR sampling at T = 0.8 with top-k 20 and top-p 0.9 (HF's order: temperature, top-k,
+    top-p): the first token of 4096 rows must follow the filtered, renormalised
+    softmax of the last prompt position's logits (5 sigma per count; the filters computed by
+    the oracle's upstream-style top_k_logits / top_p_logits); the unfiltered softmax fails."""
+    n = 4096
+    ids, mask = np.repeat(IDS[:1], n, 0), np.repeat(MASK[:1], n, 0)
+    cfg = SamplerConfig.autoregressive(gen_length=1, temperature=0.8, top_k=20, top_p=0.9)
+    res = generate(ar_model, input_ids=ids, attention_mask=mask, cfg=cfg, seed=13)
+    logits = np.asarray(ar_model.forward(IDS[:1]).logits, np.float64)[0, -1] / 0.8
+    counts = np.bincount(res.tokens[:, 0], minlength=AR_CFG.vocab_size)
+
+    def within(p):
+        return bool((np.abs(counts - n * p) <= 5 * np.sqrt(n * p * (1 - p)) + 1).all())
+
+    want = np_softmax(top_p_logits(top_k_logits(logits, 20), 0.9))
+    assert (want > 0).sum() < 20  # top-p cut below top-k: both filters act
+    assert within(want)
+    assert not within(np_softmax(logits))
+
+
 def test_ar_sampling_is_deterministic_per_seed(ar_model):
     cfg = SamplerConfig.autoregressive(gen_length=8, temperature=0.8, top_k=20, top_p=0.9)
     a = generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=7).tokens
