@@ -119,6 +119,9 @@ def _sampler_flags(p: argparse.ArgumentParser):
     g.add_argument("--remasking", choices=["low_confidence", "random"])
     g.add_argument("--cfg-scale", type=finite_float(0),
                    help="classifier-free guidance scale (diffusion)")
+    g.add_argument("--cfg-pool", choices=["cond", "uncond"],
+                   help="with --cfg-scale: SRI from the conditional pass (default) or the "
+                        "prompt-masked one (the reference code's choice)")
     g.add_argument("--top-p", type=finite_float(0, 1, lo_open=True))
     g.add_argument("--top-k", type=POSITIVE)
     g.add_argument("--layer", type=_layer,
@@ -141,6 +144,13 @@ def _model_flags(p: argparse.ArgumentParser, default_model=True):
     p.add_argument("--batch-size", type=POSITIVE, default=64, help="prompts per compiled call "
                    "(fewer for very long prompts, to bound memory)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-system-prompt", action="store_true",
+                   help="render chat prompts without a system turn (default: the paper's "
+                        "\"You are a helpful assistant\", for every model family)")
+    p.add_argument("--prompt-encoding", choices=["safe", "raw"],
+                   help="safe: control text in a prompt (<|im_start|>...) stays text; raw: "
+                        "it becomes control tokens (default: safe for prompt sets and files, "
+                        "raw for prompts typed on the command line)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -234,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate for prompts and print texts (and SRI)")
     _model_flags(p)
     _sampler_flags(p)
-    p.add_argument("prompts", nargs="+")
+    p.add_argument("prompts", nargs="*")
+    p.add_argument("--prompts-file", help="also generate for the prompts of this file or "
+                                          "prompt set (encoded safely unless "
+                                          "--prompt-encoding raw)")
     p.add_argument("--centers", help="centers folder: also print the SRI trace")
     _scale_flags(p)
     p = sub.add_parser("train-detector", help="fit the SRI Guard on benign traces and save it")
@@ -369,7 +382,7 @@ def _apply_config(ap: argparse.ArgumentParser, argv):
 
 # SamplerConfig fields with a flag of the same name (--gen-length -> gen_length)
 SAMPLER_KEYS = ("mode", "gen_length", "steps", "block_length", "temperature", "remasking",
-                "cfg_scale", "top_p", "top_k", "layer", "pooling", "tau")
+                "cfg_scale", "cfg_pool", "top_p", "top_k", "layer", "pooling", "tau")
 
 
 def _sampler(args, model):
@@ -394,9 +407,18 @@ def _load(args, mesh=None):
     from . import load_model
     from .workflow import resolve_dtype
 
-    if mesh is None:
-        return load_model(args.model, dtype=resolve_dtype(args.dtype))
-    return load_model(args.model, dtype=resolve_dtype(args.dtype), mesh=mesh)
+    kw = {} if mesh is None else {"mesh": mesh}
+    model = load_model(args.model, dtype=resolve_dtype(args.dtype), **kw)
+    if getattr(args, "no_system_prompt", False):
+        model.system_prompt = None
+    model.safe_prompts = _prompt_encoding(args) == "safe"
+    return model
+
+
+def _prompt_encoding(args) -> str:
+    """--prompt-encoding, else safe for prompts read from sets/files, raw for typed ones."""
+    typed = args.command == "generate" and not getattr(args, "prompts_file", None)
+    return getattr(args, "prompt_encoding", None) or ("raw" if typed else "safe")
 
 
 def _mesh(args):
@@ -487,7 +509,9 @@ def _run(args) -> int:
                           n_guard_holdout=args.n_guard_holdout, guard=not args.no_guard,
                           attacks=attacks, batch_size=args.batch_size,
                           gen_length=args.gen_length, progress=progress,
-                          centers_path=args.centers)
+                          centers_path=args.centers,
+                          system_prompt=None if args.no_system_prompt else "default",
+                          safe_prompts=_prompt_encoding(args) == "safe")
         return 0
     if args.command == "calibrate":
         from .sri.centers import calibrate, save_centers
@@ -547,10 +571,15 @@ def _run(args) -> int:
         model = _load(args, mesh)
         cfg = _sampler(args, model)
         centers = load_centers(args.centers) if args.centers else None
-        res = generate(model, args.prompts, cfg, centers=centers, seed=args.seed)
+        prompts = list(args.prompts) + (list(_prompts(args.prompts_file).prompts)
+                                        if args.prompts_file else [])
+        if not prompts:
+            raise ValueError("no prompts: give them as arguments or with --prompts-file FILE")
+        res = generate(model, prompts, cfg, centers=centers, seed=args.seed)
         if not _is_main_process():
             return 0
-        for i, (p, t) in enumerate(zip(args.prompts, res.texts)):
+        shown = model.decode(res.tokens, stop_at_eos=True)  # up to EOS; judges read res.texts
+        for i, (p, t) in enumerate(zip(prompts, shown)):
             print(f"[{i}] {p}\n--> {t}")
             if res.sri is not None:
                 print("    sri: " + " ".join(f"{s:.2f}" for s in res.sri[i]))

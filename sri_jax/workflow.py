@@ -31,7 +31,7 @@ DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "gcg_suffix", "random_sear
 # What each sampler ignores (sri_jax.sampling): the AR sampler decodes one token per step;
 # LLaDA's diffusion step draws from all logits; Dream picks positions with dream_alg and has
 # no guidance; ar_on_diffusion commits one token per step, left to right.
-_AR_IGNORES = ("steps", "block_length", "remasking", "cfg_scale", "pooling")
+_AR_IGNORES = ("steps", "block_length", "remasking", "cfg_scale", "cfg_pool", "pooling")
 _WHY = {
     "ar": "an autoregressive model (one token per step, T = gen_length; no blocks, "
           "remasking, guidance or pooling choice)",
@@ -53,7 +53,7 @@ def inapplicable_sampler_options(model, options) -> tuple[list[str], str]:
         return bad, _WHY["ar"] if bad else ""
     if mode == "autoregressive":
         return ["mode"], _WHY["ar_mode"]
-    rules = [(("remasking", "cfg_scale"), "dream") if model.config.logits_shift
+    rules = [(("remasking", "cfg_scale", "cfg_pool"), "dream") if model.config.logits_shift
              else (("top_p", "top_k"), "top")]
     if mode == "ar_on_diffusion":
         rules.append((("block_length", "remasking"), "ar_on_diffusion"))
@@ -200,11 +200,15 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
              n_test: int = N_TEST, n_guard_train: int = N_GUARD_TRAIN,
              n_guard_holdout: int = N_GUARD_HOLDOUT, guard: bool = True,
              attacks: Sequence[str] = DEMO_ATTACKS, batch_size: int = 64, gen_length=None,
-             progress: bool = True, centers_path: Optional[str] = None, log=print) -> dict:
+             progress: bool = True, centers_path: Optional[str] = None,
+             system_prompt: Optional[str] = "default", safe_prompts: bool = True,
+             log=print) -> dict:
     """Calibrate centers, trace held-out benign, harmful and jailbreak prompts, summarise and
     plot, then train the SRI Guard on benign traces and evaluate it on the attacks: the whole
     workflow, offline, on the embedded default model. Rerunning resumes (traces on disk are
-    reused)."""
+    reused). ``system_prompt``: "default" keeps the model's ("You are a helpful assistant"),
+    None renders prompts without a system turn. ``safe_prompts``: the prompt sets' text is
+    encoded as plain text (control text in a prompt stays text; ``Model.safe_prompts``)."""
     from . import load_model
     from .detector.evaluate import evaluation_splits, fit_and_score_guard, guard_table
     from .sri.centers import calibrate, load_centers, save_centers
@@ -213,6 +217,9 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     t0 = time.perf_counter()
     out = Path(out_dir)
     model = load_model(model_name, dtype=resolve_dtype(dtype))
+    if system_prompt != "default":
+        model.system_prompt = system_prompt
+    model.safe_prompts = safe_prompts
     cfg = default_sampler(model, gen_length=gen_length)
     log(f"model {model.name} ({model.kind}, {model.config.num_layers} layers, "
         f"dtype {np.dtype(model.dtype)}), sampler {cfg.mode} T={cfg.steps} gen={cfg.gen_length}")

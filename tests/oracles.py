@@ -1,13 +1,15 @@
 """Independent oracles: plain step-by-step loops and numpy SRI math, written the way the
 reference code is (one forward pass per step over the whole sequence, host-side selection).
 
-They use only ``Model.forward`` (itself checked against HF transformers) and numpy; the
-random draws reuse the fused samplers' key stream so temperature > 0 can be compared.
+They use only ``Model.forward`` (itself checked against HF transformers) and numpy, follow
+upstream's code path literally (LLaDA's float64 ``exp(logits) / (-log u) ** T`` Gumbel noise,
+torch's multinomial as ``p / E``), and take their random numbers as explicit inputs: a test
+draws uniforms with numpy and hands the same arrays to the fused sampler (``noise=``), so
+temperature > 0 is compared draw for draw without the oracle knowing the port's key stream.
 """
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 
@@ -29,12 +31,40 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+def add_gumbel_noise(logits, temperature, u):
+    """Upstream LLaDA's ``add_gumbel_noise`` with the uniforms ``u`` given: float64
+    ``exp(logits) / (-log u) ** T``; at T = 0 the logits array itself (upstream returns the
+    same tensor, which the ``confidence_eos_eot_inf`` assignment then writes through)."""
+    if temperature == 0:
+        return logits
+    logits = logits.astype(np.float64)
+    gumbel_noise = (-np.log(np.asarray(u, np.float64))) ** temperature
+    return np.exp(logits) / gumbel_noise
+
+
+def _block_noise(arr, t, shape, lo, hi, fill=0.5):
+    """Step t's uniforms for the whole canvas (``shape``), the given block values at
+    positions lo:hi; elsewhere a constant: those positions can never be committed."""
+    full = np.full(shape, fill)
+    if arr is not None:
+        full[:, lo:hi] = np.asarray(arr[t], np.float64)
+    return full
+
+
 def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_length,
-               temperature=0.0, remasking="low_confidence", cfg_scale=0.0, seed=0,
-               layer=None, pooling="all"):
-    """LLaDA's generate() as a plain Python loop. Returns (tokens [B, G], phi [B, T, D])."""
+               temperature=0.0, remasking="low_confidence", cfg_scale=0.0,
+               logits_eos_inf=False, confidence_eos_eot_inf=False, noise=None, layer=None,
+               pooling="all", cfg_pool="cond"):
+    """LLaDA's ``generate()`` as upstream writes it, in numpy float64, one forward per step.
+    Returns (tokens [B, G], phi [B, T, D]).
+
+    ``noise``: the random numbers, given explicitly (so both sides consume the same ones):
+    ``noise.tok[t]`` [B, block_length, V] uniforms of step t's block for the Gumbel noise,
+    ``noise.pos[t]`` [B, block_length] for ``random`` remasking (upstream ``torch.rand``).
+    ``cfg_pool`` "uncond": phi from the CFG pass with the prompt masked (the reference
+    hook reads the last row of the doubled batch)."""
     mcfg = model.config
-    mask_id = mcfg.mask_token_id
+    mask_id, eos, eot = mcfg.mask_token_id, mcfg.eos_token_id, mcfg.eot_token_id
     ids = np.asarray(input_ids)
     b, p = ids.shape
     x = np.concatenate([ids, np.full((b, gen_length), mask_id)], 1)
@@ -43,7 +73,6 @@ def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_len
     prompt_index[:, :p] = True
     num_blocks = gen_length // block_length
     spb = steps // num_blocks
-    key = jax.random.key(seed)
     phis = []
     for nb in range(num_blocks):
         lo, hi = p + nb * block_length, p + (nb + 1) * block_length
@@ -52,6 +81,7 @@ def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_len
         for r in range(b):
             num_transfer[r, : n_mask[r] % spb] += 1
         for i in range(spb):
+            t = nb * spb + i
             mask_index = x == mask_id
             if cfg_scale > 0:
                 un = x.copy()
@@ -63,30 +93,27 @@ def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_len
             else:
                 out = model.forward(x, amask, layer=layer)
                 logits = np.asarray(out.logits, np.float64)
-            hid = out.hidden if layer is None else out.layer_hidden
-            key, k_noise, k_rand = jax.random.split(key, 3)
-            blk = logits[:, lo:hi]
+            if logits_eos_inf:
+                logits[:, :, eos] = -np.inf
+            u = None
             if temperature > 0:
-                u = np.asarray(jax.random.uniform(k_noise, blk.shape, minval=np.finfo(np.float32).tiny))
-                x0_blk = np.argmax(blk + temperature * -np.log(-np.log(u.astype(np.float64))), -1)
-            else:
-                x0_blk = np.argmax(blk, -1)
-            x0 = x.copy()
-            x0[:, lo:hi] = x0_blk
+                u = _block_noise(noise.tok, t, logits.shape, lo, hi)
+            logits_with_noise = add_gumbel_noise(logits, temperature, u)
+            x0 = np.argmax(logits_with_noise, -1)
+            if confidence_eos_eot_inf:
+                logits_with_noise[:, :, eos] = logits[:, :, eot] = -np.inf
             if remasking == "low_confidence":
-                conf_blk = np.take_along_axis(_softmax(blk), x0_blk[..., None], -1)[..., 0]
+                x0_p = np.take_along_axis(_softmax(logits), x0[..., None], -1)[..., 0]
             else:
-                conf_blk = np.asarray(jax.random.uniform(k_rand, x0_blk.shape))
-            x0_p = np.full(x.shape, -np.inf)
-            x0_p[:, lo:hi] = conf_blk
+                x0_p = _block_noise(noise.pos, t, x0.shape, lo, hi)
             x0_p[:, hi:] = -np.inf
             x0 = np.where(mask_index, x0, x)
             confidence = np.where(mask_index, x0_p, -np.inf)
             for r in range(b):
-                k = num_transfer[r, i]
-                sel = np.argsort(-confidence[r], kind="stable")[:k]
+                sel = np.argsort(-confidence[r], kind="stable")[:num_transfer[r, i]]
                 x[r, sel] = x0[r, sel]
-            h = np.asarray(hid, np.float64)[:b, p:]
+            hid = np.asarray(out.hidden if layer is None else out.layer_hidden, np.float64)
+            h = (hid[b:] if cfg_scale > 0 and cfg_pool == "uncond" else hid[:b])[:, p:]
             if pooling == "committed":
                 w = (x[:, p:] != mask_id).astype(np.float64)
                 w[w.sum(1) == 0] = 1.0
@@ -124,9 +151,60 @@ def ar_loop(model, input_ids, attention_mask, *, gen_length, layer=None):
     return tokens, phis
 
 
+def top_p_logits(logits, top_p):
+    """Dream's ``top_p_logits``: descending sort, drop where the cumulative probability
+    exceeds top_p, shifted right by one so the crossing token stays, the top one always."""
+    order = np.argsort(-logits, -1, kind="stable")
+    sorted_logits = np.take_along_axis(logits, order, -1)
+    remove_sorted = np.cumsum(_softmax(sorted_logits), -1) > top_p
+    remove_sorted[..., 1:] = remove_sorted[..., :-1].copy()
+    remove_sorted[..., 0] = False
+    remove = np.zeros_like(remove_sorted)
+    np.put_along_axis(remove, order, remove_sorted, -1)
+    return np.where(remove, np.finfo(logits.dtype).min, logits)
+
+
+def top_k_logits(logits, top_k):
+    """Dream's ``top_k_logits``: drop logits below the k-th largest."""
+    top_k = min(top_k, logits.shape[-1])
+    kth = -np.sort(-logits, -1)[..., top_k - 1:top_k]
+    return np.where(logits < kth, np.finfo(logits.dtype).min, logits)
+
+
+def dream_sample_tokens(logits, temperature=0.0, top_p=None, top_k=None,
+                        margin_confidence=False, neg_entropy=False, u=None):
+    """Dream's ``sample_tokens`` on [N, V] logits. The draw ``Categorical(probs).sample()``
+    is torch's multinomial, which takes ``argmax(probs / E)`` with E ~ Exp(1) (ATen's path for
+    one sample; checked in tests/test_sampling.py); here E = -log u with ``u`` given."""
+    if temperature > 0:
+        logits = logits / temperature
+    if top_p is not None and top_p < 1:
+        logits = top_p_logits(logits, top_p)
+    if top_k is not None:
+        logits = top_k_logits(logits, top_k)
+    probs = _softmax(logits)
+    if temperature > 0:
+        x0 = np.argmax(probs / -np.log(u), -1)
+        confidence = np.take_along_axis(probs, x0[:, None], -1)[:, 0]
+    else:
+        confidence, x0 = probs.max(-1), probs.argmax(-1)
+    if margin_confidence:
+        sorted_probs = -np.sort(-probs, -1)
+        confidence = sorted_probs[:, 0] - sorted_probs[:, 1]
+    if neg_entropy:
+        confidence = (probs * np.log(probs + 1e-10)).sum(-1)
+    return confidence, x0
+
+
 def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="maskgit_plus",
-               eps=1e-3, seed=0):
-    """Dream's _sample() as a plain loop (temperature 0). Returns (tokens, phi)."""
+               eps=1e-3, temperature=0.0, top_p=None, top_k=None, alg_temp=0.0, noise=None):
+    """Dream's ``_sample()`` as upstream writes it, in numpy float64. Returns (tokens, phi).
+
+    ``noise``: the random numbers, given explicitly: ``noise.tok[i]`` [B, G, V] uniforms of
+    step i for the token draws, ``noise.pos[i]`` [B, G] for ``origin``'s reveals
+    (``torch.rand`` over the masked positions, in their row-major order) and for
+    ``alg_temp``'s ``torch.multinomial`` without replacement, which is ``topk(p / E)`` with
+    E = -log u (ATen's path without replacement)."""
     mcfg = model.config
     mask_id = mcfg.mask_token_id
     ids = np.asarray(input_ids)
@@ -134,37 +212,43 @@ def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="mask
     x = np.concatenate([ids, np.full((b, gen_length), mask_id)], 1)
     amask = np.concatenate([np.asarray(attention_mask), np.ones((b, gen_length), int)], 1)
     timesteps = np.linspace(1, eps, steps + 1, dtype=np.float32)
-    key = jax.random.key(seed)
     phis = []
     for i in range(steps):
         mask_index = x == mask_id
         out = model.forward(x, amask)
         logits = np.asarray(out.logits, np.float64)
         logits = np.concatenate([logits[:, :1], logits[:, :-1]], 1)  # the one-position shift
+        u_tok = _block_noise(noise.tok if noise else None, i, logits.shape, p, p + gen_length)
+        u_pos = _block_noise(noise.pos if noise else None, i, x.shape, p, p + gen_length)
+        mask_logits, mask_u = logits[mask_index], u_tok[mask_index]
         t, s = timesteps[i], timesteps[i + 1]
-        key, _, k_pos = jax.random.split(key, 3)
-        probs = _softmax(logits)
-        x0_all = probs.argmax(-1)
-        conf_all = probs.max(-1)
-        if alg == "topk_margin":
-            srt = np.sort(probs, -1)
-            conf_all = srt[..., -1] - srt[..., -2]
-        elif alg == "entropy":
-            conf_all = (probs * np.log(probs + 1e-10)).sum(-1)
+        sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k)
         if alg == "origin":
-            p_transfer = 1 - s / t if i < steps - 1 else 1.0
-            u = np.zeros(x.shape)
-            u[:, p:] = np.asarray(jax.random.uniform(k_pos, (b, gen_length)))
-            transfer = mask_index & (u < p_transfer)
-            x[transfer] = x0_all[transfer]
+            p_transfer = 1 - s / t if i < steps - 1 else 1
+            x0 = np.zeros(mask_logits.shape[0], int) + mask_id
+            transfer_index_t_s = u_pos[mask_index] < p_transfer
+            _, x0[transfer_index_t_s] = dream_sample_tokens(
+                mask_logits[transfer_index_t_s], u=mask_u[transfer_index_t_s], **sampling)
+            x[mask_index] = x0
         else:
-            num_mask = np.float32(mask_index.sum() / b)
-            n = int(num_mask * (np.float32(1) - s / t)) if i < steps - 1 else int(num_mask)
-            full_conf = np.where(mask_index, conf_all, -np.inf)
+            confidence, x0 = dream_sample_tokens(
+                mask_logits, margin_confidence=alg == "topk_margin",
+                neg_entropy=alg == "entropy", u=mask_u, **sampling)
+            num_mask_token = np.float32(mask_index.sum() / mask_index.shape[0])
+            n = (int(num_mask_token * (np.float32(1) - s / t)) if i < steps - 1
+                 else int(num_mask_token))
+            full_confidence = np.full(x.shape, -np.inf)
+            full_confidence[mask_index] = confidence
             if n > 0:
-                for r in range(b):
-                    sel = np.argsort(-full_conf[r], kind="stable")[:n]
-                    x[r, sel] = x0_all[r, sel]
+                if alg_temp is None or alg_temp == 0:
+                    score = full_confidence
+                else:
+                    score = _softmax(full_confidence / alg_temp) / -np.log(u_pos)
+                transfer_index = np.stack([np.argsort(-row, kind="stable")[:n] for row in score])
+                x_ = np.zeros_like(x) + mask_id
+                x_[mask_index] = x0
+                rows = np.arange(b)[:, None]
+                x[rows, transfer_index] = x_[rows, transfer_index]
         h = np.asarray(out.hidden, np.float64)[:, p:]
         phis.append(h.mean(1))
     return x[:, p:], np.stack(phis, 1)

@@ -3,17 +3,32 @@
 Models are tiny random fp32 decoders; weights are scaled up (init_std 0.5) so logits are
 far from uniform and argmax/top-k decisions are not decided by rounding noise. Tokens must
 match exactly; sigma within 1e-5 (fp32 pooling vs the float64 oracle).
+
+Random sampling (temperature > 0, random remasking, Dream's origin reveals and alg_temp):
+the oracles follow upstream's formulas (float64 ``exp(logits) / (-log u) ** T``, torch's
+multinomial ``p / E``) and the port its own (fp32 log-space Gumbel-max), so they cannot share
+a key stream without the oracle copying the port. Both are fed the SAME uniforms instead,
+drawn here with numpy and passed explicitly (the samplers' ``noise=``); equal tokens then
+prove the two formulations make the same decision draw for draw. The key path that draws
+those uniforms in production is checked separately against the exact sampling distribution
+(``test_*_key_path_samples_the_right_distribution``).
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oracles import ar_loop, dream_loop, llada_loop, np_sri
+from oracles import ar_loop, dream_loop, dream_sample_tokens, llada_loop, np_sri, top_k_logits, \
+    top_p_logits
 from sri_jax.models.config import ModelConfig
 from sri_jax.models.decoder import random_params
 from sri_jax.models.model import Model
 from sri_jax.sampling import SamplerConfig, generate
 from sri_jax.sampling import api as sampling_api
+from sri_jax.sampling.common import Probe, StepNoise, filter_logits
+from sri_jax.sampling.diffusion import diffusion_sample
+from sri_jax.sampling.dream import dream_sample
 from sri_jax.sri import Centers, sri_signal
 
 D = 32
@@ -60,17 +75,103 @@ def test_diffusion_matches_plain_loop(diff_model, steps, gen, block):
     assert (res.tokens != DIFF_CFG.mask_token_id).all()  # every position committed
 
 
+def np_noise(steps, n, vocab, seed, b=len(IDS)):
+    """Uniforms in (0, 1) for every step: tok [T, B, n, V] and pos [T, B, n] (numpy)."""
+    rng = np.random.default_rng(seed)
+    u = lambda *shape: rng.uniform(1e-6, 1 - 1e-6, shape).astype(np.float32)  # noqa: E731
+    return StepNoise(u(steps, b, n, vocab), u(steps, b, n))
+
+
+def port(model, cfg, noise, sampler=diffusion_sample):
+    """The fused sampler fed ``noise``: (tokens [B, G], phi [B, T, D]) as numpy."""
+    tokens, _, recs = sampler(model.params, model.config, cfg, jnp.asarray(IDS),
+                              jnp.asarray(MASK), jax.random.key(0), Probe(),
+                              return_activations=True, noise=jax.tree.map(jnp.asarray, noise))
+    return np.asarray(tokens), np.asarray(recs.phi)
+
+
 @pytest.mark.parametrize("kw", [dict(temperature=0.7), dict(remasking="random"),
                                 dict(temperature=1.0, remasking="random"), dict(cfg_scale=1.5),
+                                dict(cfg_scale=1.5, cfg_pool="uncond"),
+                                dict(cfg_scale=1.5, temperature=0.5, cfg_pool="uncond"),
                                 dict(pooling="committed")])
 def test_diffusion_options_match_plain_loop(diff_model, kw):
     cfg = SamplerConfig(steps=8, gen_length=16, block_length=8, **kw)
-    res = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=3,
-                   return_activations=True)
-    tokens, phi = llada_loop(diff_model, IDS, MASK, steps=8, gen_length=16, block_length=8,
-                             seed=3, **kw)
-    np.testing.assert_array_equal(res.tokens, tokens)
-    np.testing.assert_allclose(res.activations, phi, atol=1e-5)
+    noise = np_noise(8, 8, DIFF_CFG.vocab_size, seed=3)
+    tokens, phi = port(diff_model, cfg, noise)
+    ref_tokens, ref_phi = llada_loop(diff_model, IDS, MASK, steps=8, gen_length=16,
+                                     block_length=8, noise=noise, **kw)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(phi, ref_phi, atol=1e-5)
+
+
+def test_cfg_pool_choice_changes_the_pooled_rows(diff_model):
+    """"cond" and "uncond" read different passes (else the test above could not tell them
+    apart), and without CFG the option changes nothing."""
+    noise = np_noise(8, 8, DIFF_CFG.vocab_size, seed=3)
+    cfg = SamplerConfig(steps=8, gen_length=16, block_length=8, cfg_scale=1.5)
+    tok_c, phi_c = port(diff_model, cfg, noise)
+    tok_u, phi_u = port(diff_model, cfg.replace(cfg_pool="uncond"), noise)
+    np.testing.assert_array_equal(tok_c, tok_u)  # pooling never changes sampling
+    assert np.abs(phi_c - phi_u).max() > 1e-2
+    plain = SamplerConfig(steps=8, gen_length=16, block_length=8)
+    np.testing.assert_array_equal(port(diff_model, plain, noise)[1],
+                                  port(diff_model, plain.replace(cfg_pool="uncond"), noise)[1])
+
+
+@pytest.fixture(scope="module")
+def eos_model(diff_model):
+    """The tiny LLaDA with EOS / EOT declared as the two tokens greedy decoding commits most
+    often, so the EOS / EOT options have something to act on."""
+    cfg = SamplerConfig(steps=8, gen_length=16, block_length=8)
+    tokens, _ = port(diff_model, cfg, np_noise(8, 8, DIFF_CFG.vocab_size, seed=0))
+    vals, counts = np.unique(tokens, return_counts=True)
+    eos, eot = (int(v) for v in vals[np.argsort(-counts, kind="stable")[:2]])
+    return Model(DIFF_CFG.replace(eos_token_id=eos, eot_token_id=eot), diff_model.params)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("opt", ["logits_eos_inf", "confidence_eos_eot_inf"])
+def test_llada_eos_options_match_upstream(eos_model, opt, temperature):
+    """``logits_eos_inf`` / ``confidence_eos_eot_inf`` against upstream's code path
+    (including, at T = 0, its write through the aliased noisy-logits tensor), with the same
+    uniforms on both sides; and each option really changes the result here."""
+    kw = dict(steps=8, gen_length=16, block_length=8, temperature=temperature)
+    noise = np_noise(8, 8, DIFF_CFG.vocab_size, seed=5)
+    tokens, phi = port(eos_model, SamplerConfig(**kw, **{opt: True}), noise)
+    ref_tokens, ref_phi = llada_loop(eos_model, IDS, MASK, noise=noise, **kw, **{opt: True})
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(phi, ref_phi, atol=1e-5)
+    without, _ = port(eos_model, SamplerConfig(**kw), noise)
+    assert (without != tokens).any(), f"{opt} changed nothing: the test lost its point"
+    if opt == "logits_eos_inf":
+        assert (without == eos_model.config.eos_token_id).any()
+        assert not (tokens == eos_model.config.eos_token_id).any()
+
+
+def test_llada_key_path_samples_the_right_distribution(diff_model):
+    """The production path (uniforms drawn from the key inside the loop): one masked
+    position, one step, temperature 0.7, 4096 rows of the same prompt. Each row's token must
+    follow softmax(logits / 0.7) of the first forward pass (every count within 5 sigma of
+    its expectation); softmax(logits), i.e. a sampler ignoring T, fails the same check."""
+    n, temp = 4096, 0.7
+    ids, mask = np.repeat(IDS[:1], n, 0), np.repeat(MASK[:1], n, 0)
+    cfg = SamplerConfig(steps=1, gen_length=1, block_length=1, temperature=temp)
+    res = generate(diff_model, input_ids=ids, attention_mask=mask, cfg=cfg, seed=11)
+    canvas = np.concatenate([IDS[:1], [[DIFF_CFG.mask_token_id]]], 1)
+    logits = np.asarray(diff_model.forward(canvas).logits, np.float64)[0, -1]
+    counts = np.bincount(res.tokens[:, 0], minlength=DIFF_CFG.vocab_size)
+
+    def within(p):
+        return bool((np.abs(counts - n * p) <= 5 * np.sqrt(n * p * (1 - p)) + 1).all())
+
+    assert within(np_softmax(logits / temp))
+    assert not within(np_softmax(logits))
+
+
+def np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 def test_diffusion_middle_layer_and_ar_on_diffusion(diff_model):
@@ -125,6 +226,27 @@ def test_ar_eos_repeats_last_hidden_state():
     np.testing.assert_allclose(res.activations, phi, atol=1e-5)
 
 
+def test_ar_key_path_samples_the_right_distribution(ar_model):
+    """AR sampling at T = 0.8 with top-k 20 and top-p 0.9 (HF's order: temperature, top-k,
+    top-p): the first token of 4096 rows must follow the filtered, renormalised
+    softmax of the last prompt position's logits (5 sigma per count; the filters computed by
+    the oracle's upstream-style top_k_logits / top_p_logits); the unfiltered softmax fails."""
+    n = 4096
+    ids, mask = np.repeat(IDS[:1], n, 0), np.repeat(MASK[:1], n, 0)
+    cfg = SamplerConfig.autoregressive(gen_length=1, temperature=0.8, top_k=20, top_p=0.9)
+    res = generate(ar_model, input_ids=ids, attention_mask=mask, cfg=cfg, seed=13)
+    logits = np.asarray(ar_model.forward(IDS[:1]).logits, np.float64)[0, -1] / 0.8
+    counts = np.bincount(res.tokens[:, 0], minlength=AR_CFG.vocab_size)
+
+    def within(p):
+        return bool((np.abs(counts - n * p) <= 5 * np.sqrt(n * p * (1 - p)) + 1).all())
+
+    want = np_softmax(top_p_logits(top_k_logits(logits, 20), 0.9))
+    assert (want > 0).sum() < 20  # top-p cut below top-k: both filters act
+    assert within(want)
+    assert not within(np_softmax(logits))
+
+
 def test_ar_sampling_is_deterministic_per_seed(ar_model):
     cfg = SamplerConfig.autoregressive(gen_length=8, temperature=0.8, top_k=20, top_p=0.9)
     a = generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=7).tokens
@@ -176,6 +298,7 @@ def test_bad_inputs(ar_model, diff_model):
     (dict(steps=5, gen_length=16, block_length=8), "number of blocks"),
     (dict(mode="autoregressive", steps=8, gen_length=16), "must equal gen_length"),
     (dict(remasking="nope"), "remasking"),
+    (dict(cfg_pool="both"), "cfg_pool"),
 ])
 def test_invalid_sampler_configs(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -191,18 +314,108 @@ def test_jax_key_stream_is_explicit(diff_model):
 
 DREAM_CFG = DIFF_CFG.replace(family="dream", attention_bias=True, logits_shift=True,
                              rope_fp32_apply=False, rope_theta=1e6)
+DREAM_ALGS = ["maskgit_plus", "topk_margin", "entropy", "origin"]
 
 
-@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy", "origin"])
-def test_dream_matches_plain_loop(alg):
-    model = Model(DREAM_CFG, random_params(DREAM_CFG, seed=6, init_std=0.5))
+@pytest.fixture(scope="module")
+def dream_model():
+    return Model(DREAM_CFG, random_params(DREAM_CFG, seed=6, init_std=0.5))
+
+
+@pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
+def test_dream_matches_plain_loop(dream_model, alg):
+    """Greedy Dream through ``generate`` (the production path) against upstream's loop."""
     cfg = SamplerConfig(steps=6, gen_length=12, block_length=12, dream_alg=alg)
-    res = generate(model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=2,
+    res = generate(dream_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=2,
                    return_activations=True)
-    tokens, phi = dream_loop(model, IDS, MASK, steps=6, gen_length=12, alg=alg, seed=2)
+    tokens, phi = dream_loop(dream_model, IDS, MASK, steps=6, gen_length=12, alg=alg)
     np.testing.assert_array_equal(res.tokens, tokens)
     np.testing.assert_allclose(res.activations, phi, atol=1e-5)
     assert (res.tokens != DREAM_CFG.mask_token_id).all()
+
+
+@pytest.mark.parametrize("alg", DREAM_ALGS)
+@pytest.mark.parametrize("kw", [dict(),
+                                dict(top_p=0.6),
+                                dict(temperature=0.8, top_p=0.9),
+                                dict(temperature=0.8, top_k=5),
+                                dict(temperature=1.0, top_p=0.8, top_k=8, dream_alg_temp=0.5)])
+def test_dream_sampling_options_match_upstream(dream_model, alg, kw):
+    """Every Dream algorithm with top-p, top-k (upstream's own filters, written out in the
+    oracle), temperature and alg_temp, both sides fed the same uniforms."""
+    cfg = SamplerConfig(steps=6, gen_length=12, block_length=12, dream_alg=alg, **kw)
+    noise = np_noise(6, 12, DREAM_CFG.vocab_size, seed=4)
+    tokens, phi = port(dream_model, cfg, noise, sampler=dream_sample)
+    ref_tokens, ref_phi = dream_loop(
+        dream_model, IDS, MASK, steps=6, gen_length=12, alg=alg, noise=noise,
+        temperature=kw.get("temperature", 0.0), top_p=kw.get("top_p"), top_k=kw.get("top_k"),
+        alg_temp=kw.get("dream_alg_temp", 0.0))
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(phi, ref_phi, atol=1e-5)
+    assert (tokens != DREAM_CFG.mask_token_id).all()
+
+
+def test_filter_logits_matches_upstream_filters_on_any_rank():
+    """[B, G, V] logits (Dream) as well as [B, V] (AR): the same entries survive as with
+    Dream's top_p_logits / top_k_logits (top-p first, then top-k, as Dream applies them)."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (3, 5, 40))
+    for top_p, top_k in ((0.7, None), (None, 6), (0.9, 4), (0.3, 30)):
+        ours = np.asarray(filter_logits(filter_logits(jnp.asarray(logits, jnp.float32), None,
+                                                      top_p), top_k, None))
+        ref = logits
+        if top_p is not None:
+            ref = top_p_logits(ref, top_p)
+        if top_k is not None:
+            ref = top_k_logits(ref, top_k)
+        kept = ref > np.finfo(np.float64).min
+        assert 0 < kept.sum() < kept.size
+        np.testing.assert_array_equal(ours > np.finfo(np.float32).min, kept)
+        flat = np.asarray(filter_logits(jnp.asarray(logits[:, 0], jnp.float32), top_k, None))
+        np.testing.assert_array_equal(flat > np.finfo(np.float32).min,
+                                      top_k_logits(logits[:, 0], top_k) > -1e300
+                                      if top_k else np.ones_like(flat, bool))
+
+
+def test_dream_key_path_samples_the_right_distribution(dream_model):
+    """Production path: one masked position, one step, T = 0.8, top-k 5, 4096 rows. Tokens
+    must follow the top-5 renormalised softmax(logits / 0.8) of the shifted logits (5 sigma
+    per count); the unfiltered softmax fails the same check."""
+    n, temp, k = 4096, 0.8, 5
+    ids, mask = np.repeat(IDS[:1], n, 0), np.repeat(MASK[:1], n, 0)
+    cfg = SamplerConfig(steps=1, gen_length=1, block_length=1, temperature=temp, top_k=k)
+    res = generate(dream_model, input_ids=ids, attention_mask=mask, cfg=cfg, seed=12)
+    canvas = np.concatenate([IDS[:1], [[DREAM_CFG.mask_token_id]]], 1)
+    logits = np.asarray(dream_model.forward(canvas).logits, np.float64)[0, -2] / temp
+    counts = np.bincount(res.tokens[:, 0], minlength=DREAM_CFG.vocab_size)
+
+    def within(p):
+        return bool((np.abs(counts - n * p) <= 5 * np.sqrt(n * p * (1 - p)) + 1).all())
+
+    assert within(np_softmax(top_k_logits(logits, k)))
+    assert not within(np_softmax(logits))
+
+
+def test_torch_multinomial_is_the_exponential_race():
+    """The oracles' premise: torch's ``Categorical.sample`` / ``multinomial(p, 1)`` is
+    ``argmax(p / E)`` and ``multinomial(p, n, replacement=False)`` is ``topk(p / E, n)``,
+    E ~ Exp(1) drawn from the same generator state (what dream_loop does with E = -log u)."""
+    import torch
+
+    p = torch.softmax(torch.randn(6, 50, generator=torch.Generator().manual_seed(0)), -1)
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        one, many = torch.multinomial(p, 1, generator=g)[:, 0], None
+        e = torch.empty_like(p).exponential_(1, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(one, (p / e).argmax(-1))
+        g = torch.Generator().manual_seed(seed)
+        many = torch.multinomial(p, 4, replacement=False, generator=g)
+        e = torch.empty_like(p).exponential_(1, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(many, torch.topk(p / e, 4).indices)
+        # ... and dream_sample_tokens' draw with E = -log u is that race
+        u = np.exp(-e.double().numpy())
+        _, x0 = dream_sample_tokens(np.log(p.double().numpy()), temperature=1.0, u=u)
+        np.testing.assert_array_equal(x0, one.numpy())
 
 
 def test_bucket_lengths_and_memory_aware_batch_plan():

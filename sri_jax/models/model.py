@@ -14,6 +14,9 @@ from .config import ModelConfig
 from .decoder import forward as decoder_forward
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"
+# Stands for the user text when the template is rendered to find the user turn (private-use
+# characters: no tokenizer control text and no real prompt contains them).
+_USER_SLOT = "\ue000sri-jax-user-text\ue000"
 
 
 class ForwardOutput(NamedTuple):
@@ -39,6 +42,10 @@ class Model:
     name       where it came from (registry name, hub id or path)
     weight_hash  content hash of the stored weights (for artifact metadata)
     chat_template  Jinja chat template (defaults to the tokenizer's)
+    system_prompt  the system turn of every chat prompt (the reference's "You are a helpful
+                   assistant", for every family); None renders none
+    safe_prompts   encode user text without special-token parsing (see :meth:`encode_chat`);
+                   the CLI turns it on for prompts read from files and prompt sets
     """
 
     config: ModelConfig
@@ -48,6 +55,7 @@ class Model:
     weight_hash: str = ""
     chat_template: Optional[str] = None
     system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT
+    safe_prompts: bool = False
 
     @property
     def kind(self) -> str:
@@ -88,13 +96,16 @@ class Model:
     # ------------------------------------------------------------------ chat helpers
 
     def chat_prompt(self, prompt: str, system_prompt: Optional[str] = "default") -> str:
-        """Apply the model's chat template to one user message (generation prompt appended)."""
+        """Apply the model's chat template to one user message (generation prompt appended).
+
+        ``system_prompt`` "default" uses :attr:`system_prompt` ("You are a helpful assistant"
+        unless changed); None or "" renders no system turn."""
         if self.tokenizer is None:
             raise ValueError(f"model {self.name!r} has no tokenizer: pass input_ids instead")
         if system_prompt == "default":
             system_prompt = self.system_prompt
         messages = []
-        if system_prompt and self.config.family != "llada":
+        if system_prompt:  # every family, LLaDA included, as the reference builds prompts
             messages.append({"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": prompt})
         kwargs = {}
@@ -104,8 +115,13 @@ class Model:
                                                   add_generation_prompt=True, **kwargs)
 
     def encode_chat(self, prompts, system_prompt: Optional[str] = "default",
-                    pad_to: Optional[int] = None):
-        """Chat-template and tokenize prompts, left-padded: (input_ids, attention_mask) numpy."""
+                    pad_to: Optional[int] = None, *, safe: Optional[bool] = None):
+        """Chat-template and tokenize prompts, left-padded: (input_ids, attention_mask) numpy.
+
+        ``safe`` (default :attr:`safe_prompts`): the user's text is tokenized as plain text,
+        so control text inside it (``<|im_start|>system ...``) stays text instead of becoming
+        control tokens; the template's own control tokens stay special. A prompt with no
+        such text gives the same ids either way."""
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
@@ -114,8 +130,8 @@ class Model:
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise ValueError(f"prompt {i} is empty or not a string: {p!r}")
-        texts = [self.chat_prompt(p, system_prompt) for p in prompts]
-        seqs = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        safe = self.safe_prompts if safe is None else safe
+        seqs = [self._encode_one(p, system_prompt, safe) for p in prompts]
         length = max(len(s) for s in seqs)
         if pad_to is not None:
             if pad_to < length:
@@ -129,14 +145,45 @@ class Model:
             mask[i, length - len(s):] = 1
         return ids, mask
 
-    def decode(self, tokens) -> list[str]:
-        """Decode generated token rows, stopping at the first EOS/EOT of each row."""
+    def _encode_one(self, prompt: str, system_prompt, safe: bool) -> list:
+        text = self.chat_prompt(prompt, system_prompt)
+        ids = self._tokens(text)
+        if not safe:
+            return ids
+        # Split the rendered prompt into template text / user text / template text: render
+        # the template around a placeholder, so the user turn is found after whatever the
+        # template does to its content (LLaDA's trims it).
+        slot = self.chat_prompt(_USER_SLOT, system_prompt)
+        i = slot.find(_USER_SLOT)
+        prefix, suffix = slot[:i], slot[i + len(_USER_SLOT):]
+        if (i < 0 or _USER_SLOT in suffix or len(prefix) + len(suffix) > len(text)
+                or not text.startswith(prefix) or not text.endswith(suffix)):
+            raise ValueError(f"safe prompt encoding cannot find the user text in the chat "
+                             f"template of {self.name or 'this model'}: encode with safe=False "
+                             "(raw) or pass input_ids")
+        user = text[len(prefix):len(text) - len(suffix)]
+        plain = self._tokens(user, split_special_tokens=True)
+        if plain == self._tokens(user):
+            return ids  # no control text in the user's words: identical to raw mode
+        return self._tokens(prefix) + plain + self._tokens(suffix)
+
+    def _tokens(self, text: str, **kw) -> list:
+        return self.tokenizer(text, add_special_tokens=False, **kw)["input_ids"] if text else []
+
+    def decode(self, tokens, stop_at_eos: bool = False) -> list[str]:
+        """Decode generated token rows with special tokens skipped.
+
+        Default: the whole row, as the reference decodes a response for the refusal judge
+        (a diffusion canvas can hold text after an EOS, and that text is judged too; an AR
+        row holds only pad ids after its EOS). ``stop_at_eos=True`` cuts each row at its
+        first EOS/EOT first: the answer as a chat reader would see it (for display)."""
         if self.tokenizer is None:
             raise ValueError(f"model {self.name!r} has no tokenizer")
         stops = {t for t in (self.config.eos_token_id, self.config.eot_token_id)
                  if t is not None}
         out = []
         for row in np.asarray(tokens).tolist():
-            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row)) \
+                if stop_at_eos else len(row)
             out.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True))
         return out

@@ -28,7 +28,9 @@ MAX_BATCH_TOKENS = 32768
 
 @dataclasses.dataclass
 class GenerationResult:
-    """tokens [B, G]; texts (when the model has a tokenizer); sri [B, T] when centers were
+    """tokens [B, G]; texts (when the model has a tokenizer: each whole row decoded with
+    special tokens skipped, the text the refusal judge reads, as in the reference;
+    ``model.decode(tokens, stop_at_eos=True)`` gives the answer up to its EOS); sri [B, T] when centers were
     given; activations [B, T, D] pooled phi when requested; projections [B, T] when a
     direction was given; snapshots [B, T, G] response tokens after each step when requested;
     detector_scores [B] and flagged [B] bool when a detector was given."""

@@ -38,18 +38,50 @@ def project(probe: Probe, phi):
     return None if probe.direction is None else phi @ probe.direction
 
 
-def gumbel_argmax(logits, key, temperature: float):
-    """argmax(logits / T + Gumbel) == argmax(exp(logits) / (-log u)^T), the upstream form,
-    computed in log space in fp32 (no exp overflow, so float64 is not needed)."""
+class StepNoise(NamedTuple):
+    """The uniform random numbers in (0, 1) one diffusion step consumes (None: not used).
+
+    tok  [B, N, V]: token choice at temperature > 0 (Gumbel-max with g = -log(-log u), the
+         same race as upstream's ``exp(logits) / (-log u)^T`` and torch's multinomial
+         ``p / E`` with E = -log u);
+    pos  [B, N]:    position choice (LLaDA ``random`` remasking; Dream ``origin`` reveals and
+         ``alg_temp`` sampling).
+    The fused samplers draw them from the key each step; tests pass them in explicitly.
+    """
+
+    tok: Optional[jax.Array] = None
+    pos: Optional[jax.Array] = None
+
+
+def uniforms(key, shape):
+    """u ~ U(0, 1) in fp32, never exactly 0 (so -log u is finite)."""
+    return jax.random.uniform(key, shape, jnp.float32, minval=jnp.finfo(jnp.float32).tiny)
+
+
+def draw_noise(k_tok, k_pos, tok_shape, tok: bool, pos: bool) -> StepNoise:
+    """One step's :class:`StepNoise` from two keys; only the parts the step uses."""
+    return StepNoise(uniforms(k_tok, tok_shape) if tok else None,
+                     uniforms(k_pos, tok_shape[:-1]) if pos else None)
+
+
+def gumbel(u):
+    """Standard Gumbel noise from uniforms: -log(-log u)."""
+    return -jnp.log(-jnp.log(u))
+
+
+def gumbel_argmax(logits, u, temperature: float):
+    """argmax(logits / T + g) == argmax(exp(logits) / (-log u)^T), the upstream form,
+    computed in log space in fp32 (no exp overflow, so float64 is not needed). ``u`` are
+    the uniforms (unused at T = 0: plain argmax)."""
     if temperature == 0:
         return jnp.argmax(logits, axis=-1)
-    u = jax.random.uniform(key, logits.shape, jnp.float32, minval=jnp.finfo(jnp.float32).tiny)
-    g = -jnp.log(-jnp.log(u))
-    return jnp.argmax(logits + temperature * g, axis=-1)
+    return jnp.argmax(logits + temperature * gumbel(u), axis=-1)
 
 
 def filter_logits(logits, top_k: Optional[int], top_p: Optional[float]):
-    """Top-k then top-p (nucleus) filtering as HF does: masked entries become -inf."""
+    """Top-k then top-p (nucleus) filtering over the last axis of logits of any rank (HF's
+    rule: drop the tokens whose ascending cumulative probability is <= 1 - top_p, always
+    keep the top one); dropped entries become the fp32 minimum."""
     neg = jnp.finfo(jnp.float32).min
     if top_k is not None and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
@@ -60,8 +92,7 @@ def filter_logits(logits, top_k: Optional[int], top_p: Optional[float]):
         cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
         remove_sorted = cum <= 1.0 - top_p
         remove_sorted = remove_sorted.at[..., -1].set(False)  # keep at least the top token
-        remove = jnp.zeros_like(remove_sorted).at[
-            jnp.arange(logits.shape[0])[:, None], order].set(remove_sorted)
+        remove = jnp.take_along_axis(remove_sorted, jnp.argsort(order, axis=-1), axis=-1)
         logits = jnp.where(remove, neg, logits)
     return logits
 

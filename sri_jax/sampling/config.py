@@ -11,6 +11,7 @@ MODES = ("diffusion", "autoregressive", "ar_on_diffusion")
 REMASKING = ("low_confidence", "random")
 DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 POOLING = ("all", "committed")
+CFG_POOL = ("cond", "uncond")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class SamplerConfig:
     SRI: ``layer`` is "last" (final-norm output), "middle", "first" or a block index;
     ``pooling`` "all" averages every response position (the reference), "committed" only
     positions already committed (diffusion). ``tau`` is the sigmoid temperature.
+    ``cfg_pool`` (with ``cfg_scale > 0``): pool the conditional pass ("cond", default) or
+    the pass with the prompt masked ("uncond", what the reference's hook reads: the last row
+    of its doubled batch); docs/sampling.md says why.
     """
 
     steps: int = 32
@@ -46,6 +50,7 @@ class SamplerConfig:
     layer: Union[str, int] = "last"
     pooling: str = "all"
     tau: float = 0.1
+    cfg_pool: str = "cond"
 
     def __post_init__(self):
         errs = []
@@ -57,6 +62,8 @@ class SamplerConfig:
             errs.append(f"dream_alg {self.dream_alg!r} must be one of {DREAM_ALGS}")
         if self.pooling not in POOLING:
             errs.append(f"pooling {self.pooling!r} must be one of {POOLING}")
+        if self.cfg_pool not in CFG_POOL:
+            errs.append(f"cfg_pool {self.cfg_pool!r} must be one of {CFG_POOL}")
         if self.gen_length <= 0 or self.steps <= 0:
             errs.append(f"gen_length ({self.gen_length}) and steps ({self.steps}) must be > 0")
         # written as "not (ok)" so that NaN, which fails every comparison, is refused too

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from ..models.config import ModelConfig
 from ..models.decoder import default_positions, forward, lm_head
-from .common import Probe, StepRecord, gumbel_argmax, masked_mean, project, sri_update
+from .common import (Probe, StepRecord, draw_noise, gumbel_argmax, masked_mean, project,
+                     sri_update)
 from .config import SamplerConfig
 
 NEG_INF = -jnp.inf
@@ -44,12 +45,15 @@ def transfer_schedule(block_length: int, steps_per_block: int):
     return [base + (1 if j < rem else 0) for j in range(steps_per_block)]
 
 
-def pool_response(out, hidden_layer, canvas, prompt_len: int, mask_id: int, pooling: str):
+def pool_response(out, hidden_layer, canvas, prompt_len: int, mask_id: int, pooling: str,
+                  uncond: bool = False):
     """phi_t [B, D]: the chosen layer's output averaged over the response ("all" positions,
     or "committed" ones up to and including this step; all while none is committed).
-    Always formed; XLA drops it when nothing reads it (no centers, no outputs)."""
+    ``uncond``: read the rows of the CFG pass with the prompt masked (batch rows B..2B-1)
+    instead of the conditional ones. Always formed; XLA drops it when nothing reads it."""
     b = canvas.shape[0]
-    h = (out.hidden if hidden_layer is None else out.layer_hidden)[:b, prompt_len:]
+    h = (out.hidden if hidden_layer is None else out.layer_hidden)
+    h = (h[b:] if uncond else h[:b])[:, prompt_len:]
     if pooling == "committed":
         committed = canvas[:, prompt_len:] != mask_id
         weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
@@ -60,8 +64,9 @@ def pool_response(out, hidden_layer, canvas, prompt_len: int, mask_id: int, pool
 
 def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
                    attention_mask, positions, probe: Probe, hidden_layer, state, t,
-                   record_snapshots: bool = False):
-    """One sampler iteration (shared by the fused scan and the step-by-step debug path)."""
+                   record_snapshots: bool = False, noise=None):
+    """One sampler iteration. ``noise``: this step's :class:`~.common.StepNoise` (drawn from
+    the carried key when None)."""
     b, total = state.canvas.shape
     bl, spb = scfg.effective_block_length, scfg.steps_per_block
     mask_id = mcfg.mask_token_id
@@ -87,7 +92,10 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
         logits = logits.at[..., mcfg.eos_token_id].set(NEG_INF)
 
     key, k_noise, k_rand = jax.random.split(state.key, 3)
-    x0 = gumbel_argmax(logits, k_noise, scfg.temperature).astype(jnp.int32)
+    if noise is None:
+        noise = draw_noise(k_noise, k_rand, logits.shape, scfg.temperature > 0,
+                           scfg.remasking == "random")
+    x0 = gumbel_argmax(logits, noise.tok, scfg.temperature).astype(jnp.int32)
     if scfg.confidence_eos_eot_inf:
         # Upstream sets EOT to -inf in `logits` before the softmax; at temperature 0 its
         # noisy-logits tensor IS `logits`, so EOS is set to -inf there as well.
@@ -98,7 +106,7 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
         probs = jax.nn.softmax(logits, axis=-1)
         conf = jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]
     else:
-        conf = jax.random.uniform(k_rand, x0.shape, jnp.float32)
+        conf = noise.pos
 
     x_blk = jax.lax.dynamic_slice_in_dim(x, blk_start, bl, axis=1)
     masked = x_blk == mask_id
@@ -113,7 +121,8 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
     transfer = jnp.any(chosen, axis=1)
     x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_blk), blk_start, 1)
 
-    phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling)
+    phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling,
+                        uncond=scfg.cfg_scale > 0 and scfg.cfg_pool == "uncond")
     sri = sri_update(state.sri, probe, phi, t, scfg.tau)
     record = StepRecord(phi, project(probe, phi),
                         x[:, prompt_len:] if record_snapshots else None)
@@ -137,21 +146,24 @@ def canvas_mask(attention_mask, gen_length: int):
 def diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
                      attention_mask, key, probe: Probe, *, hidden_layer=None,
                      return_activations=False, record_snapshots=False,
-                     step_fn=diffusion_step):
+                     step_fn=diffusion_step, noise=None):
     """The fused sampler. Returns (response tokens [B, G], sri [B, T], StepRecord of [B, T, ...]).
-    ``step_fn`` is one iteration over the canvas (LLaDA's by default, Dream's in dream.py)."""
+    ``step_fn`` is one iteration over the canvas (LLaDA's by default, Dream's in dream.py).
+    ``noise``: a :class:`~.common.StepNoise` of arrays with a leading [T] axis, consumed
+    instead of the key's draws (tests feed the oracles the same numbers)."""
     prompt_len = input_ids.shape[1]
     amask = canvas_mask(attention_mask, scfg.gen_length)
     positions = default_positions(mcfg, amask)
     state = init_state(mcfg, scfg, input_ids, key)
 
-    def body(state, t):
+    def body(state, xs):
+        t, noise_t = xs
         state, rec = step_fn(params, mcfg, scfg, prompt_len, amask, positions, probe,
-                             hidden_layer, state, t, record_snapshots)
+                             hidden_layer, state, t, record_snapshots, noise_t)
         if not return_activations:
             rec = rec._replace(phi=None)
         return state, rec
 
-    state, recs = jax.lax.scan(body, state, jnp.arange(scfg.steps))
+    state, recs = jax.lax.scan(body, state, (jnp.arange(scfg.steps), noise))
     recs = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), recs)  # [B, T, ...]
     return state.canvas[:, prompt_len:], state.sri, recs

@@ -10,7 +10,10 @@ floor(masks * (1 - s / t)) tokens per row (all remaining ones at the last step),
 - ``origin``:       every masked position is revealed independently with prob 1 - s / t.
 
 ``dream_alg_temp > 0`` picks positions at random in proportion to softmax(conf / alg_temp)
-without replacement (Gumbel-top-k, the same distribution as sequential multinomial draws).
+without replacement (Gumbel-top-k: the same race as torch's ``multinomial`` without
+replacement, ``topk(p / E)`` with E ~ Exp(1), so given the same uniforms u, E = -log u, the
+same positions). Temperature > 0 samples tokens the same way (``argmax(p / E)``), after
+top-p then top-k filtering of logits / T, as upstream's ``sample_tokens``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import jax.numpy as jnp
 
 from ..models.config import ModelConfig
 from ..models.decoder import forward, lm_head
-from .common import Probe, StepRecord, filter_logits, project, sri_update
+from .common import (Probe, StepRecord, draw_noise, filter_logits, gumbel, project,
+                     sri_update)
 from .config import SamplerConfig
 from .diffusion import DiffusionState, diffusion_sample, pool_response
 
@@ -29,14 +33,15 @@ def dream_timesteps(scfg: SamplerConfig):
     return jnp.linspace(1.0, scfg.dream_eps, scfg.steps + 1, dtype=jnp.float32)
 
 
-def sample_tokens(logits, key, scfg: SamplerConfig):
-    """Dream's sample_tokens: (confidence, x0) per position, probabilities in fp32."""
+def sample_tokens(logits, u, scfg: SamplerConfig):
+    """Dream's sample_tokens: (confidence, x0) per position [B, G], probabilities in fp32;
+    ``u`` [B, G, V] uniforms for the draw at temperature > 0."""
     if scfg.temperature > 0:
         logits = logits / scfg.temperature
     logits = filter_logits(filter_logits(logits, None, scfg.top_p), scfg.top_k, None)
     probs = jax.nn.softmax(logits, axis=-1)
     if scfg.temperature > 0:
-        x0 = jax.random.categorical(key, logits, axis=-1)
+        x0 = jnp.argmax(logits + gumbel(u), axis=-1)  # categorical: argmax(p / (-log u))
         conf = jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]
     else:
         x0 = jnp.argmax(probs, axis=-1)
@@ -51,7 +56,7 @@ def sample_tokens(logits, key, scfg: SamplerConfig):
 
 def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
                attention_mask, positions, probe: Probe, hidden_layer, state, i,
-               record_snapshots: bool = False):
+               record_snapshots: bool = False, noise=None):
     b = state.canvas.shape[0]
     g = scfg.gen_length
     mask_id = mcfg.mask_token_id
@@ -64,19 +69,22 @@ def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
     t, s = ts[i], ts[i + 1]
     last = i == scfg.steps - 1
     key, k_tok, k_pos = jax.random.split(state.key, 3)
+    if noise is None:
+        noise = draw_noise(k_tok, k_pos, logits.shape, scfg.temperature > 0,
+                           scfg.dream_alg == "origin" or scfg.dream_alg_temp > 0)
     x_gen = x[:, prompt_len:]
     masked = x_gen == mask_id
-    conf, x0 = sample_tokens(logits, k_tok, scfg)
+    conf, x0 = sample_tokens(logits, noise.tok, scfg)
     if scfg.dream_alg == "origin":
         p_transfer = jnp.where(last, 1.0, 1.0 - s / t)
-        transfer = masked & (jax.random.uniform(k_pos, masked.shape) < p_transfer)
+        transfer = masked & (noise.pos < p_transfer)
     else:
         num_mask = jnp.sum(masked).astype(jnp.float32) / b
         k_t = jnp.where(last, num_mask, num_mask * (1.0 - s / t)).astype(jnp.int32)
         conf = jnp.where(masked, conf, -jnp.inf)
         if scfg.dream_alg_temp > 0:
             logp = jax.nn.log_softmax(conf / scfg.dream_alg_temp, axis=-1)
-            conf = jnp.where(masked, logp + jax.random.gumbel(k_pos, conf.shape), -jnp.inf)
+            conf = jnp.where(masked, logp + gumbel(noise.pos), -jnp.inf)
         _, order = jax.lax.top_k(conf, g)  # full ranking, ties -> lower index first
         rank = jnp.zeros((b, g), jnp.int32).at[jnp.arange(b)[:, None], order].set(
             jnp.broadcast_to(jnp.arange(g, dtype=jnp.int32), (b, g)))
