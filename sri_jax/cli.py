@@ -37,6 +37,18 @@ def _sampler_flags(p: argparse.ArgumentParser):
     g.add_argument("--tau", type=float, help="SRI sigmoid temperature (default 0.1)")
 
 
+def _overwrite_flag(p: argparse.ArgumentParser, kind: str):
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace the {kind} already in --out (only a {kind}; any other "
+                        "non-empty folder is refused)")
+
+
+def _trust_flag(p: argparse.ArgumentParser):
+    p.add_argument("--trust-centers", action="store_true",
+                   help="use centers whose metadata cannot be verified (no meta.json, no "
+                        "weight hash or sampler config); their SRI may mean nothing")
+
+
 def _model_flags(p: argparse.ArgumentParser, default_model=True):
     from .workflow import DEMO_MODEL
 
@@ -83,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-length", type=int)
     p.add_argument("--centers", help="reuse centers from this folder instead of calibrating "
                                      "(e.g. checkpoints/smollm2-135m-instruct-safe/centers)")
+    _trust_flag(p)
     p.add_argument("--n-guard-train", type=int, default=N_GUARD_TRAIN,
                    help="benign traces the SRI Guard is trained on")
     p.add_argument("--n-guard-holdout", type=int, default=N_GUARD_HOLDOUT,
@@ -97,13 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=400, help="first N prompts of each set "
                                                          "(paper: 400)")
     p.add_argument("--min-per-class", type=int, default=8)
-    p.add_argument("--out", required=True, help="folder to write the centers to")
+    p.add_argument("--out", required=True, help="folder to write the centers to (new or "
+                                                "empty; see --overwrite)")
+    _overwrite_flag(p, "centers")
     _scale_flags(p)
 
     p = sub.add_parser("trace", help="trace a prompt set (optionally attacked) to Parquet")
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", required=True, help="centers folder from `calibrate`")
+    _trust_flag(p)
     p.add_argument("--prompts", required=True, help="prompt set name or file")
     p.add_argument("--field", help="column holding the prompt (local files)")
     p.add_argument("--limit", type=int, help="first N prompts only")
@@ -116,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figures from trace folders")
     p.add_argument("traces", nargs="+", help="trace folders")
     p.add_argument("--centers", help="centers folder (adds the reference curves)")
+    _trust_flag(p)
     p.add_argument("--out", default="figures")
 
     p = sub.add_parser("report", help="summary table (refusal rate, IRR, sigma) of traces")
@@ -133,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_flags(p)
     p.add_argument("prompts", nargs="+")
     p.add_argument("--centers", help="centers folder: also print the SRI trace")
+    _trust_flag(p)
     _scale_flags(p)
     p = sub.add_parser("train-detector", help="fit the SRI Guard on benign traces and save it")
     _model_flags(p)
@@ -145,13 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benign threshold traces")
     p.add_argument("--epochs", type=int, default=200, help="autoencoder training epochs")
     p.add_argument("--quantile", type=float, default=0.99, help="threshold quantile")
-    p.add_argument("--out", required=True, help="folder to write the guard to (orbax)")
+    p.add_argument("--out", required=True, help="folder to write the guard to (orbax; new or "
+                                                "empty, see --overwrite)")
+    _overwrite_flag(p, "detector")
+    _trust_flag(p)
 
     p = sub.add_parser("evaluate", help="SRI Guard evaluation: AUROC per attack, ablations, "
                                         "baselines (Table 13); docs/detector.md")
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", help="centers folder (default: calibrate, saved in --out)")
+    _trust_flag(p)
     p.add_argument("--n", type=int, help="set --n-train/--n-holdout/--n-test/--n-attack at once")
     p.add_argument("--n-train", type=int, default=N_GUARD_TRAIN)
     p.add_argument("--n-holdout", type=int, default=N_GUARD_HOLDOUT)
@@ -293,11 +315,13 @@ def _run(args) -> int:
                           n_guard_holdout=args.n_guard_holdout, guard=not args.no_guard,
                           attacks=attacks, batch_size=args.batch_size,
                           gen_length=args.gen_length, progress=progress,
-                          centers_path=args.centers)
+                          centers_path=args.centers, allow_unverified=args.trust_centers)
         return 0
     if args.command == "calibrate":
+        from .io import check_output
         from .sri.centers import calibrate, save_centers
 
+        check_output(args.out, "centers", overwrite=args.overwrite)  # before any compute
         mesh = _mesh(args)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
@@ -308,7 +332,7 @@ def _run(args) -> int:
                             extra_meta={"sets": {"harmless": harmless.name,
                                                  "harmful": harmful.name}})
         if _is_main_process():  # every process computed the same centers; one writes them
-            path = save_centers(centers, args.out)
+            path = save_centers(centers, args.out, overwrite=args.overwrite)
             print(f"centers [T={centers.steps}, D={centers.dim}] written to {path}; kept "
                   f"{json.dumps(centers.meta['counts'])}")
         return 0
@@ -318,7 +342,7 @@ def _run(args) -> int:
         from .tracing import trace
 
         mesh = _mesh(args)
-        centers = load_centers(args.centers)
+        centers = load_centers(args.centers, allow_unverified=args.trust_centers)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
         ps = _prompts(args.prompts, args.limit, args.field)
@@ -333,7 +357,8 @@ def _run(args) -> int:
         from .sri.centers import load_centers
 
         groups = workflow.groups_from_traces(args.traces)
-        centers = load_centers(args.centers) if args.centers else None
+        centers = load_centers(args.centers, allow_unverified=args.trust_centers) \
+            if args.centers else None
         for p in workflow.make_figures(groups, args.out, centers=centers):
             print(p)
         return 0
@@ -349,10 +374,11 @@ def _run(args) -> int:
         from .sampling import generate
         from .sri.centers import load_centers
 
+        centers = load_centers(args.centers, allow_unverified=args.trust_centers) \
+            if args.centers else None
         mesh = _mesh(args)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
-        centers = load_centers(args.centers) if args.centers else None
         res = generate(model, args.prompts, cfg, centers=centers, seed=args.seed)
         if not _is_main_process():
             return 0
@@ -363,12 +389,18 @@ def _run(args) -> int:
         return 0
     if args.command in ("train-detector", "evaluate"):
         from .detector import evaluate as ev
+        from .io import check_output
+        from .sri.centers import load_centers
 
+        centers = None
+        if args.command == "train-detector":  # before the model loads: fail fast
+            check_output(args.out, "detector", overwrite=args.overwrite)
+            centers = load_centers(args.centers, allow_unverified=args.trust_centers)
         model = _load(args)
         cfg = _sampler(args, model)
         split = lambda v: [x for x in (v or "").split(",") if x]  # noqa: E731
         if args.command == "train-detector":
-            ev.train_detector(model, cfg, args.out, centers_path=args.centers,
+            ev.train_detector(model, cfg, args.out, centers=centers, overwrite=args.overwrite,
                               n_calib_harmless=args.n_calib_harmless, n_train=args.n_train,
                               n_holdout=args.n_holdout, batch_size=args.batch_size,
                               guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
@@ -384,7 +416,8 @@ def _run(args) -> int:
                           classifier=not args.no_classifier, batch_size=args.batch_size,
                           guard_kwargs={"epochs": args.epochs}, ppl_quantile=args.ppl_quantile,
                           n_timing=args.n_timing, timing_repeats=args.timing_repeats,
-                          progress=progress, seed=args.seed, **n)
+                          progress=progress, seed=args.seed,
+                          allow_unverified=args.trust_centers, **n)
         return 0
     raise AssertionError(args.command)
 
