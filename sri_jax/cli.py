@@ -396,6 +396,8 @@ def _run(args) -> int:
         if args.command == "train-detector":  # before the model loads: fail fast
             check_output(args.out, "detector", overwrite=args.overwrite)
             centers = load_centers(args.centers, allow_unverified=args.trust_centers)
+        else:
+            ev.check_own_outputs(args.out)
         model = _load(args)
         cfg = _sampler(args, model)
         split = lambda v: [x for x in (v or "").split(",") if x]  # noqa: E731

@@ -103,9 +103,9 @@ def check_output(path, kind: str, *, overwrite: bool = False) -> Path:
         return path
     found = artifact_kind(path)
     if found != kind:
-        what = f"a {found} artifact" if found else \
+        what = f"{_a(found)} artifact" if found else \
             f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} ({_listing(names)})"
-        raise OutputFolderError(f"output folder {where} is not empty and holds {what}, not a "
+        raise OutputFolderError(f"output folder {where} is not empty and holds {what}, not "
                                 f"{_a(kind)}; choose a new or empty folder (nothing was written)")
     foreign = [n for n in names if not _own(kind, n)]
     if foreign:

@@ -119,15 +119,14 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     centers on disk are reused, the guard is replaced; ``out_dir/centers`` and ``/guard`` must
     be missing, empty or artifacts of those kinds, checked before anything runs)."""
     from . import load_model
-    from .detector.evaluate import evaluation_splits, fit_and_score_guard, guard_table
-    from .io import check_output
+    from .detector.evaluate import (check_own_outputs, evaluation_splits, fit_and_score_guard,
+                                    guard_table)
     from .sri.centers import calibrate, check_compatible, load_centers, save_centers
     from .tracing import read_traces, trace
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    check_output(out / "centers", "centers", overwrite=True)
-    check_output(out / "guard", "detector", overwrite=True)
+    check_own_outputs(out)
     model = load_model(model_name, dtype=resolve_dtype(dtype))
     cfg = default_sampler(model, gen_length=gen_length)
     log(f"model {model.name} ({model.kind}, {model.config.num_layers} layers, "

@@ -131,6 +131,15 @@ def test_cli_finetune_refuses_a_user_folder_before_loading(tmp_path):
     assert snapshot(out) == before and not (tmp_path / "ck").exists()
 
 
+def test_cli_evaluate_checks_its_own_subfolders_before_loading(tmp_path):
+    out = tmp_path / "eval"
+    user_folder(out / "guard")  # the user's folder where evaluate would save its guard
+    before = snapshot(out)
+    r = cli("evaluate", "--model", BOGUS_MODEL, "--out", str(out))
+    one_line_error(r, str(out / "guard"), "not a detector")
+    assert snapshot(out) == before
+
+
 def _fake_adapter():
     from sri_jax.models.lora import LoraConfig
 

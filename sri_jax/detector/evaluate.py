@@ -721,6 +721,15 @@ def train_detector(model, cfg, out, *, centers_path=None, centers=None,
     return guard
 
 
+def check_own_outputs(out) -> None:
+    """``out/centers`` and ``out/guard`` (written by ``evaluate`` and ``demo``) must be missing,
+    empty or artifacts of those kinds, which a rerun reuses / replaces: checked up front."""
+    from ..io import check_output
+
+    check_output(Path(out) / "centers", "centers", overwrite=True)
+    check_output(Path(out) / "guard", "detector", overwrite=True)
+
+
 def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CALIB_HARMLESS,
                    n_calib_harmful=N_CALIB_HARMFUL, n_train=N_GUARD_TRAIN,
                    n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64,
@@ -734,12 +743,10 @@ def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CAL
     interrupted evaluation instead of starting over: the centers it saved are reused and its
     own ``guard/`` is replaced (only folders of those kinds: anything else there is refused up
     front)."""
-    from ..io import check_output
     from .baselines import LlamaGuard3
 
     out = Path(out)
-    check_output(out / "centers", "centers", overwrite=True)
-    check_output(out / "guard", "detector", overwrite=True)
+    check_own_outputs(out)
     splits = evaluation_splits(n_calib_harmless=n_calib_harmless,
                                n_calib_harmful=n_calib_harmful, n_train=n_train,
                                n_holdout=n_holdout, n_test=n_test, n_attack=n_attack,

@@ -88,7 +88,8 @@ def judge_name(judge: Optional[Callable]) -> str:
     from . import judge as J
 
     judge = judge or J.is_refusal
-    name = f"{getattr(judge, '__module__', '?')}.{getattr(judge, '__qualname__', type(judge).__name__)}"
+    qual = getattr(judge, "__qualname__", type(judge).__name__)
+    name = f"{getattr(judge, '__module__', '?')}.{qual}"
     if judge is J.is_refusal:
         name += "@" + hashlib.sha256("\n".join(J.REFUSAL_PHRASES).encode()).hexdigest()[:8]
     return name
