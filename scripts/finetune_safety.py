@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Reproduce the shipped safety adapter of ``smollm2-135m-instruct-safe`` in one command:
 
-    python scripts/finetune_safety.py                 # train -> checkpoints/smollm2-135m-instruct-safe
+    python scripts/finetune_safety.py --out runs/safe # train -> a new folder (the default,
+                                                      # the shipped folder, also holds centers/
+                                                      # and guard/ and is never replaced)
     python scripts/finetune_safety.py --eval          # also evaluate base vs. tuned (slow)
     python scripts/finetune_safety.py --eval-only     # only evaluate the adapter in --out
 

@@ -132,6 +132,18 @@ def _sampler_flags(p: argparse.ArgumentParser):
                    help="SRI sigmoid temperature (default 0.1)")
 
 
+def _overwrite_flag(p: argparse.ArgumentParser, kind: str):
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace the {kind} already in --out (only a {kind}; any other "
+                        "non-empty folder is refused)")
+
+
+def _trust_flag(p: argparse.ArgumentParser):
+    p.add_argument("--trust-centers", action="store_true",
+                   help="use centers whose metadata cannot be verified (no meta.json, no "
+                        "weight hash or sampler config); their SRI may mean nothing")
+
+
 def _model_flags(p: argparse.ArgumentParser, default_model=True):
     from .weights.registry import REGISTRY
     from .workflow import DEMO_MODEL
@@ -190,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-length", type=POSITIVE)
     p.add_argument("--centers", help="reuse centers from this folder instead of calibrating "
                                      "(e.g. checkpoints/smollm2-135m-instruct-safe/centers)")
+    _trust_flag(p)
     p.add_argument("--n-guard-train", type=POSITIVE, default=N_GUARD_TRAIN,
                    help="benign traces the SRI Guard is trained on")
     p.add_argument("--n-guard-holdout", type=POSITIVE, default=N_GUARD_HOLDOUT,
@@ -204,13 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=POSITIVE, default=400, help="first N prompts of each set "
                                                               "(paper: 400)")
     p.add_argument("--min-per-class", type=POSITIVE, default=8)
-    p.add_argument("--out", required=True, help="folder to write the centers to")
+    p.add_argument("--out", required=True, help="folder to write the centers to (new or "
+                                                "empty; see --overwrite)")
+    _overwrite_flag(p, "centers")
     _scale_flags(p)
 
     p = sub.add_parser("trace", help="trace a prompt set (optionally attacked) to Parquet")
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", required=True, help="centers folder from `calibrate`")
+    _trust_flag(p)
     p.add_argument("--prompts", required=True, help=_prompts_help("the prompts"))
     p.add_argument("--field", help="column holding the prompt (local files)")
     p.add_argument("--limit", type=POSITIVE, help="first N prompts only")
@@ -225,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figures from trace folders")
     p.add_argument("traces", nargs="+", help="trace folders")
     p.add_argument("--centers", help="centers folder (adds the reference curves)")
+    _trust_flag(p)
     p.add_argument("--out", default="figures")
 
     p = sub.add_parser("report", help="summary table (refusal rate, IRR, sigma) of traces",
@@ -249,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "prompt set (encoded safely unless "
                                           "--prompt-encoding raw)")
     p.add_argument("--centers", help="centers folder: also print the SRI trace")
+    _trust_flag(p)
     _scale_flags(p)
     p = sub.add_parser("train-detector", help="fit the SRI Guard on benign traces and save it")
     _model_flags(p)
@@ -263,13 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=POSITIVE, default=200, help="autoencoder training epochs")
     p.add_argument("--quantile", type=finite_float(0, 1, lo_open=True, hi_open=True),
                    default=0.99, help="threshold quantile")
-    p.add_argument("--out", required=True, help="folder to write the guard to (orbax)")
+    p.add_argument("--out", required=True, help="folder to write the guard to (orbax; new or "
+                                                "empty, see --overwrite)")
+    _overwrite_flag(p, "detector")
+    _trust_flag(p)
 
     p = sub.add_parser("evaluate", help="SRI Guard evaluation: AUROC per attack, ablations, "
                                         "baselines (Table 13); docs/detector.md")
     _model_flags(p)
     _sampler_flags(p)
     p.add_argument("--centers", help="centers folder (default: calibrate, saved in --out)")
+    _trust_flag(p)
     p.add_argument("--n", type=POSITIVE,
                    help="set --n-train/--n-holdout/--n-test/--n-attack at once")
     p.add_argument("--n-train", type=POSITIVE, default=N_GUARD_TRAIN)
@@ -509,13 +531,15 @@ def _run(args) -> int:
                           n_guard_holdout=args.n_guard_holdout, guard=not args.no_guard,
                           attacks=attacks, batch_size=args.batch_size,
                           gen_length=args.gen_length, progress=progress,
-                          centers_path=args.centers,
+                          centers_path=args.centers, allow_unverified=args.trust_centers,
                           system_prompt=None if args.no_system_prompt else "default",
                           safe_prompts=_prompt_encoding(args) == "safe")
         return 0
     if args.command == "calibrate":
+        from .io import check_output
         from .sri.centers import calibrate, save_centers
 
+        check_output(args.out, "centers", overwrite=args.overwrite)  # before any compute
         mesh = _mesh(args)
         harmless, harmful = _prompts(args.harmless, args.limit), _prompts(args.harmful, args.limit)
         model = _load(args, mesh)
@@ -526,7 +550,7 @@ def _run(args) -> int:
                             extra_meta={"sets": {"harmless": harmless.name,
                                                  "harmful": harmful.name}})
         if _is_main_process():  # every process computed the same centers; one writes them
-            path = save_centers(centers, args.out)
+            path = save_centers(centers, args.out, overwrite=args.overwrite)
             print(f"centers [T={centers.steps}, D={centers.dim}] written to {path}; kept "
                   f"{json.dumps(centers.meta['counts'])}")
         return 0
@@ -536,7 +560,7 @@ def _run(args) -> int:
         from .tracing import trace
 
         mesh = _mesh(args)
-        centers = load_centers(args.centers)
+        centers = load_centers(args.centers, allow_unverified=args.trust_centers)
         ps = _prompts(args.prompts, args.limit, args.field)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
@@ -551,7 +575,8 @@ def _run(args) -> int:
         from .sri.centers import load_centers
 
         groups = workflow.groups_from_traces(args.traces)
-        centers = load_centers(args.centers) if args.centers else None
+        centers = load_centers(args.centers, allow_unverified=args.trust_centers) \
+            if args.centers else None
         for p in workflow.make_figures(groups, args.out, centers=centers):
             print(p)
         return 0
@@ -567,10 +592,11 @@ def _run(args) -> int:
         from .sampling import generate
         from .sri.centers import load_centers
 
+        centers = load_centers(args.centers, allow_unverified=args.trust_centers) \
+            if args.centers else None
         mesh = _mesh(args)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
-        centers = load_centers(args.centers) if args.centers else None
         prompts = list(args.prompts) + (list(_prompts(args.prompts_file).prompts)
                                         if args.prompts_file else [])
         if not prompts:
@@ -586,12 +612,20 @@ def _run(args) -> int:
         return 0
     if args.command in ("train-detector", "evaluate"):
         from .detector import evaluate as ev
+        from .io import check_output
+        from .sri.centers import load_centers
 
+        centers = None
+        if args.command == "train-detector":  # before the model loads: fail fast
+            check_output(args.out, "detector", overwrite=args.overwrite)
+            centers = load_centers(args.centers, allow_unverified=args.trust_centers)
+        else:
+            ev.check_own_outputs(args.out)
         model = _load(args)
         cfg = _sampler(args, model)
         split = lambda v: [x for x in (v or "").split(",") if x]  # noqa: E731
         if args.command == "train-detector":
-            ev.train_detector(model, cfg, args.out, centers_path=args.centers,
+            ev.train_detector(model, cfg, args.out, centers=centers, overwrite=args.overwrite,
                               n_calib_harmless=args.n_calib_harmless, n_train=args.n_train,
                               n_holdout=args.n_holdout, batch_size=args.batch_size,
                               guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
@@ -607,7 +641,8 @@ def _run(args) -> int:
                           classifier=not args.no_classifier, batch_size=args.batch_size,
                           guard_kwargs={"epochs": args.epochs}, ppl_quantile=args.ppl_quantile,
                           n_timing=args.n_timing, timing_repeats=args.timing_repeats,
-                          progress=progress, seed=args.seed, **n)
+                          progress=progress, seed=args.seed,
+                          allow_unverified=args.trust_centers, **n)
         return 0
     raise AssertionError(args.command)
 

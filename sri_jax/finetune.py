@@ -284,13 +284,27 @@ def _data_hash(toks) -> str:
     return h.hexdigest()
 
 
+def check_checkpoint_dir(ckpt_dir, *, resume: bool = True, overwrite: bool = False) -> None:
+    """Raise :class:`sri_jax.io.OutputFolderError` unless ``ckpt_dir`` is missing, empty, or a
+    fine-tune checkpoint folder that ``train`` may continue (``resume``) or, with
+    ``overwrite``, start over in. Call it before any compute."""
+    from .io import check_output
+
+    if ckpt_dir is None or _latest_ckpt(Path(ckpt_dir)) is None:
+        # nothing complete to lose; still never touch a folder of another kind
+        overwrite = True
+    check_output(ckpt_dir, "finetune-checkpoints", overwrite=overwrite or resume)
+
+
 def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneConfig(), *,
           checkpoint_dir=None, resume: bool = True, stop_after: Optional[int] = None,
-          progress: bool = True, log=print) -> TrainResult:
+          progress: bool = True, overwrite: bool = False, log=print) -> TrainResult:
     """Train a LoRA adapter on ``examples`` (see the module docstring).
 
     ``checkpoint_dir``: write resumable checkpoints there; with ``resume`` continue from the
-    latest one (it must come from the same base weights, config and data).
+    latest one (it must come from the same base weights, config and data). The folder must be
+    missing, empty or a checkpoint folder of ``train``; starting over (``resume=False``) in a
+    folder with complete checkpoints deletes them and needs ``overwrite=True``.
     ``stop_after``: stop after this many optimizer steps in total (simulates an interruption).
     """
     from tqdm.auto import tqdm
@@ -298,6 +312,8 @@ def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneCon
     cfg = model.config
     if not examples:
         raise ValueError("no training examples")
+    if checkpoint_dir is not None:
+        check_checkpoint_dir(checkpoint_dir, resume=resume, overwrite=overwrite)
     lcfg = fcfg.lora
     idx = lcfg.layer_indices(cfg.num_layers)
     _check_contiguous_top(cfg, idx)
@@ -358,10 +374,13 @@ def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneCon
                                  "another --checkpoint-dir")
             adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
             log(f"resumed from {latest} (step {start}/{total})")
-        else:
+        else:  # a new/empty folder, incomplete steps only, or starting over with overwrite
+            from .io import write_header
+
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             for old in ckpt_dir.glob("step_*"):
                 shutil.rmtree(old, ignore_errors=True)
+            write_header(ckpt_dir, "finetune-checkpoints", 1)
             fp_file.write_text(json.dumps(fingerprint, indent=2))
     end = total if stop_after is None else min(total, int(stop_after))
 
@@ -584,7 +603,9 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint-dir", help="resumable training checkpoints (default "
                    "$SRI_JAX_CACHE/finetune/<out name>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints "
-                   "exist")
+                   "exist (with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the adapter in --out, and "
+                   "with --no-resume the checkpoints in --checkpoint-dir")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
     p.add_argument("--lr", type=finite_float(0, lo_open=True), default=d.learning_rate)
@@ -617,9 +638,16 @@ def run(args, log=print) -> int:
     from .models.lora import merge_adapter_dir, save_adapter
     from .weights.registry import cache_dir
 
+    from .io import check_output
+
     t0 = time.perf_counter()
-    base = sri_jax.load_model(args.base, dtype="float32")
     out = Path(args.out)
+    fdir = cache_dir() / "finetune"
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else fdir / out.name
+    if not args.eval_only:  # before any compute: never write over what is not ours
+        check_output(out, "adapter", overwrite=args.overwrite)
+        check_checkpoint_dir(ckpt, resume=not args.no_resume, overwrite=args.overwrite)
+    base = sri_jax.load_model(args.base, dtype="float32")
     progress = not args.no_progress
     if not args.eval_only:
         fcfg = FinetuneConfig(
@@ -627,7 +655,6 @@ def run(args, log=print) -> int:
                             targets=tuple(t for t in args.targets.split(",") if t)),
             learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
             seed=args.seed)
-        fdir = cache_dir() / "finetune"
         data = build_safety_data(base, seed=args.seed, n_benign_train=args.n_benign,
                                  n_harmbench=args.n_harmbench,
                                  n_advbench_train=args.n_advbench,
@@ -637,9 +664,9 @@ def run(args, log=print) -> int:
         for ex in data.examples:
             counts[ex.kind] = counts.get(ex.kind, 0) + 1
         log(f"{len(data.examples)} examples: {counts}")
-        ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else fdir / out.name
         res = train(base, data.examples, fcfg, checkpoint_dir=ckpt,
-                    resume=not args.no_resume, progress=progress, log=log)
+                    resume=not args.no_resume, progress=progress, overwrite=args.overwrite,
+                    log=log)
         wall = time.perf_counter() - t0
         meta = {"recipe": fcfg.to_dict(), "examples": counts, "splits": data.splits,
                 "loss_first": res.losses[0], "loss_last": res.losses[-1],
@@ -648,7 +675,7 @@ def run(args, log=print) -> int:
                 "resumed_from_step": res.resumed_from,
                 "command": "python scripts/finetune_safety.py  (= sri-jax finetune)"}
         save_adapter(out, res.adapter, fcfg.lora, base_weight_hash=base.weight_hash,
-                     base_model=base.name, metadata=meta)
+                     base_model=base.name, metadata=meta, overwrite=args.overwrite)
         log(f"adapter written to {out} ({wall:.0f} s wall since start)")
     if args.eval or args.eval_only:
         sets = safety_eval_sets()

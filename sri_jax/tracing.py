@@ -89,7 +89,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     ids = [str(i) for i in (ids if ids is not None else range(len(prompts)))]
     if len(ids) != len(prompts) or len(set(ids)) != len(ids):
         raise ValueError("ids must be unique and one per prompt")
-    check_compatible(centers, model, cfg)
+    check_compatible(centers, model, cfg, system_prompt=system_prompt)
     store = TraceStore(out_dir)
     store.mkdir()
     with run_lock(store) if mh.process_index() == 0 else contextlib.nullcontext():

@@ -202,20 +202,23 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
              attacks: Sequence[str] = DEMO_ATTACKS, batch_size: int = 64, gen_length=None,
              progress: bool = True, centers_path: Optional[str] = None,
              system_prompt: Optional[str] = "default", safe_prompts: bool = True,
-             log=print) -> dict:
+             allow_unverified: bool = False, log=print) -> dict:
     """Calibrate centers, trace held-out benign, harmful and jailbreak prompts, summarise and
     plot, then train the SRI Guard on benign traces and evaluate it on the attacks: the whole
-    workflow, offline, on the embedded default model. Rerunning resumes (traces on disk are
-    reused). ``system_prompt``: "default" keeps the model's ("You are a helpful assistant"),
+    workflow, offline, on the embedded default model. Rerunning resumes (traces and the
+    centers on disk are reused, the guard is replaced; ``out_dir/centers`` and ``/guard`` must
+    be missing, empty or artifacts of those kinds, checked before anything runs). ``system_prompt``: "default" keeps the model's ("You are a helpful assistant"),
     None renders prompts without a system turn. ``safe_prompts``: the prompt sets' text is
     encoded as plain text (control text in a prompt stays text; ``Model.safe_prompts``)."""
     from . import load_model
-    from .detector.evaluate import evaluation_splits, fit_and_score_guard, guard_table
-    from .sri.centers import calibrate, load_centers, save_centers
+    from .detector.evaluate import (check_own_outputs, evaluation_splits, fit_and_score_guard,
+                                    guard_table)
+    from .sri.centers import calibrate, check_compatible, load_centers, save_centers
     from .tracing import read_traces, trace
 
     t0 = time.perf_counter()
     out = Path(out_dir)
+    check_own_outputs(out)
     model = load_model(model_name, dtype=resolve_dtype(dtype))
     if system_prompt != "default":
         model.system_prompt = system_prompt
@@ -228,8 +231,12 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
                            n_train=n_guard_train, n_holdout=n_guard_holdout, n_test=n_test,
                            n_attack=n_test, attacks=attacks)
     if centers_path and Path(centers_path).exists():
-        centers = load_centers(centers_path)
+        centers = load_centers(centers_path, allow_unverified=allow_unverified)
         log(f"centers loaded from {centers_path}")
+    elif (out / "centers" / "centers.npz").is_file():  # a rerun resumes with its own centers
+        centers = load_centers(out / "centers")
+        check_compatible(centers, model, cfg)
+        log(f"centers loaded from {out / 'centers'} (saved by an earlier run)")
     else:
         centers = calibrate(model, sp["calib_harmless"], sp["calib_harmful"], cfg,
                             batch_size=batch_size, progress=progress,
@@ -262,7 +269,7 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
         guard_res = fit_and_score_guard(tr["sri"], ho["sri"], (groups["benign"]["sri"],
                                                                 groups["benign"]["refused"]),
                                         atk, centers=centers)
-        guard_res.guard.save(out / "guard")
+        guard_res.guard.save(out / "guard", overwrite=True)
         (out / "guard_eval.json").write_text(json.dumps(
             {"benign": guard_res.benign, "attacks": guard_res.attacks,
              "means": guard_res.means, "threshold": guard_res.guard.threshold_,

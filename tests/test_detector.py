@@ -207,8 +207,10 @@ def test_orbax_round_trip(guard, data, tmp_path):
     assert loaded.centers_meta == guard.centers_meta and loaded.centers_hash == guard.centers_hash
     meta = json.loads((path / "detector.json").read_text())
     assert meta["kind"] == "SRIGuard" and meta["num_params"] == 3184
-    # overwriting an existing checkpoint works and leaves no temporary siblings
-    guard.save(path)
+    # overwriting needs overwrite=True, then works and leaves no temporary siblings
+    with pytest.raises(ValueError, match="already holds a detector; pass --overwrite"):
+        guard.save(path)
+    guard.save(path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["guard"]
     assert np.array_equal(SRIGuard.load(path).score_samples(x), guard.score_samples(x))
 
@@ -222,7 +224,7 @@ def test_failed_save_keeps_existing_checkpoint(guard, data, tmp_path, monkeypatc
 
     monkeypatch.setattr(ae, "_write_json", boom)
     with pytest.raises(OSError, match="disk full"):
-        guard.save(path)
+        guard.save(path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["guard"]
     assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
     x = data["b_test"][:50]
@@ -242,19 +244,22 @@ def test_relative_path_and_load_errors(guard, tmp_path, monkeypatch):
 
 def test_centers_mismatch(guard, tmp_path):
     guard.check_centers(make_centers())  # the centers it was trained against
-    guard.check_centers(META)  # a bare meta dict: metadata keys only
-    with pytest.raises(CentersMismatchError, match="weight_hash: detector 'abc123' vs centers"):
+    with pytest.raises(CentersMismatchError, match="metadata dict cannot be verified"):
+        guard.check_centers(META)
+    guard.check_centers(META, allow_unverified=True)  # explicit: metadata keys only
+    with pytest.raises(CentersMismatchError, match="weight_hash: centers 'zzz' vs detector "
+                                                   "'abc123'"):
         guard.check_centers(make_centers({**META, "weight_hash": "zzz"}))
     with pytest.raises(CentersMismatchError, match="sampler config differs: temperature"):
         guard.check_centers(make_centers({**META, "sampler": {**META["sampler"],
                                                               "temperature": 0.7}}))
-    with pytest.raises(CentersMismatchError, match="layer: detector 'last' vs centers 'middle'"):
-        guard.check_centers({**META, "layer": "middle"})
+    with pytest.raises(CentersMismatchError, match="layer: centers 'middle' vs detector 'last'"):
+        guard.check_centers({**META, "layer": "middle"}, allow_unverified=True)
     with pytest.raises(CentersMismatchError, match="center arrays differ"):
         guard.check_centers(make_centers(seed=1))
     short = Centers(np.ones((16, 8), np.float32), np.zeros((16, 8), np.float32),
                     {**META, "steps": 16})
-    with pytest.raises(CentersMismatchError, match="T=16 steps.*steps: detector 32 vs"):
+    with pytest.raises(CentersMismatchError, match="T=16 steps.*steps: centers 16 vs detector 32"):
         guard.check_centers(short)
     path = guard.save(tmp_path / "g")
     SRIGuard.load(path, centers=make_centers())

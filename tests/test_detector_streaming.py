@@ -26,7 +26,7 @@ def setup():
                         progress=False)
     rng = np.random.default_rng(0)
     benign = np.clip(0.7 + 0.1 * rng.standard_normal((200, 6)), 0, 1).astype(np.float32)
-    guard = SRIGuard(epochs=20).fit(benign, centers_meta=dict(centers.meta))
+    guard = SRIGuard(epochs=20).fit(benign, centers_meta=centers)
     return model, centers, guard
 
 

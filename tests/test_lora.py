@@ -143,8 +143,11 @@ def test_orbax_round_trip_and_hash_check(tmp_path):
             np.testing.assert_array_equal(back[n][p], np.asarray(ad[n][p]))
     with pytest.raises(AdapterMismatchError, match="trained on base weights with hash"):
         load_adapter(path, base_weight_hash="otherhash")
-    # overwrite in place stays atomic and readable
-    save_adapter(tmp_path / "ad", ad, lcfg, base_weight_hash="basehash")
+    # replacing needs overwrite=True, then stays atomic and readable
+    with pytest.raises(ValueError, match="already holds an adapter; pass --overwrite"):
+        save_adapter(tmp_path / "ad", ad, lcfg, base_weight_hash="other")
+    assert load_adapter(path)[2]["base_weight_hash"] == "basehash"
+    save_adapter(tmp_path / "ad", ad, lcfg, base_weight_hash="basehash", overwrite=True)
     assert load_adapter(path)[2]["base_weight_hash"] == "basehash"
     with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
         load_adapter(tmp_path / "missing")
@@ -213,6 +216,14 @@ def test_train_decreases_loss_and_is_deterministic(tmp_path):
     with pytest.raises(ValueError, match="different run"):
         train(model, ex, _tiny_fcfg(learning_rate=1e-3), checkpoint_dir=ck, progress=False,
               log=lambda *a: None)
+    # starting over deletes complete checkpoints: only with overwrite
+    with pytest.raises(ValueError, match="already holds a finetune-checkpoints"):
+        train(model, ex, _tiny_fcfg(), checkpoint_dir=ck, resume=False, stop_after=1,
+              progress=False, log=lambda *a: None)
+    assert (ck / "step_000012").is_dir()
+    train(model, ex, _tiny_fcfg(), checkpoint_dir=ck, resume=False, stop_after=1,
+          overwrite=True, progress=False, log=lambda *a: None)
+    assert sorted(p.name for p in ck.glob("step_*")) == ["step_000001"]
 
     # the trained adapter changes the model the way training meant: merged model prefers
     # the trained continuation

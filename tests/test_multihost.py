@@ -73,7 +73,7 @@ def setup(tmp_path_factory):
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     args = ["trace", "--model", str(d), "--centers", str(root / "centers"), "--prompts",
             str(root / "prompts.txt"), "--batch-size", str(BATCH), "--gen-length", str(GEN),
-            "--dtype", "float32", "--no-progress"]
+            "--dtype", "float32", "--no-progress", "--trust-centers"]  # hand-made centers
     return {"root": root, "args": args}
 
 
@@ -219,7 +219,8 @@ def test_calibrate_and_generate_on_two_processes_equal_single_process(setup, cap
               "--batch-size", str(BATCH), "--no-progress"]
     calib = ["calibrate", *common, "--harmless", str(root / "prompts.txt"), "--harmful",
              str(root / "prompts.txt"), "--limit", str(len(PROMPTS)), "--min-per-class", "1"]
-    gen = ["generate", *common, "--centers", str(root / "centers"), *PROMPTS[:4]]
+    gen = ["generate", *common, "--centers", str(root / "centers"), "--trust-centers",
+           *PROMPTS[:4]]
 
     real = judge.is_refusal
     judge.is_refusal = _parity_judge

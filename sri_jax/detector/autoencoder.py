@@ -36,18 +36,29 @@ For use inside a jitted sampler there are pure functions over a plain parameter 
 reproducing ``predict`` exactly (see ``as_pure``).
 
 On disk a detector is a directory (written to a temporary sibling and renamed into place, so a
-failed save never touches an existing checkpoint)::
+failed save never touches an existing checkpoint; only into a new or empty folder, or over
+another detector with ``overwrite=True``, see :mod:`sri_jax.io`)::
 
+    artifact.json   kind "detector"
     params/         orbax StandardCheckpointer checkpoint of the plain parameter pytree
     detector.json   kind, config, n_features, threshold, quantile, centers_meta,
-                    centers_hash, training summary, library version, format version
+                    centers_hash (fingerprint of the center arrays), training summary,
+                    library version, format version
+
+``load`` refuses a damaged checkpoint with one line naming the file: unreadable JSON, a
+threshold that is not a finite number (a NaN threshold would never flag), a config that does
+not build, missing or unreadable parameters.
+
+A detector binds to the center arrays it was trained against (``fit(...,
+centers_meta=<Centers>)`` records their fingerprint); ``check_centers`` refuses other arrays,
+a bare metadata dict, and, for a detector fitted without arrays, any centers, unless
+``allow_unverified=True``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -60,7 +71,9 @@ from flax import nnx
 from jax import lax
 from sklearn.exceptions import NotFittedError
 
-from ..io import atomic_directory, json_default, recover
+from ..io import ArtifactError, atomic_directory, json_default, read_json, recover
+from ..sri.centers import (SIGMA_KEYS, CentersMismatchError, centers_fingerprint,
+                           compare_meta)
 
 FORMAT_VERSION = 1
 
@@ -72,13 +85,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "sigmoid": jax.nn.sigmoid,
 }
 
-# Centers metadata that must agree between the centers a guard was trained against and the
-# centers used at inference (the traces depend on all of them).
-CENTERS_KEYS_CHECKED = ("weight_hash", "sampler", "layer", "pooling", "steps", "dim")
-
-
-class CentersMismatchError(ValueError):
-    """The centers given do not match the centers the detector was trained against."""
+centers_hash = centers_fingerprint  # the one fingerprint, defined in sri_jax.sri.centers
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -246,16 +253,6 @@ def _jsonable(obj) -> Any:
     return json.loads(json.dumps(obj, default=json_default, sort_keys=True))
 
 
-def centers_hash(centers) -> str:
-    """Fingerprint of the center arrays themselves (float32 bytes and shapes)."""
-    h = hashlib.sha256()
-    for a in (centers.harmless, centers.harmful):
-        a = np.ascontiguousarray(np.asarray(a, np.float32))
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
 def _float32_floor(t: float) -> np.float32:
     """Largest float32 <= t, so that ``err32 > result`` <=> ``float64(err32) > t``."""
     f = np.float32(t)
@@ -369,7 +366,7 @@ class _MLPDetector:
     def _set_centers(self, centers_or_meta) -> None:
         if hasattr(centers_or_meta, "harmless") and hasattr(centers_or_meta, "meta"):
             self.centers_meta = _jsonable(dict(centers_or_meta.meta))
-            self.centers_hash = centers_hash(centers_or_meta)
+            self.centers_hash = centers_fingerprint(centers_or_meta)
         elif isinstance(centers_or_meta, Mapping):
             self.centers_meta = _jsonable(dict(centers_or_meta))
         else:
@@ -406,47 +403,49 @@ class _MLPDetector:
         self.loss_history_ = history
 
     # --- centers ---------------------------------------------------------------------------
-    def check_centers(self, centers, *, tau: Optional[float] = None) -> None:
-        """Raise ``CentersMismatchError`` unless ``centers`` (a Centers object or its meta dict)
-        match the centers this detector was trained against.
+    def check_centers(self, centers, *, tau: Optional[float] = None,
+                      allow_unverified: bool = False) -> None:
+        """Raise ``CentersMismatchError`` unless ``centers`` match the centers this detector
+        was trained against.
 
-        Compared: T (centers steps vs the fitted T), the center arrays' fingerprint when both
-        are known, and the metadata keys ``CENTERS_KEYS_CHECKED`` (model weight_hash, sampler
-        config, layer, pooling, steps, D) recorded at fit time; and ``tau`` if given and a
-        ``tau`` was recorded in ``centers_meta`` (sigma depends on tau, the centers do not).
-        A detector fitted without centers metadata can only check T.
+        Compared: T (centers steps vs the fitted T), the center arrays' fingerprint, and every
+        sigma field (:data:`sri_jax.sri.centers.SIGMA_KEYS`) recorded at fit time; ``tau`` if
+        given and recorded. A bare metadata dict, or any centers for a detector fitted without
+        center arrays, cannot be verified: refused unless ``allow_unverified=True`` (then
+        only the metadata is compared).
         """
         problems = []
         is_centers = hasattr(centers, "harmless") and hasattr(centers, "meta")
+        name = type(self).__name__
+        if not is_centers and not allow_unverified:
+            raise CentersMismatchError(
+                f"a centers metadata dict cannot be verified against this {name}: pass the "
+                "Centers object itself (its arrays are fingerprinted), or "
+                "allow_unverified=True")
+        if is_centers and self.centers_hash is None and not allow_unverified:
+            raise CentersMismatchError(
+                f"this {name} was fitted without center arrays, so it cannot verify which "
+                "centers its traces came from; fit it with centers_meta=<the Centers object>, "
+                "or pass allow_unverified=True")
         meta = _jsonable(dict(centers.meta if is_centers else centers))
         if is_centers and self.n_features_ is not None and \
                 int(np.shape(centers.harmless)[0]) != self.n_features_:
             problems.append(f"centers have T={np.shape(centers.harmless)[0]} steps, the "
                             f"detector was fitted on T={self.n_features_}")
         if is_centers and self.centers_hash is not None:
-            got = centers_hash(centers)
+            got = centers_fingerprint(centers)
             if got != self.centers_hash:
                 problems.append(f"center arrays differ (fingerprint {got}, detector trained "
                                 f"against {self.centers_hash})")
         mine = self.centers_meta
-        for k in CENTERS_KEYS_CHECKED:
-            if k not in mine:
-                continue
-            if k not in meta:
-                problems.append(f"{k}: detector {mine[k]!r}, centers have none")
-            elif k == "sampler" and isinstance(mine[k], dict) and isinstance(meta[k], dict):
-                a, b = mine[k], meta[k]
-                diff = sorted(j for j in set(a) | set(b) if a.get(j) != b.get(j))
-                if diff:
-                    problems.append("sampler config differs: " + ", ".join(
-                        f"{j}: detector {a.get(j)!r} vs centers {b.get(j)!r}" for j in diff))
-            elif meta[k] != mine[k]:
-                problems.append(f"{k}: detector {mine[k]!r} vs centers {meta[k]!r}")
+        problems += compare_meta(meta, mine, "detector")
+        problems += [f"{k}: detector {mine[k]!r}, centers have none" for k in SIGMA_KEYS
+                     if k in mine and k not in meta]
         if tau is not None and "tau" in mine and float(mine["tau"]) != float(tau):
             problems.append(f"tau: detector {mine['tau']!r} vs run {tau!r}")
         if problems:
             raise CentersMismatchError(
-                f"these centers do not match the ones this {type(self).__name__} was trained "
+                f"these centers do not match the ones this {name} was trained "
                 "against: " + "; ".join(problems) + ". Use the centers it was trained with, or "
                 "fit a new detector on SRI traces computed with these centers.")
 
@@ -457,13 +456,14 @@ class _MLPDetector:
     def _load_extra_state(self, state: dict) -> None:
         pass
 
-    def save(self, path) -> Path:
-        """Write the detector to directory ``path`` atomically (temp sibling + rename)."""
+    def save(self, path, *, overwrite: bool = False) -> Path:
+        """Write the detector to directory ``path`` atomically (temp sibling + rename): a new
+        or empty folder, or over another detector with ``overwrite=True``."""
         self._check_fitted()
         import sri_jax
 
         path = Path(path)
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, "detector", fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
             _save_orbax(tmp / "params", self.params_)
             _write_json(tmp / "detector.json", {
                 "format": FORMAT_VERSION, "kind": type(self).__name__,
@@ -477,7 +477,7 @@ class _MLPDetector:
         return path
 
     @classmethod
-    def load(cls, path, *, centers=None):
+    def load(cls, path, *, centers=None, allow_unverified: bool = False):
         """Load a detector saved with ``save``; with ``centers`` also run ``check_centers``."""
         path = Path(path)
         recover(path)
@@ -486,31 +486,47 @@ class _MLPDetector:
             raise FileNotFoundError(f"no {cls.__name__} checkpoint at {path} (expected "
                                     f"{meta_file} and {path / 'params'}); create one with "
                                     f"{cls.__name__}(...).fit(...).save(path)")
-        meta = json.loads(meta_file.read_text())
+        fix = f"the checkpoint is damaged; save the detector again ({cls.__name__}.save)"
+        meta = read_json(meta_file, "detector metadata", fix)
         if meta.get("kind") != cls.__name__:
             raise ValueError(f"{path} holds a {meta.get('kind')!r}, not a {cls.__name__}; load "
                              f"it with {meta.get('kind')}.load")
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path} has detector format {meta.get('format')}, this library "
                              f"reads format {FORMAT_VERSION}")
-        cfg = dict(meta["config"])
-        cfg["hidden"] = tuple(cfg["hidden"])
-        obj = cls(**cfg)
+        threshold = meta.get("threshold")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or \
+                not np.isfinite(threshold):
+            raise ArtifactError(f"{meta_file}: threshold {threshold!r} is not a finite number "
+                                f"(a NaN or missing threshold would never flag); {fix}")
+        try:
+            cfg = dict(meta["config"])
+            cfg["hidden"] = tuple(cfg["hidden"])
+            obj = cls(**cfg)
+            n = meta["n_features"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= 1 << 20:
+                raise ValueError(f"n_features {n!r} is not a positive step count")
+            model = obj._build(n, init=False)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{meta_file}: bad config ({e}); {fix}") from None
         obj.centers_meta = dict(meta.get("centers_meta") or {})
         obj.centers_hash = meta.get("centers_hash")
-        n = int(meta["n_features"])
-        model = obj._build(n, init=False)
         target = {"layers": [{"kernel": np.zeros(l.kernel.shape, np.float32),
                               "bias": np.zeros(l.bias.shape, np.float32)}
                              for l in model.layers]}
-        params = _restore_orbax(path / "params", target)
-        model.load_plain_params(params)
+        try:
+            params = _restore_orbax(path / "params", target)
+            model.load_plain_params(params)
+        except Exception as e:  # orbax / tensorstore raise many types for damaged files
+            why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise ArtifactError(f"{path / 'params'}: cannot read the detector parameters "
+                                f"({why}); {fix}") from None
         obj.model_ = model
         obj.n_features_ = n
-        obj.threshold_ = meta["threshold"]
+        obj.threshold_ = float(threshold)
         obj._load_extra_state(meta)
         if centers is not None:
-            obj.check_centers(centers)
+            obj.check_centers(centers, allow_unverified=allow_unverified)
         return obj
 
     def __repr__(self) -> str:

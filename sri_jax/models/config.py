@@ -7,10 +7,16 @@ family means writing a config (and a checkpoint name map), never a new model cla
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Optional
 
 FAMILIES = ("llama", "qwen2", "llada", "dream")
+# Upper bounds on the sizes (far above any released model; they keep a hostile config from
+# making the loader or the decoder allocate without limit).
+LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 << 20,
+          "num_layers": 1024, "num_heads": 1024, "num_kv_heads": 1024, "head_dim": 1024,
+          "max_position_embeddings": 1 << 24}
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,33 @@ class ModelConfig:
         problems = []
         if self.family not in FAMILIES:
             problems.append(f"family {self.family!r} is not one of {FAMILIES}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
-                     "num_heads", "num_kv_heads", "head_dim"):
-            if int(getattr(self, name)) <= 0:
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        if self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads:
+        sizes_ok = True
+        for name, top in LIMITS.items():
+            v = getattr(self, name)
+            try:
+                ok = not isinstance(v, bool) and 0 < operator.index(v) <= top
+            except TypeError:
+                ok = False
+            if not ok:
+                sizes_ok = False
+                problems.append(f"{name} must be an integer in 1..{top}, got {v!r}")
+        for name in ("rms_norm_eps", "rope_theta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                    not 0 < float(v) < float("inf"):
+                problems.append(f"{name} must be a finite positive number, got {v!r}")
+        for name in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id",
+                     "eot_token_id"):
+            v = getattr(self, name)
+            try:
+                ok = v is None or not isinstance(v, bool) and 0 <= operator.index(v) < 1 << 31
+            except TypeError:
+                ok = False
+            if not ok:
+                problems.append(f"{name} must be a token id >= 0 or None, got {v!r}")
+        if not sizes_ok:
+            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+        if self.num_heads % self.num_kv_heads:
             problems.append(f"num_heads {self.num_heads} is not a multiple of "
                             f"num_kv_heads {self.num_kv_heads}")
         if self.head_dim % 2:

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..io import atomic_directory, recover
+from ..io import atomic_directory, read_json, recover
 from .config import ModelConfig
 
 __all__ = ["LoraConfig", "TARGETS", "ATTENTION_TARGETS", "MLP_TARGETS", "AdapterMismatchError",
@@ -227,21 +227,22 @@ def merged_weight_hash(base_hash: str, adapter_digest: str) -> str:
 
 
 def save_adapter(path, adapter: dict, lcfg: LoraConfig, *, base_weight_hash: str,
-                 base_model: str = "", metadata: Optional[dict] = None) -> Path:
-    """Write an adapter directory atomically (orbax params + adapter.json)."""
+                 base_model: str = "", metadata: Optional[dict] = None,
+                 overwrite: bool = False) -> Path:
+    """Write an adapter directory atomically (orbax params + adapter.json): a new or empty
+    folder, or over another adapter with ``overwrite=True`` (:mod:`sri_jax.io`)."""
     import orbax.checkpoint as ocp
 
     import sri_jax
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     host = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), adapter)
     meta = {"format": FORMAT_VERSION, "kind": "lora", "lora": lcfg.to_dict(),
             "base_model": base_model, "base_weight_hash": base_weight_hash,
             "adapter_hash": adapter_hash(host), "num_params": num_params(host),
             "shapes": {n: {p: list(host[n][p].shape) for p in ("a", "b")} for n in host},
             "version": getattr(sri_jax, "__version__", ""), "metadata": metadata or {}}
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, "adapter", fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save((tmp / "adapter").absolute(), host)
             ckptr.wait_until_finished()
@@ -256,7 +257,8 @@ def read_adapter_meta(path) -> dict:
     if not meta_file.is_file() or not (path / "adapter").is_dir():
         raise FileNotFoundError(f"no LoRA adapter at {path} (expected {meta_file} and "
                                 f"{path / 'adapter'}); train one with `sri-jax finetune`")
-    meta = json.loads(meta_file.read_text())
+    meta = read_json(meta_file, "adapter metadata", "the adapter is damaged; train it again "
+                     "(`sri-jax finetune`)")
     if meta.get("kind") != "lora" or meta.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a LoRA adapter of format {FORMAT_VERSION} "
                          f"(kind={meta.get('kind')!r}, format={meta.get('format')!r})")

@@ -170,7 +170,7 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
     d = mcfg.hidden_size
     probe = Probe()
     if centers is not None:
-        check_compatible(centers, model, cfg)
+        check_compatible(centers, model, cfg, system_prompt=system_prompt)
         probe = probe._replace(**dict(zip(("mu_harmless", "mu_harmful"),
                                           centers.device_arrays())))
     if direction is not None:

@@ -125,6 +125,7 @@ _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
 _NP_SCALAR = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1",
               10: "<u8", 11: "<i8", 12: "<f8"}
 _STRING, _ARRAY = 8, 9
+_MAX_NESTING = 8  # arrays of arrays in metadata; real files use at most 1
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class GGUFFile:
         except GGUFError:
             raise
         except (struct.error, IndexError, UnicodeDecodeError, ValueError, OverflowError,
-                MemoryError) as e:
+                MemoryError, RecursionError) as e:
             raise GGUFError(f"{self.path}: not a readable GGUF file ({type(e).__name__}: "
                             f"{e}); {_REDOWNLOAD}.") from e
 
@@ -241,7 +242,10 @@ class GGUFFile:
             raise IndexError("string runs past the end of the file")
         return bytes(buf[pos + 8:end]).decode("utf-8", errors="surrogateescape"), end
 
-    def _value(self, buf, pos, vtype):
+    def _value(self, buf, pos, vtype, depth: int = 0):
+        if depth > _MAX_NESTING:
+            raise GGUFError(f"{self.path}: metadata arrays nest more than {_MAX_NESTING} deep; "
+                            f"{_REDOWNLOAD}.")
         if vtype in _SCALAR:
             code = "<" + _SCALAR[vtype]
             (v,) = struct.unpack_from(code, buf, pos)
@@ -260,7 +264,7 @@ class GGUFFile:
                 return (arr.astype(bool) if itype == 7 else arr.copy()).tolist(), end
             out = []
             for _ in range(count):
-                v, pos = self._value(buf, pos, itype)
+                v, pos = self._value(buf, pos, itype, depth + 1)
                 out.append(v)
             return out, pos
         raise GGUFError(f"{self.path}: unknown metadata value type {vtype}; {_REDOWNLOAD}.")
@@ -411,7 +415,11 @@ def read_gguf_config(path) -> ModelConfig:
     if "rope_freqs.weight" in tensors:
         kwargs["rope_scaling"] = _rope_scaling_from_factors(
             g.array("rope_freqs.weight"), kwargs, g.path)
-    return ModelConfig(**kwargs)
+    try:
+        return ModelConfig(**kwargs)
+    except ValueError as e:
+        raise GGUFError(f"{g.path}: {e}; the file's metadata is not a model this library "
+                        "can load") from None
 
 
 def gguf_weight_hash(path) -> str:

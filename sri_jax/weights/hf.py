@@ -76,6 +76,18 @@ def _family_of(hf: dict) -> str:
                      "these families.")
 
 
+def _size(hf: dict, key: str, default=None) -> int:
+    """A positive integer size from config.json (an integral float such as 4096.0 is
+    accepted); a missing, zero, negative or non-integer value is a ValueError naming it."""
+    v = hf.get(key, default)
+    if v is None:
+        raise ValueError(f"config.json has no {key!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or \
+            v in (float("inf"), float("-inf")) or int(v) != v or v < 1:
+        raise ValueError(f"config.json {key}={v!r} must be a positive integer")
+    return int(v)
+
+
 def _one_id(v) -> Optional[int]:
     if v is None:
         return None
@@ -177,12 +189,10 @@ def config_from_hf(hf_config: dict, *, generation_config: Optional[dict] = None,
                            family)
     else:
         _check_unsupported(hf, [("use_sliding_window", False, False)], family)
-    hidden = int(hf["hidden_size"])
-    heads = int(hf["num_attention_heads"])
-    kv = hf.get("num_key_value_heads")
-    kv = heads if kv is None else int(kv)
-    head_dim = hf.get("head_dim")
-    head_dim = hidden // heads if head_dim is None else int(head_dim)
+    hidden = _size(hf, "hidden_size")
+    heads = _size(hf, "num_attention_heads")
+    kv = _size(hf, "num_key_value_heads", heads)
+    head_dim = _size(hf, "head_dim", hidden // heads)
     theta, scaling = _rope_from_hf(hf, 10000.0)
     bos = _one_id(hf.get("bos_token_id"))
     if bos is None:
@@ -195,15 +205,15 @@ def config_from_hf(hf_config: dict, *, generation_config: Optional[dict] = None,
     eot = _added_token_id(tokenizer_config, _EOT_STRINGS)
     if eot is None and len(eos_all) > 1:
         eot = eos_all[-1]
-    vocab = int(hf["vocab_size"])
+    vocab = _size(hf, "vocab_size")
     kwargs = dict(
         family=family, vocab_size=vocab, hidden_size=hidden,
-        intermediate_size=int(hf["intermediate_size"]),
-        num_layers=int(hf["num_hidden_layers"]), num_heads=heads, num_kv_heads=kv,
+        intermediate_size=_size(hf, "intermediate_size"),
+        num_layers=_size(hf, "num_hidden_layers"), num_heads=heads, num_kv_heads=kv,
         head_dim=head_dim, rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         rope_theta=theta, rope_scaling=scaling,
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        max_position_embeddings=int(hf.get("max_position_embeddings", 4096)),
+        max_position_embeddings=_size(hf, "max_position_embeddings", 4096),
         bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, eot_token_id=eot)
     if family == "qwen2":
         kwargs.update(attention_bias=True)
@@ -236,15 +246,12 @@ def _llada_config(hf: dict, gen: dict, tok: Optional[dict]) -> ModelConfig:
         ("layer_norm_with_affine", True, True),
         ("clip_qkv", None, None),
     ], "llada")
-    d = int(hf["d_model"])
-    heads = int(hf["n_heads"])
-    kv = hf.get("n_kv_heads")
-    if kv is None:
-        kv = 1 if hf.get("multi_query_attention") else heads
-    mlp = hf.get("mlp_hidden_size")
-    mlp = int(hf.get("mlp_ratio", 4)) * d if mlp is None else int(mlp)
-    vocab = int(hf.get("embedding_size") or hf["vocab_size"])
-    if vocab < int(hf["vocab_size"]):
+    d = _size(hf, "d_model")
+    heads = _size(hf, "n_heads")
+    kv = _size(hf, "n_kv_heads", 1 if hf.get("multi_query_attention") else heads)
+    mlp = _size(hf, "mlp_hidden_size", _size(hf, "mlp_ratio", 4) * d)
+    vocab = _size(hf, "embedding_size") if hf.get("embedding_size") else _size(hf, "vocab_size")
+    if vocab < _size(hf, "vocab_size"):
         raise ValueError(f"config.json embedding_size {vocab} is smaller than vocab_size "
                          f"{hf['vocab_size']}")
     theta, scaling = _rope_from_hf(hf, 10000.0)
@@ -262,13 +269,13 @@ def _llada_config(hf: dict, gen: dict, tok: Optional[dict]) -> ModelConfig:
     _check_id_in_vocab("mask_token_id", mask, vocab)
     return ModelConfig(
         family="llada", vocab_size=vocab, hidden_size=d, intermediate_size=mlp,
-        num_layers=int(hf["n_layers"]), num_heads=heads, num_kv_heads=int(kv),
+        num_layers=_size(hf, "n_layers"), num_heads=heads, num_kv_heads=kv,
         head_dim=d // heads, rms_norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
         rope_theta=theta, rope_scaling=scaling,
         rope_fp32_apply=bool(hf.get("rope_full_precision", True)),
         attention_bias=bool(hf.get("include_qkv_bias", False)),
         tie_word_embeddings=bool(hf.get("weight_tying", False)), causal=False,
-        max_position_embeddings=int(hf.get("max_sequence_length", 4096)),
+        max_position_embeddings=_size(hf, "max_sequence_length", 4096),
         mask_token_id=mask,
         bos_token_id=pick("bos", gen.get("bos_token_id"), hf.get("bos_token_id"),
                           _added_token_id(tok, ("<|startoftext|>",))),
@@ -284,7 +291,10 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except json.JSONDecodeError as e:
+    except RecursionError:
+        raise ValueError(f"{path}: {what} nests too deeply to be a real {what}; the file is "
+                         "corrupt, download it again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: {what} is not valid JSON ({e}); the file is corrupt or "
                          "incompletely downloaded, download it again") from None
     if not isinstance(data, dict):
@@ -593,8 +603,14 @@ def load_hf_dir(path, *, dtype: Union[str, Any] = "bfloat16", place: Optional[Pl
                                 "config.json published with the weights")
     hf = _read_json(cfg_path, "config.json")
     tok_cfg = _optional_json(d / "tokenizer_config.json")
-    cfg = config_from_hf(hf, generation_config=_optional_json(d / "generation_config.json"),
-                         tokenizer_config=tok_cfg)
+    try:
+        cfg = config_from_hf(hf, generation_config=_optional_json(d / "generation_config.json"),
+                             tokenizer_config=tok_cfg)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        raise ValueError(msg if str(cfg_path) in msg else
+                         f"{cfg_path}: {msg}; use the config.json published with these "
+                         "weights") from None
     np_dtype = resolve_dtype(dtype)
 
     tensors, files = checkpoint_tensors(d)

@@ -239,10 +239,15 @@ def _fmt_shape(s) -> str:
     return "[" + ", ".join(str(int(x)) for x in s) + "]"
 
 
-def _section(title: str, lines: list[str], fix: str, limit: int = 30) -> str:
+_SHOWN = 30
+
+
+def _section(title: str, lines: list[str], fix: str, limit: int = _SHOWN,
+             total: Optional[int] = None) -> str:
+    total = len(lines) if total is None else total
     shown = lines[:limit]
-    more = [f"    ... and {len(lines) - limit} more"] if len(lines) > limit else []
-    return "\n".join([f"  {title} ({len(lines)}):"] + [f"    {ln}" for ln in shown] + more
+    more = [f"    ... and {total - len(shown)} more"] if total > len(shown) else []
+    return "\n".join([f"  {title} ({total}):"] + [f"    {ln}" for ln in shown] + more
                      + [f"    fix: {fix}"])
 
 
@@ -304,7 +309,7 @@ def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorS
         if ok:
             entries[path][key] = PlanEntry(key, src, rule.transform)
 
-    missing = []
+    missing, n_missing = [], 0  # only the first _SHOWN are spelled out (memory stays bounded)
     for path, got in entries.items():
         rule = name_map.rule_for(path)
         keys = range(n) if rule.layered else [None]
@@ -313,8 +318,10 @@ def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorS
                 nm = rule.name(k)
                 if nm in tensors:  # present but rejected above (shape/dtype): not "missing"
                     continue
-                missing.append(f"{nm}  (params {'/'.join(path)}"
-                               + (f" block {k})" if k is not None else ")"))
+                n_missing += 1
+                if len(missing) < _SHOWN:
+                    missing.append(f"{nm}  (params {'/'.join(path)}"
+                                   + (f" block {k})" if k is not None else ")"))
 
     if unexpected or missing or wrong_shape or bad_dtype:
         if cfg.family == "llada":  # LLaDA's own config.json keys
@@ -322,7 +329,7 @@ def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorS
         else:
             k_layers, k_tie, k_bias = ("num_hidden_layers", "tie_word_embeddings",
                                        "attention_bias")
-        total = len(unexpected) + len(missing) + len(wrong_shape) + len(bad_dtype)
+        total = len(unexpected) + n_missing + len(wrong_shape) + len(bad_dtype)
         parts = [f"{where} does not match its {config_file} ({cfg.family} config: "
                  f"{n} layers, hidden {cfg.hidden_size}, intermediate {cfg.intermediate_size}, "
                  f"heads {cfg.num_heads}/{cfg.num_kv_heads}x{cfg.head_dim}, vocab "
@@ -338,7 +345,7 @@ def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorS
             parts.append(_section(
                 "missing tensors", missing,
                 f"re-download the incomplete shards, or fix {k_layers} / {k_tie} / {k_bias} "
-                f"in {config_file}"))
+                f"in {config_file}", total=n_missing))
         if unexpected:
             parts.append(_section(
                 "unexpected tensors", unexpected,

@@ -117,6 +117,9 @@ class SafetensorsFile:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise _corrupt(path, f"its JSON header does not parse ({e})") from None
+        except RecursionError:
+            raise _corrupt(path, "its JSON header nests too deeply to be a tensor table") \
+                from None
         if not isinstance(header, dict):
             raise _corrupt(path, "its JSON header is not an object")
         self.data_start = 8 + n
@@ -151,6 +154,11 @@ class SafetensorsFile:
                                 f"which is only {data_size} bytes (truncated)")
                 continue
             self._infos[name] = TensorInfo(name, code, shape, begin, end)
+        # No two tensors may share bytes (one would silently alias the other).
+        spans = sorted((i.begin, i.end, i.name) for i in self._infos.values() if i.end > i.begin)
+        for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+            if b1 < e0:
+                problems.append(f"tensors {n0!r} [{b0}, {e0}] and {n1!r} [{b1}, {e1}] overlap")
         if problems:
             shown = problems[:10] + ([f"... and {len(problems) - 10} more"]
                                      if len(problems) > 10 else [])
