@@ -588,7 +588,8 @@ def evaluate_refusals(model, sets: dict, *, gen_length: int = 32, batch_size: in
 # ----------------------------------------------------------------------------- command
 
 
-SAFE_ADAPTER_DIR = "checkpoints/smollm2-135m-instruct-safe"
+SAFE_ADAPTER_DIR = "checkpoints/smollm2-135m-instruct-safe"  # the shipped adapter
+DEFAULT_OUT = "runs/smollm2-135m-instruct-safe"  # retraining never targets the shipped folder
 
 
 def add_arguments(p) -> None:
@@ -598,8 +599,8 @@ def add_arguments(p) -> None:
     d = FinetuneConfig()
     p.add_argument("--base", default="smollm2-135m-instruct", help="base model (registry name "
                    "or path; default smollm2-135m-instruct)")
-    p.add_argument("--out", default=SAFE_ADAPTER_DIR, help=f"adapter folder (default "
-                   f"{SAFE_ADAPTER_DIR})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"adapter folder (default {DEFAULT_OUT}; "
+                   f"the shipped adapter is in {SAFE_ADAPTER_DIR})")
     p.add_argument("--checkpoint-dir", help="resumable training checkpoints (default "
                    "$SRI_JAX_CACHE/finetune/<out name>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints "

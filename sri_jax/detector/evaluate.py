@@ -211,7 +211,7 @@ class _Traced:
 def step_texts(model, snapshots, cfg) -> list[list[str]]:
     """Response text visible after each step, from ``GenerationResult.snapshots`` [B, T, G]:
     AR (and ar_on_diffusion) step t shows the first t tokens; diffusion the decoded canvas
-    (``Model.decode``: stops at the first EOS/EOT, special tokens skipped)."""
+    (``Model.decode``: the whole row with special tokens skipped, as the judge reads it)."""
     snaps = np.array(snapshots)
     b, t, g = snaps.shape
     if cfg.mode in ("autoregressive", "ar_on_diffusion"):

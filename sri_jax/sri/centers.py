@@ -114,6 +114,7 @@ def run_meta(model, cfg, *, system_prompt="default", judge=None) -> dict:
             "steps": cfg.steps, "gen_length": cfg.gen_length, "block_length": cfg.block_length,
             "tau": cfg.tau, "eps": EPS, "dim": model.config.hidden_size,
             "system_prompt": sp or None, "chat_template_hash": chat_template_hash(model),
+            "safe_prompts": bool(getattr(model, "safe_prompts", False)),  # recorded, not compared
             "dtype": str(np.dtype(model.dtype)), "version": sri_jax.__version__}
     if judge is not None:
         meta["judge"] = judge_name(judge)
