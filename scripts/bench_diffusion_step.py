@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sampler import FULL, REPO, cores, cpu_model, forward_flops, write_json  # noqa: E402
+from bench_sampler import (FULL, REPO, cores, cpu_model, forward_flops, repo_command,  # noqa: E402
+                           write_json)
 
 DEFAULT_OUT = REPO / "docs" / "benchmarks" / "diffusion_step.json"
 
@@ -159,7 +159,7 @@ def main(argv=None):
                                                 for k in ("gemms", "attention", "lm_head"))
     doc = {"machine": {"cpu": cpu_model(), "cores": cores(), "jax": jax.__version__,
                        "xla_flags": os.environ.get("XLA_FLAGS", "")},
-           "command": shlex.join([sys.executable] + sys.argv),
+           "command": repo_command(),
            "batch": b, "tokens": s, "layers": n, "lm_head_tokens": block,
            "repeats": args.repeats, "parts": parts, "rest_per_step_s": rest,
            "max_abs_diff": {"attention": attn_diff, "logits": logits_diff}}

@@ -9,8 +9,12 @@ Random bf16 weights only (no checkpoint files); random prompt ids and random cen
 2. torch baseline (a subprocess, so its CUDA memory and libraries never meet JAX's): HF
    ``LlamaForCausalLM`` built on the device in bf16, one prompt at a time, a Python loop per
    step, hidden states to the host and sigma in numpy every step; no KV cache for AR (as the
-   reference code); LLaDA ``generate`` for diffusion (``config.is_causal = False``).
-   2 prompts per workload, plus its bf16 matmul rate;
+   reference code); LLaDA ``generate`` for diffusion (``config.is_causal = False``). Per
+   workload one full untimed warm-up trace (its own prompt: every sequence length the timed
+   traces meet has run once), then ``--baseline-prompts`` (>= 8) timed traces; the baseline
+   rate is 1 / the MEDIAN seconds per prompt. The child writes its weights with
+   ``save_pretrained`` so that sri_jax loads the very same bf16 weights (``--no-check``: each
+   side draws its own random weights and nothing is compared). Plus its bf16 matmul rate;
 3. JAX bf16 matmul peak (8192^3, median) and HBM copy bandwidth;
 4. diffusion: LLaDA-8B shape (``sri_jax.models.config.LLADA_8B``), reference sampler settings
    (REFERENCE.md section 1: gen 128, 32 steps, one block of 128), prompt 64, SRI on, batch
@@ -18,8 +22,14 @@ Random bf16 weights only (no checkpoint files); random prompt ids and random cen
 5. AR: Llama-3.1-8B shape (``model_configs`` below), greedy, gen 32 (the reference's T;
    flag ``--ar-gen``), prompt 64, batch 1, 16, 64, 128; SRI off at the largest.
 
-Per sri_jax run: compile time (JAX compile events of the first call), first-call wall, median
-of 2 timed calls, prompts/s, tokens/s, model TFLOP/s (``bench_sampler.forward_flops``) and its
+Agreement, in the same run (as ``bench_sampler.py`` on the CPU): sri_jax traces the baseline's
+prompts with the same weights and centers (SRI on, one call, compile excluded) and the JSON
+records per workload ``check``: rows whose tokens equal the baseline's, token agreement, and
+the largest sigma difference on those rows (bf16 on both sides, so near-tied logits may
+decide differently: a warning, not an error); and whether SRI on and off give the same tokens.
+
+Per sri_jax run: compile time (JAX compile events of the first call), first-call wall (never
+in the medians), median of 2 timed calls, prompts/s, tokens/s, model TFLOP/s (``bench_sampler.forward_flops``) and its
 fraction of the measured bf16 peak, for AR also the weight-stream GB/s against the measured
 copy bandwidth, and the speed-up over the baseline's prompts/s. A batch is skipped (recorded as
 "skipped: budget") when its predicted cost (compile + 3 runs, scaled from the previous batch)
@@ -35,7 +45,7 @@ does not work with the device's JAX falls back to the device's own packages)::
     JAX_PLATFORMS=cpu python3 scripts/bench_gpu.py --check || export PYTHONPATH=.
     python3 -u scripts/bench_gpu.py --budget-s 400 --out $OUT/gpu.json
 
-CPU smoke test (tiny shapes, every code path, under 2 minutes)::
+CPU smoke test (tiny shapes, every code path, about a minute; tests/test_bench_gpu.py runs it)::
 
     nice -n 10 .venv/bin/python scripts/bench_gpu.py --tiny --out /tmp/gpu_tiny.json
 """
@@ -52,8 +62,8 @@ import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import platform  # noqa: E402
-import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -66,14 +76,14 @@ import numpy as np  # noqa: E402
 
 # scripts/ is sys.path[0] when this file is run: the CPU benchmark's helpers import directly.
 from bench_sampler import (forward_flops, hf_ar_trace, hf_diffusion_trace,  # noqa: E402
-                           median, write_json)
+                           median, repo_command, repo_path, write_json)
 
 T_START = time.perf_counter()
 
 FULL = dict(prompt_len=64, dif_gen=128, dif_steps=32, dif_block=128, dif_batches=(1, 8, 32, 64),
-            ar_gen=32, ar_batches=(1, 16, 64, 128), repeats=2, baseline_prompts=2,
+            ar_gen=32, ar_batches=(1, 16, 64, 128), repeats=2, baseline_prompts=8,
             matmul_n=8192, matmul_reps=5, matmul_inner=10, hbm_bytes=2 << 30,
-            first_compile_guess_s=45.0, ar_reserve_s=120.0)
+            first_compile_guess_s=45.0, ar_reserve_s=120.0, dtype="bfloat16")
 TINY = dict(FULL, prompt_len=16, dif_gen=32, dif_steps=8, dif_block=32, dif_batches=(1, 2),
             ar_gen=8, ar_batches=(1, 2), matmul_n=256, matmul_reps=3, matmul_inner=2,
             hbm_bytes=16 << 20, first_compile_guess_s=10.0, ar_reserve_s=20.0)
@@ -169,7 +179,8 @@ def torch_matmul(n: int, reps: int, inner: int, dev) -> dict:
 
 
 def torch_workload(w: dict, dev, seed: int) -> dict:
-    """Build the HF model on the device (bf16, random init), time it, free it."""
+    """Build the HF model on the device (bf16, random init), time it, save its weights for
+    the sri_jax side (``w["weights_dir"]``), free it."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -178,13 +189,17 @@ def torch_workload(w: dict, dev, seed: int) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     with dev:
-        model = LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16).eval()
+        model = LlamaForCausalLM._from_config(cfg, dtype=getattr(torch, w["dtype"])).eval()
     if model.device.type != dev.type:  # never time an 8B model on the host by mistake
         model.to(dev)
     res = {"attn_implementation": getattr(model.config, "_attn_implementation", None),
            "param_device": str(model.device)}
     try:
-        res.update(time_traces(model, w, seed, t0))
+        res.update(time_traces(model, w, t0))
+        if w.get("weights_dir"):
+            t1 = time.perf_counter()
+            model.save_pretrained(w["weights_dir"])
+            res["save_s"] = time.perf_counter() - t1
     finally:
         del model
         gc.collect()
@@ -195,47 +210,49 @@ def torch_workload(w: dict, dev, seed: int) -> dict:
     return res
 
 
-def time_traces(model, w: dict, seed: int, t_build: float) -> dict:
-    """A short untimed warm-up, then w['prompts'] prompts traced one at a time."""
+def time_traces(model, w: dict, t_build: float) -> dict:
+    """One full untimed warm-up trace (its own prompt), then the w['prompts'] timed prompts
+    traced one at a time; their tokens and sigma go to ``w["result_path"]`` (npz)."""
     import torch
 
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     sync()
     res = {"build_s": time.perf_counter() - t_build, "prompts": w["prompts"]}
-    rng = np.random.default_rng(seed)
-    prompts = rng.integers(*w["id_range"], size=(w["prompts"], w["prompt_len"]))
+    data = np.load(w["data_path"])
+    prompts, warm = data["prompts"][:w["prompts"]], data["warmup_prompt"]
+    mu_p, mu_n = data["mu_p"].astype(np.float64), data["mu_n"].astype(np.float64)
     g, p, steps = w["gen"], w["prompt_len"], w["steps"]
-    mu_p, mu_n = rng.standard_normal((2, steps, w["hf_config"]["hidden_size"]))
-    if w["causal"]:  # returns the forward passes run (fewer after an early EOS)
-        def trace(pr, warm):
-            return hf_ar_trace(model, pr, 2 if warm else g, mu_p, mu_n, set(w["stops"]),
-                               pad_id=0)[2]
+    if w["causal"]:  # (tokens, sigma, forward passes run: fewer after an early EOS)
+        def trace(pr):
+            return hf_ar_trace(model, pr, g, mu_p, mu_n, set(w["stops"]), w["pad_id"])
     else:
-        def trace(pr, warm):  # warm-up: one step over the same canvas
-            n = 1 if warm else steps
-            hf_diffusion_trace(model, pr, g, n, g if warm else w["block"], w["mask_id"],
-                               mu_p, mu_n)
-            return n
+        def trace(pr):
+            return (*hf_diffusion_trace(model, pr, g, steps, w["block"], w["mask_id"], mu_p,
+                                        mu_n), steps)
     t0 = time.perf_counter()
-    trace(prompts[0], True)
+    trace(warm)
     sync()
     res["warmup_s"] = time.perf_counter() - t0
-    times, passes = [], 0
+    times, tokens, sigma, passes = [], [], [], 0
     for pr in prompts:
         t0 = time.perf_counter()
-        passes += trace(pr, False)
+        tok, sig, n = trace(pr)
         sync()
         times.append(time.perf_counter() - t0)
-    total = sum(times)
+        tokens.append(tok)
+        sigma.append(sig)
+        passes += n
+    np.savez(w["result_path"], tokens=np.stack(tokens), sigma=np.stack(sigma))
+    med = median(times)
     sz = w["sizes"]
     if w["causal"]:  # full re-run, LM head over every position (HF default)
         per_prompt = sum(forward_flops(sz, p + t, p + t)["total"] for t in range(g))
         flops = per_prompt * passes / g
     else:
         flops = passes * forward_flops(sz, p + g, p + g)["total"]
-    res.update(times_s=times, total_s=total, forward_passes=passes,
-               prompts_per_s=len(prompts) / total, tokens_per_s=len(prompts) * g / total,
-               tflops=flops / total / 1e12)
+    res.update(times_s=times, median_s=med, total_s=sum(times), forward_passes=passes,
+               prompts_per_s=1.0 / med, tokens_per_s=g / med,
+               tflops=flops / len(prompts) / med / 1e12)
     return res
 
 
@@ -267,8 +284,9 @@ def torch_child(spec_path: Path, out: Path) -> None:
         r = res[name]
         msg = (f"ERROR {r['error'].splitlines()[0]}" if "error" in r else
                f"{r['tflops']:.1f} TFLOP/s" if name == "matmul_bf16" else
-               f"{r['prompts_per_s']:.3f} prompts/s ({r['total_s']:.2f}s for {r['prompts']}, "
-               f"build {r['build_s']:.1f}s, warm-up {r['warmup_s']:.2f}s)")
+               f"{r['prompts_per_s']:.3f} prompts/s (median {r['median_s']:.3f}s of "
+               f"{r['prompts']} prompts, build {r['build_s']:.1f}s, warm-up trace "
+               f"{r['warmup_s']:.2f}s)")
         print(f"[torch] {name}: {msg}", flush=True)
 
 
@@ -380,14 +398,17 @@ def memory_peak_gb():
     return None if peak is None else peak / 1e9
 
 
-def time_generate(run: Run, entry: dict, model, ids, cfg, centers, repeats: int) -> None:
+def time_generate(run: Run, entry: dict, model, ids, cfg, centers, repeats: int):
     """First call (compile + run), then `repeats` timed calls; ``generate`` returns numpy, so
-    each wall time includes the device work. Fills ``entry`` and saves after every call."""
+    each wall time includes the device work. Fills ``entry`` and saves after every call;
+    returns the last GenerationResult."""
     import sri_jax
+
+    last = []
 
     def call():
         t0 = time.perf_counter()
-        sri_jax.generate(model, input_ids=ids, cfg=cfg, centers=centers)
+        last[:] = [sri_jax.generate(model, input_ids=ids, cfg=cfg, centers=centers)]
         return time.perf_counter() - t0
 
     _COMPILE_EVENTS.clear()
@@ -403,17 +424,58 @@ def time_generate(run: Run, entry: dict, model, ids, cfg, centers, repeats: int)
     if not _COMPILE_EVENTS:  # no compile events recorded by this JAX: first call - a run
         entry["compile_s"] = max(entry["first_call_s"] - entry["median_s"], 0.0)
     entry["status"] = "ok"
+    return last[0]
 
 
-def sweep(run: Run, key: str, label: str, mcfg, scfg, batches, sz: dict, id_range,
-          deadline: float, flops_per_row: float, baseline: dict) -> None:
-    """Random bf16 params on the device, SRI on at each batch size (until the budget or the
-    memory runs out), then SRI off at the largest batch measured."""
+def agreement(tokens, sigma, base_tokens, base_sigma) -> dict:
+    """Tokens row by row against the baseline's, sigma on the rows whose tokens agree."""
+    rows_eq = np.all(tokens == base_tokens, axis=1)
+    err = np.abs(np.asarray(sigma, np.float64) - base_sigma)[rows_eq]
+    return {"rows": int(len(rows_eq)), "token_rows_equal": int(rows_eq.sum()),
+            "token_agreement": float(np.mean(tokens == base_tokens)),
+            "sigma_max_abs_diff": float(err.max()) if rows_eq.any() else None}
+
+
+def load_model(key: str, mcfg, label: str, weights_dir, sec: dict, dtype: str):
+    """The baseline's own weights when its child saved them, else random ones drawn on the
+    device (then nothing can be compared)."""
     import jax
     import jax.numpy as jnp
 
-    from sri_jax import Centers, Model
+    from sri_jax import Model
     from sri_jax.models.decoder import random_params
+
+    t0 = time.perf_counter()
+    if weights_dir is not None and (Path(weights_dir) / "config.json").is_file():
+        from sri_jax.weights.hf import load_hf_model
+
+        m = load_hf_model(weights_dir, dtype=dtype, load_tokenizer=False, name=label)
+        # the same HF Llama weights; diffusion: bidirectional with LLaDA's special ids
+        over = {k: getattr(mcfg, k) for k in ("causal", "mask_token_id", "eos_token_id",
+                                              "eot_token_id", "pad_token_id")}
+        model = Model(config=m.config.replace(**over), params=m.params, name=label,
+                      weight_hash=m.weight_hash)
+        sec["weights"] = f"the baseline's (HF save_pretrained, {dtype})"
+    else:
+        # jitted: drawn on the device and cast to bf16 in one program (no host copy)
+        params = jax.jit(functools.partial(random_params, mcfg, 0, jnp.dtype(dtype)))()
+        model = Model(config=mcfg, params=params, name=label)
+        sec["weights"] = "random, drawn here (no shared checkpoint: agreement not checked)"
+    jax.block_until_ready(model.params)
+    sec["init_s"] = time.perf_counter() - t0
+    return model
+
+
+def sweep(run: Run, key: str, label: str, mcfg, scfg, batches, sz: dict, data: dict,
+          deadline: float, flops_per_row: float, baseline: dict, weights_dir=None,
+          base_result=None) -> None:
+    """The baseline's bf16 weights (or random ones) on the device; the agreement check on the
+    baseline's prompts; SRI on at each batch size (until the budget or the memory runs out),
+    then SRI off at the largest batch measured."""
+    import jax
+
+    import sri_jax
+    from sri_jax import Centers
 
     sec = run.doc[key] = {"model": label, "config": mcfg.to_dict(), "sampler": scfg.to_dict(),
                           "prompt_len": sz["prompt_len"], "flops_per_row": flops_per_row,
@@ -422,22 +484,38 @@ def sweep(run: Run, key: str, label: str, mcfg, scfg, batches, sz: dict, id_rang
         sec["runs"] = [{"batch": b, "sri": "on", "status": "skipped: budget"} for b in batches]
         print(f"{key}: skipped: budget ({deadline - elapsed():.0f}s left)", flush=True)
         return
-    t0 = time.perf_counter()
-    # jitted: drawn on the device and cast to bf16 in one program (no host copy; only the
-    # bf16 params stay)
-    params = jax.jit(functools.partial(random_params, mcfg, 0, jnp.bfloat16))()
-    jax.block_until_ready(params)
-    sec["init_s"] = time.perf_counter() - t0
+    model = load_model(key, mcfg, label, weights_dir, sec, sz["dtype"])
+    params = model.params
     sec["param_bytes"] = int(sum(a.nbytes for a in jax.tree.leaves(params)))
-    print(f"{label}: {sec['param_bytes'] / 1e9:.2f} GB bf16 params on "
-          f"{jax.tree.leaves(params)[0].devices()} in {sec['init_s']:.1f}s", flush=True)
-    model = Model(config=mcfg, params=params, name=label)
-    rng = np.random.default_rng(1)
-    prompts = rng.integers(*id_range, size=(max(batches), sz["prompt_len"])).astype(np.int32)
-    centers = Centers(*rng.standard_normal((2, scfg.steps, mcfg.hidden_size), np.float32))
+    print(f"{label}: {sec['param_bytes'] / 1e9:.2f} GB {sz['dtype']} params on "
+          f"{jax.tree.leaves(params)[0].devices()} in {sec['init_s']:.1f}s ({sec['weights']})",
+          flush=True)
+    prompts = data["prompts"]
+    centers = Centers(data["mu_p"], data["mu_n"])
     peak, hbm = run.doc.get("peak", {}), run.doc.get("hbm", {})
     base_pps = baseline.get("prompts_per_s")
     repeats = sz["repeats"]
+    if base_result is not None and sec["weights"].startswith("the baseline"):
+        n = len(base_result["tokens"])
+        entry = sec["check"] = {"batch": n, "sri": "on", "status": "starting"}
+        try:
+            t0 = time.perf_counter()
+            res = sri_jax.generate(model, input_ids=prompts[:n], cfg=scfg, centers=centers)
+            entry.update(first_call_s=time.perf_counter() - t0, status="ok")
+        except Exception as e:
+            entry.update(status="error", error=error_text(e))
+        else:
+            entry.update(agreement(res.tokens, res.sri, base_result["tokens"],
+                                   base_result["sigma"]))
+            if entry["token_rows_equal"] < n:
+                run.doc.setdefault("warnings", []).append(
+                    f"{key}: sri_jax tokens differ from the baseline's in "
+                    f"{n - entry['token_rows_equal']}/{n} rows (token agreement "
+                    f"{entry['token_agreement']:.3f}; {sz['dtype']} on both sides: near-tied "
+                    "logits can decide differently)")
+        run.save()
+        print(f"{key}: agreement with the baseline: {entry.get('token_rows_equal')}/{n} rows, "
+              f"sigma max |diff| {entry.get('sigma_max_abs_diff')}", flush=True)
 
     def predict(prev, batch):
         """Compile + first call + repeats, scaled linearly in batch from `prev` (over-
@@ -446,12 +524,14 @@ def sweep(run: Run, key: str, label: str, mcfg, scfg, batches, sz: dict, id_rang
             return sz["first_compile_guess_s"]
         return prev["compile_s"] + (1 + repeats) * prev["median_s"] * batch / prev["batch"]
 
+    results = {}
+
     def measure(batch, sri_on):
         entry = {"batch": batch, "sri": "on" if sri_on else "off", "status": "starting"}
         sec["runs"].append(entry)
         try:
-            time_generate(run, entry, model, prompts[:batch], scfg,
-                          centers if sri_on else None, repeats)
+            results[batch, sri_on] = time_generate(run, entry, model, prompts[:batch], scfg,
+                                                   centers if sri_on else None, repeats)
         except Exception as e:
             entry["status"] = "oom" if is_oom(e) else "error"
             entry["error"] = error_text(e)
@@ -503,6 +583,8 @@ def sweep(run: Run, key: str, label: str, mcfg, scfg, batches, sz: dict, id_rang
     if off["status"] == "ok":
         sec["sri_overhead_pct"] = 100.0 * (best["median_s"] - off["median_s"]) / off["median_s"]
         sec["sri_overhead_batch"] = best["batch"]
+        sec["tokens_on_equal_off"] = bool(np.array_equal(
+            results[best["batch"], True].tokens, results[best["batch"], False].tokens))
 
 
 # ============================================================================ output
@@ -548,9 +630,10 @@ def print_summary(doc: dict) -> None:
             if "error" in b:
                 print(f"{key:<10} torch baseline ERROR: {b['error'].splitlines()[0][:70]}")
             else:
-                print(f"{key:<10} torch loop, {b['prompts']} prompts one at a time: "
-                      f"{b['total_s'] / b['prompts']:.3f} s/prompt, {b['prompts_per_s']:.3f} "
-                      f"prompts/s, {b['tokens_per_s']:.1f} tokens/s, {b['tflops']:.1f} TFLOP/s")
+                print(f"{key:<10} torch loop, {b['prompts']} prompts one at a time after a "
+                      f"warm-up trace: median {b['median_s']:.3f} s/prompt, "
+                      f"{b['prompts_per_s']:.3f} prompts/s, {b['tokens_per_s']:.1f} tokens/s, "
+                      f"{b['tflops']:.1f} TFLOP/s")
         for r in doc.get(key, {}).get("runs", []):
             print(row_text(key, r))
     print("-" * len(hdr))
@@ -564,6 +647,14 @@ def print_summary(doc: dict) -> None:
                   f" SRI overhead " + (f"{sec['sri_overhead_pct']:+.2f}% at batch "
                                         f"{sec['sri_overhead_batch']}"
                                         if "sri_overhead_pct" in sec else "n/a"))
+            c = sec.get("check", {})
+            print(f"{key}: agreement with the baseline (same weights, its {c.get('rows', '-')} "
+                  f"prompts): token rows equal {c.get('token_rows_equal', '-')}, token "
+                  f"agreement {fmt(c.get('token_agreement'), '.3f')}, sigma max |diff| "
+                  f"{fmt(c.get('sigma_max_abs_diff'), '.2e')}; SRI on/off tokens equal "
+                  f"{sec.get('tokens_on_equal_off', '-')}")
+    for w in doc.get("warnings", []):
+        print(f"WARNING {w}")
     for name, err in doc.get("errors", {}).items():
         print(f"ERROR {name}: {err.splitlines()[0][:150]}")
     print("(compile s = JAX compile events of the first call; median of "
@@ -624,7 +715,16 @@ def main(argv=None):
                                           "(default 1,8,32,64)")
     ap.add_argument("--ar-reserve-s", type=float, default=None,
                     help="budget kept back for the AR sweep while the diffusion sweep runs")
-    ap.add_argument("--baseline-timeout-s", type=float, default=150.0)
+    ap.add_argument("--baseline-timeout-s", type=float, default=240.0)
+    ap.add_argument("--baseline-prompts", type=int, default=None,
+                    help="timed baseline prompts per workload, after one warm-up trace "
+                         "(default and minimum 8)")
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
+                    help="weights and activations of both sides (default bfloat16; float32 "
+                         "makes the agreement check exact, for the CPU smoke test)")
+    ap.add_argument("--no-check", action="store_true",
+                    help="skip sharing the baseline's weights with sri_jax (no save/load of "
+                         "two 16 GB checkpoints); then tokens and sigma are not compared")
     for part in ("baseline", "diffusion", "ar"):
         ap.add_argument(f"--skip-{part}", action="store_true")
     ap.add_argument("--check", action="store_true",
@@ -638,19 +738,26 @@ def main(argv=None):
         return self_check()
 
     sz = dict(TINY if args.tiny else FULL)
+    if args.baseline_prompts is not None:
+        if args.baseline_prompts < 8:
+            ap.error("--baseline-prompts must be >= 8 (a median over fewer is not a figure)")
+        sz["baseline_prompts"] = args.baseline_prompts
     if args.ar_gen:
         sz["ar_gen"] = args.ar_gen
+    if args.dtype:
+        sz["dtype"] = args.dtype
     for key in ("ar_batches", "dif_batches"):
         if getattr(args, key):
             sz[key] = tuple(int(b) for b in getattr(args, key).split(","))
     if args.ar_reserve_s is not None:
         sz["ar_reserve_s"] = args.ar_reserve_s
-    doc = {"tiny": args.tiny, "budget_s": args.budget_s, "sizes": sz, "out": str(args.out),
-           "command": shlex.join([sys.executable] + sys.argv),
+    doc = {"tiny": args.tiny, "budget_s": args.budget_s, "sizes": sz,
+           "out": repo_path(str(args.out)), "command": repo_command(argv),
            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
            "env": {k: os.environ.get(k) for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS",
                                                   "PYTHONPATH")}}
     run = Run(args.out, args.budget_s, doc)
+    tmp = None
     try:
         import jax
 
@@ -672,15 +779,44 @@ def main(argv=None):
                             block_length=sz["dif_block"], temperature=0.0,
                             remasking="low_confidence", mode="diffusion")
         ar = SamplerConfig.autoregressive(gen_length=sz["ar_gen"])
-        common = {"prompt_len": p, "id_range": list(id_range), "prompts": sz["baseline_prompts"]}
+        # one set of prompt ids and centers per workload, shared by both sides: the baseline
+        # traces the first `baseline_prompts` rows (after a warm-up trace on its own prompt),
+        # sri_jax the first `batch` rows of each sweep step
+        tmp = Path(tempfile.mkdtemp(prefix="sri_jax_bench_gpu_"))
+        rng = np.random.default_rng(1)
+        data = {}
+        for key, c, steps, batches in (("diffusion", dcfg, dif.steps, sz["dif_batches"]),
+                                       ("ar", acfg, ar.steps, sz["ar_batches"])):
+            n = max(max(batches), sz["baseline_prompts"])
+            ids = rng.integers(*id_range, size=(n + 1, p)).astype(np.int32)
+            mu = rng.standard_normal((2, steps, c.hidden_size)).astype(np.float32)
+            data[key] = {"prompts": ids[:n], "warmup_prompt": ids[n], "mu_p": mu[0],
+                         "mu_n": mu[1]}
+            np.savez(tmp / f"{key}_data.npz", **data[key])
+        common = {"prompt_len": p, "prompts": sz["baseline_prompts"]}
         workloads = {
             "diffusion": dict(common, hf_config=hf_llama_kwargs(dcfg), causal=False,
                               sizes=flop_sizes(dcfg), gen=dif.gen_length, steps=dif.steps,
                               block=dif.block_length, mask_id=dcfg.mask_token_id, stops=[]),
             "ar": dict(common, hf_config=hf_llama_kwargs(acfg), causal=True,
                        sizes=flop_sizes(acfg), gen=ar.gen_length, steps=ar.steps,
+                       pad_id=acfg.pad_token_id,
                        stops=[t for t in (acfg.eos_token_id, acfg.eot_token_id)
                               if t is not None])}
+        for key, w in workloads.items():
+            w.update(dtype=sz["dtype"], data_path=str(tmp / f"{key}_data.npz"),
+                     result_path=str(tmp / f"{key}_result.npz"),
+                     weights_dir=None if args.no_check else str(tmp / f"{key}_weights"))
+        skip = {"diffusion": args.skip_diffusion, "ar": args.skip_ar}
+        workloads = {k: w for k, w in workloads.items() if not skip[k]}
+
+        def shared(key):
+            """(weights dir, baseline tokens / sigma) the baseline child left for `key`."""
+            w = workloads[key]
+            if not Path(w["result_path"]).is_file():
+                return None, None
+            with np.load(w["result_path"]) as r:
+                return w["weights_dir"], {"tokens": r["tokens"], "sigma": r["sigma"]}
 
         # torch first: it frees the GPU on exit before JAX allocates anything large
         if not args.skip_baseline:
@@ -704,23 +840,29 @@ def main(argv=None):
                 flops = dif.steps * forward_flops(flop_sizes(dcfg), pad + dif.gen_length,
                                                   dif.block_length)["total"]
                 reserve = 0.0 if args.skip_ar else sz["ar_reserve_s"]
+                wdir, base = shared("diffusion")
                 sweep(run, "diffusion", "LLaDA-8B shape" + (" (tiny)" if args.tiny else ""),
-                      dcfg, dif, sz["dif_batches"], sz, id_range,
-                      args.budget_s - reserve, flops, baseline.get("diffusion", {}))
+                      dcfg, dif, sz["dif_batches"], sz, data["diffusion"],
+                      args.budget_s - reserve, flops, baseline.get("diffusion", {}), wdir, base)
+            shutil.rmtree(tmp / "diffusion_weights", ignore_errors=True)
             gc.collect()  # the 8B params of the diffusion model go before the AR model's
             jax.clear_caches()
         if not args.skip_ar:
             with run.section("ar"):
                 pad = bucket_length(p, acfg.max_position_embeddings - ar.gen_length)
+                wdir, base = shared("ar")
                 sweep(run, "ar", "Llama-3.1-8B shape" + (" (tiny)" if args.tiny else ""),
-                      acfg, ar, sz["ar_batches"], sz, id_range, args.budget_s,
-                      ar_flops(flop_sizes(acfg), pad, ar.gen_length), baseline.get("ar", {}))
+                      acfg, ar, sz["ar_batches"], sz, data["ar"], args.budget_s,
+                      ar_flops(flop_sizes(acfg), pad, ar.gen_length), baseline.get("ar", {}),
+                      wdir, base)
     except BaseException as e:  # outside any section (imports) or interrupted: record it
         doc.setdefault("errors", {})["main"] = error_text(e)
         raise
     finally:
         run.save()
         print_summary(doc)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return doc
 
 

@@ -319,6 +319,28 @@ def machine_info(torch_threads: int) -> dict:
             "loadavg_start": list(os.getloadavg())}
 
 
+def repo_path(arg: str) -> str:
+    """``arg`` relative to the repository when it is a path inside it, else unchanged."""
+    path = Path(arg)
+    if path.is_absolute():
+        try:
+            return str(Path(os.path.normpath(path)).relative_to(REPO))
+        except ValueError:
+            pass
+    return arg
+
+
+def repo_command(argv=None) -> str:
+    """The command line as run from the repository root, without this machine's absolute
+    paths: the interpreter as ``python`` (or its path inside the repository, e.g.
+    ``.venv/bin/python``), the script and any path arguments inside the repository relative
+    to it."""
+    exe = repo_path(sys.executable)
+    if Path(exe).is_absolute():
+        exe = "python"
+    return shlex.join([exe] + [repo_path(a) for a in (sys.argv if argv is None else argv)])
+
+
 def write_json(obj, out: Path):
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
@@ -364,7 +386,7 @@ def main(argv=None):
     from sri_jax.weights.hf import load_hf_model
 
     machine = machine_info(n_threads)
-    command = shlex.join([sys.executable] + sys.argv)
+    command = repo_command()
     print(f"sri_jax sampler benchmark ({'QUICK smoke sizes' if args.quick else 'full sizes'})")
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, jax {machine['jax']} "
           f"({machine['jax_backend']}), torch {machine['torch']} ({n_threads} threads), "

@@ -6,7 +6,9 @@ from .models.config import ModelConfig, RopeScaling
 from .models.model import ForwardOutput, Model
 from .parallel.mesh import make_mesh
 from .sampling import GenerationResult, SamplerConfig, generate
+from .sri.centers import calibrate, load_centers, save_centers
 from .sri.signal import Centers, internal_recovery_rate, sri_signal
+from .tracing import read_traces, trace
 
 
 def load_model(source, *, dtype="bfloat16", **kwargs) -> Model:
@@ -25,6 +27,16 @@ def is_refusal(text: str) -> bool:
     return _judge(text)
 
 
+def __getattr__(name):
+    # The detector pulls in optax, orbax and scikit-learn: imported on first use only.
+    if name == "SRIGuard":
+        from .detector.autoencoder import SRIGuard
+
+        return SRIGuard
+    raise AttributeError(f"module 'sri_jax' has no attribute {name!r}")
+
+
 __all__ = ["Centers", "ForwardOutput", "GenerationResult", "Model", "ModelConfig", "RopeScaling",
-           "SamplerConfig", "generate", "internal_recovery_rate", "is_refusal", "load_model",
-           "make_mesh", "sri_signal", "__version__"]
+           "SRIGuard", "SamplerConfig", "calibrate", "generate", "internal_recovery_rate",
+           "is_refusal", "load_centers", "load_model", "make_mesh", "read_traces", "save_centers",
+           "sri_signal", "trace", "__version__"]

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
+from detector_oracle import (SCORE_ATOL, SCORE_RTOL, mann_whitney_auc, np_guard_score, np_mlp,
+                             np_quantile_linear)
 from sri_jax.detector import (CentersMismatchError, SRIClassifier, SRIGuard, evaluate_scores,
                               guard_score, refusal_with_guard, threshold_at_fpr, tpr_at_fpr)
 from sri_jax.detector import autoencoder as ae
@@ -56,18 +58,6 @@ def guard(data):
     return SRIGuard().fit(data["train"], centers_meta=make_centers())
 
 
-def numpy_forward_error(model, x):
-    """Independent float64 numpy MLP: tanh after every layer but the last."""
-    layers = [(np.asarray(l.kernel[...], np.float64), np.asarray(l.bias[...], np.float64))
-              for l in model.layers]
-    h = np.asarray(x, np.float64)
-    for i, (w, b) in enumerate(layers):
-        h = h @ w + b
-        if i < len(layers) - 1:
-            h = np.tanh(h)
-    return np.mean((x - h) ** 2, axis=1)
-
-
 # ------------------------------------------------------------------------------ the guard
 
 def test_separates_planted_anomalies(guard, data):
@@ -75,7 +65,10 @@ def test_separates_planted_anomalies(guard, data):
                         guard.threshold_)
     assert m["auroc"] > 0.9 and m["auprc"] > 0.9
     assert m["tpr"] > 0.8 and m["fpr"] < 0.05
-    assert guard.predict(data["a_test"]).mean() == pytest.approx(m["tpr"])
+    # by hand from the numpy oracle's errors (no attack error sits within rounding of it)
+    oracle = np_guard_score(guard.params_, data["a_test"])
+    assert np.abs(oracle - guard.threshold_).min() > 1e-5 * guard.threshold_
+    assert m["tpr"] == np.mean(oracle > guard.threshold_)
 
 
 def test_does_not_separate_benign_from_benign(guard, data):
@@ -84,16 +77,23 @@ def test_does_not_separate_benign_from_benign(guard, data):
     assert abs(m["auroc"] - 0.5) < 0.1
 
 
-def test_threshold_is_numpy_quantile_of_heldout(guard, data):
+def test_threshold_is_the_99th_percentile_of_heldout(guard, data):
+    """Oracle: the numpy float64 MLP's errors on the held-out rows, their 99th percentile by
+    hand (sorted order statistics, linear interpolation at 0.99 * (n - 1))."""
     hold, train = guard.holdout_indices_, guard.train_indices_
     assert len(hold) == 200 and len(train) == 800 and not set(hold) & set(train)
-    x_hold = data["train"][hold]
-    assert guard.threshold_ == np.quantile(guard.score_samples(x_hold), 0.99)
-    assert np.array_equal(guard.holdout_scores_, guard.score_samples(x_hold))
+    assert sorted(np.r_[hold, train]) == list(range(1000))
+    oracle = np_guard_score(guard.params_, data["train"][hold])
+    np.testing.assert_allclose(guard.holdout_scores_, oracle, rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    assert guard.threshold_ == pytest.approx(np_quantile_linear(oracle, 0.99), rel=SCORE_RTOL)
+    # 0.99 * 199 = 197.01: the threshold lies between the 3rd and 2nd largest errors, so
+    # exactly two held-out traces are flagged
+    assert (guard.holdout_scores_ > guard.threshold_).sum() == 2
     # explicit holdout: same training rows -> same params -> threshold from the given holdout
     g = SRIGuard().fit(data["train"][train], holdout=data["b_test"])
     assert g.holdout_indices_ is None
-    assert g.threshold_ == np.quantile(g.score_samples(data["b_test"]), 0.99)
+    assert g.threshold_ == pytest.approx(
+        np_quantile_linear(np_guard_score(g.params_, data["b_test"]), 0.99), rel=SCORE_RTOL)
     for a, b in zip(g.params_["layers"], guard.params_["layers"]):
         assert np.array_equal(a["kernel"], b["kernel"]) and np.array_equal(a["bias"], b["bias"])
 
@@ -101,9 +101,11 @@ def test_threshold_is_numpy_quantile_of_heldout(guard, data):
 def test_score_samples_matches_numpy_oracle(guard, data):
     x = np.concatenate([data["b_test"][:100], data["a_test"][:100]])
     ours = guard.score_samples(x)
-    oracle = numpy_forward_error(guard.model_, x)
-    np.testing.assert_allclose(ours, oracle, rtol=1e-4, atol=1e-5)
-    assert np.max(np.abs(ours - oracle)) < 1e-5
+    oracle = np_guard_score(guard.params_, x)
+    np.testing.assert_allclose(ours, oracle, rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    # the module's own layers hold the same numbers as the plain pytree
+    for layer, p in zip(guard.model_.layers, guard.params_["layers"]):
+        np.testing.assert_array_equal(np.asarray(layer.kernel[...]), p["kernel"])
 
 
 def test_decision_function_and_predict_signs(guard, data):
@@ -126,7 +128,6 @@ def test_deterministic_training(guard, data):
 
 def test_param_count_default():
     n = SRIGuard().num_params(32)
-    assert 2000 <= n <= 4000
     assert n == 32 * 32 + 32 + 32 * 16 + 16 + 16 * 32 + 32 + 32 * 32 + 32  # 3184
 
 
@@ -179,13 +180,16 @@ def test_pure_guard_score_under_jit(guard, data):
         return err, err > thr
 
     err, flags = flag_rows(params, jnp.asarray(x, jnp.float32))
-    np.testing.assert_allclose(np.asarray(err, np.float64), guard.score_samples(x), rtol=1e-6,
-                               atol=0)
+    oracle = np_guard_score(guard.params_, x.astype(np.float32))
+    np.testing.assert_allclose(np.asarray(err, np.float64), oracle, rtol=SCORE_RTOL,
+                               atol=SCORE_ATOL)
+    # the float32 threshold reproduces predict exactly (same fp32 errors on both sides)
     np.testing.assert_array_equal(np.asarray(flags), guard.predict(x))
     assert thr.dtype == np.float32 and float(thr) <= guard.threshold_
     # the module-level function with plain numpy params agrees too, and stays pure
     direct = jax.jit(guard_score)(guard.params_, x.astype(np.float32))
-    np.testing.assert_allclose(np.asarray(direct), np.asarray(err), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(direct, np.float64), oracle, rtol=SCORE_RTOL,
+                               atol=SCORE_ATOL)
     jax.make_jaxpr(fn)(params, jnp.zeros((3, T)))
 
 
@@ -278,11 +282,15 @@ def test_classifier(data, tmp_path):
                         clf.decision_function(data["a_test"]), 0.0)
     assert m["auroc"] > 0.95
     p = clf.predict_proba(xt)
-    np.testing.assert_allclose(p.sum(1), 1.0)
+    # oracle: sigmoid of the float64 numpy MLP's logit; probabilities in (0, 1), fp32 logits
+    # of magnitude <~ 20 are off by <~ 1e-5, which moves p by <= 1e-5 / 4
+    want = 1.0 / (1.0 + np.exp(-np_mlp(clf.params_, xt.astype(np.float32))[:, 0]))
+    np.testing.assert_allclose(p[:, 1], want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(p[:, 0], 1.0 - want, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(clf.predict(xt), p[:, 1] > 0.5)
     fn, params, thr = clf.as_pure()
-    np.testing.assert_allclose(np.asarray(jax.jit(fn)(params, xt.astype(np.float32))), p[:, 1],
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.jit(fn)(params, xt.astype(np.float32))), want,
+                               rtol=0, atol=1e-5)
     path = clf.save(tmp_path / "clf")
     back = SRIClassifier.load(path)
     assert np.array_equal(back.decision_function(xt), clf.decision_function(xt))
@@ -294,15 +302,6 @@ def test_classifier(data, tmp_path):
 
 
 # ------------------------------------------------------------------------------ metrics
-
-def mann_whitney_auc(b, a):
-    """AUROC by its definition: P(attack > benign) + 0.5 P(tie), plain Python."""
-    tot = 0.0
-    for sa in a:
-        for sb in b:
-            tot += 1.0 if sa > sb else 0.5 if sa == sb else 0.0
-    return tot / (len(a) * len(b))
-
 
 def test_metrics_hand_cases():
     m = evaluate_scores([0.1, 0.2, 0.3], [0.7, 0.8, 0.9], threshold=0.5)

@@ -7,15 +7,18 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
+from detector_oracle import (SCORE_ATOL, SCORE_RTOL, mann_whitney_auc, np_guard_score,
+                             np_quantile_linear)
 from sri_jax.detector.baselines import (ExternalGuard, LlamaGuard3, PerplexityFilter,
                                         SelfExamination, prompt_nll, prompt_perplexity)
 from sri_jax.detector.evaluate import EvalReport, evaluate_guard, step_texts
 from sri_jax.sampling import SamplerConfig, generate
 from sri_jax.sri.centers import calibrate
 from sri_jax.sri.judge import keyword_trace
+from sri_jax.tracing import read_traces
 from tiny_model import WORDS, tiny_chat_model
+from tolerance import FP32_REL
 
 CFG = SamplerConfig.autoregressive(gen_length=6)
 _W = [w for w in WORDS[3:] if not w.startswith("<")]
@@ -75,19 +78,19 @@ def report(model, centers, trace_dir):
                           trace_dir=trace_dir)
 
 
-def test_report_has_all_keys(report, tmp_path):
+def test_report_layout_and_round_trip(report, tmp_path):
     d = report.to_dict()
     assert set(d) == {"meta", "guard", "benign", "attacks", "means", "supervised",
                       "ablations", "baselines", "scores"}
     assert set(d["attacks"]) == set(HARMFUL)
-    for r in d["attacks"].values():
-        for k in ("auroc", "auprc", "tpr", "fpr", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr",
-                  "refusal_no_guard", "refusal_with_guard", "flag_rate", "n_attack"):
-            assert k in r
     assert set(d["means"]) == {"all", "jailbreak"}
     assert set(d["ablations"]) == {"sri_last", "first_step", "text"}
     for r in d["ablations"].values():
-        assert set(r["per_attack"]) == set(HARMFUL) and 0 <= r["mean_auroc"] <= 1
+        assert set(r["per_attack"]) == set(HARMFUL)
+        assert r["mean_auroc"] == pytest.approx(np.mean(list(r["per_attack"].values())))
+    # the guard's own signal is the guard's per-attack AUROC
+    assert d["ablations"]["sri_last"]["per_attack"] == {a: r["auroc"]
+                                                        for a, r in d["attacks"].items()}
     t13 = d["baselines"]["table13"]
     assert set(t13) == {"undefended", "perplexity", "self_exam", "every_other", "sri_guard",
                         "sri_guard+signal"}
@@ -154,19 +157,69 @@ def test_run_evaluation_writes_report_and_resumes(tmp_path, model):
     assert EvalReport.load(tmp_path / "report.json").attacks == again.to_dict()["attacks"]
 
 
-def test_auroc_matches_sklearn_recomputation(report):
+def _from_disk(trace_dir, name):
+    """A set's traces and stand-in-judge verdicts, read back from the trace folder in prompt
+    order (independent of the report's own bookkeeping)."""
+    rec = read_traces(trace_dir / name)
+    order = np.argsort([int(i) for i in rec["prompt_id"]])
+    refused = np.array([parity_judge(rec["response"][i]) for i in order])
+    return rec["sri"][order], refused
+
+
+def test_report_values_recomputed_from_the_trace_folder(report, trace_dir):
+    """Every number of the guard rows, from the traces on disk: scores by a float64 numpy
+    MLP, the threshold as the hand-computed 99th percentile of the hold-out scores, AUROC by
+    Mann-Whitney, rates by counting, refusal with the guard as refused OR flagged."""
+    params = report.guard_.params_
     s = report.scores
-    b = np.asarray(s["benign_test"])
-    for a, sa in s["attacks"].items():
-        sa = np.asarray(sa)
-        y = np.r_[np.zeros(len(b)), np.ones(len(sa))]
-        assert report.attacks[a]["auroc"] == pytest.approx(roc_auc_score(y, np.r_[b, sa]))
-        assert report.attacks[a]["tpr"] == pytest.approx(np.mean(sa > report.guard["threshold"]))
-    # the threshold is the 99th percentile of the benign hold-out scores
-    assert report.guard["threshold"] == pytest.approx(
-        np.quantile(s["benign_holdout"], 0.99))
-    assert report.means["all"]["auroc"] == pytest.approx(
-        np.mean([r["auroc"] for r in report.attacks.values()]))
+    hold, _ = _from_disk(trace_dir, "benign_holdout")
+    np.testing.assert_allclose(s["benign_holdout"], np_guard_score(params, hold),
+                               rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    thr = report.guard["threshold"]
+    assert thr == pytest.approx(np_quantile_linear(np_guard_score(params, hold), 0.99),
+                                rel=SCORE_RTOL)
+    test_sri, test_refused = _from_disk(trace_dir, "benign_test")
+    sb = np.asarray(s["benign_test"])
+    np.testing.assert_allclose(sb, np_guard_score(params, test_sri), rtol=SCORE_RTOL,
+                               atol=SCORE_ATOL)
+    fb = sb > thr
+    assert report.benign == {"n": len(TEST), "refusal_no_guard": test_refused.mean(),
+                             "flag_rate": fb.mean(),
+                             "refusal_with_guard": (test_refused | fb).mean()}
+    with_guard, no_guard = {}, {}
+    for a in HARMFUL:
+        sri, refused = _from_disk(trace_dir, f"attack__{a}")
+        sa = np.asarray(s["attacks"][a])
+        np.testing.assert_allclose(sa, np_guard_score(params, sri), rtol=SCORE_RTOL,
+                                   atol=SCORE_ATOL)
+        r, fa = report.attacks[a], sa > thr
+        assert r["auroc"] == pytest.approx(mann_whitney_auc(sb, sa))
+        assert (r["tpr"], r["fpr"], r["flag_rate"]) == (fa.mean(), fb.mean(), fa.mean())
+        # 1 % and 5 % of 8 benign scores: none may lie above, so the threshold is their max
+        assert r["tpr_at_1pct_fpr"] == r["tpr_at_5pct_fpr"] == np.mean(sa > sb.max())
+        assert r["refusal_no_guard"] == refused.mean()
+        with_guard[a], no_guard[a] = (refused | fa).mean(), refused.mean()
+        assert r["refusal_with_guard"] == with_guard[a]
+    for k in ("auroc", "tpr", "refusal_with_guard"):
+        assert report.means["all"][k] == pytest.approx(
+            np.mean([report.attacks[a][k] for a in HARMFUL]))
+        assert report.means["jailbreak"][k] == pytest.approx(
+            np.mean([report.attacks[a][k] for a in ("suffix_attack", "wrap_attack")]))
+    # Table 13: the jailbreak sets are every set but the raw "none"; the stand-in external
+    # guard flags the even rows
+    t13, jb = report.baselines["table13"], ("suffix_attack", "wrap_attack")
+    assert t13["undefended"]["false_positive"] == test_refused.mean()
+    assert t13["undefended"]["jailbreak_refusal"] == pytest.approx(
+        np.mean([no_guard[a] for a in jb]))
+    for name in ("sri_guard", "sri_guard+signal"):
+        assert t13[name]["false_positive"] == (test_refused | fb).mean()
+        assert t13[name]["jailbreak_refusal"] == pytest.approx(
+            np.mean([with_guard[a] for a in jb]))
+        assert t13[name]["per_attack_refusal"] == pytest.approx(with_guard)
+    even = np.arange(8) % 2 == 0
+    assert t13["every_other"]["false_positive"] == (test_refused | even).mean()
+    assert t13["every_other"]["jailbreak_refusal"] == pytest.approx(
+        np.mean([(_from_disk(trace_dir, f"attack__{a}")[1] | even).mean() for a in jb]))
 
 
 def test_guard_scores_are_the_traced_sri_scores(model, centers, report):
@@ -176,45 +229,59 @@ def test_guard_scores_are_the_traced_sri_scores(model, centers, report):
                                report.scores["benign_test"], rtol=1e-5, atol=1e-7)
 
 
-def test_refusal_with_guard_at_least_without(report):
-    for r in list(report.attacks.values()) + [report.benign]:
-        assert r["refusal_with_guard"] >= r["refusal_no_guard"]
-    for name, r in report.baselines["table13"].items():
-        und = report.baselines["table13"]["undefended"]
-        assert r["jailbreak_refusal"] >= und["jailbreak_refusal"] - 1e-12, name
-        assert r["false_positive"] >= und["false_positive"] - 1e-12, name
-
-
-def test_overheads_finite_and_non_negative(report):
-    for name, r in report.baselines["table13"].items():
-        assert np.isfinite(r["overhead_pct"]) and r["overhead_pct"] >= 0, name
+def test_overheads_follow_from_the_recorded_times(report):
+    """Each overhead column by hand from the raw times the report keeps: the fastest of the
+    interleaved rounds, 100 * (variant - plain) / plain, clipped at 0 in the table."""
     tm = report.baselines["timing"]
-    for k in ("t_plain_s", "t_sri_s", "t_sri_guard_s", "offline_scoring_pct", "noise_pct"):
-        assert np.isfinite(tm[k]) and tm[k] >= 0
-    # the fastest of the interleaved rounds, and the spread of those rounds
-    assert all(len(v) == tm["repeats"] for v in tm["rounds_s"].values())
-    assert tm["t_plain_s"] == min(tm["rounds_s"]["plain"])
-    plain = tm["rounds_s"]["plain"]
-    assert tm["noise_pct"] >= 100 * (max(plain) - min(plain)) / min(plain) - 1e-9
-    sg = report.baselines["table13"]["sri_guard"]
-    assert sg["overhead_pct"] == pytest.approx(tm["offline_scoring_pct"])
-    assert sg["in_loop_overhead_pct_raw"] == tm["detector_only_overhead_pct_raw"]
+    rounds = tm["rounds_s"]
+    assert set(rounds) == {"plain", "sri", "sri_guard"}
+    assert all(len(v) == tm["repeats"] == 2 and min(v) > 0 for v in rounds.values())
+    t = {k: min(v) for k, v in rounds.items()}
+    assert (tm["t_plain_s"], tm["t_sri_s"], tm["t_sri_guard_s"]) == (t["plain"], t["sri"],
+                                                                     t["sri_guard"])
+
+    def pct(x):
+        return 100.0 * x / t["plain"]
+
+    assert tm["sri_signal_overhead_pct_raw"] == pytest.approx(pct(t["sri"] - t["plain"]))
+    assert tm["sri_guard_overhead_pct_raw"] == pytest.approx(pct(t["sri_guard"] - t["plain"]))
+    assert tm["detector_only_overhead_pct_raw"] == pytest.approx(pct(t["sri_guard"] - t["sri"]))
+    assert tm["noise_pct"] == pytest.approx(max(100.0 * (max(v) - min(v)) / min(v)
+                                                for v in rounds.values()))
+    assert tm["offline_scoring_pct"] == pytest.approx(pct(tm["offline_scoring_s"]))
+    t13 = report.baselines["table13"]
+    assert t13["undefended"]["overhead_pct"] == 0.0
+    assert t13["sri_guard"]["overhead_pct"] == pytest.approx(max(0.0, pct(
+        tm["offline_scoring_s"])))
+    assert t13["sri_guard"]["in_loop_overhead_pct_raw"] == tm["detector_only_overhead_pct_raw"]
+    assert t13["sri_guard+signal"]["overhead_pct"] == pytest.approx(max(0.0, pct(
+        t["sri_guard"] - t["plain"])))
+    for name in ("perplexity", "self_exam", "every_other"):
+        assert t13[name]["overhead_pct"] == pytest.approx(pct(t13[name]["time_s"])), name
 
 
 def test_perplexity_equals_numpy_recomputation(model):
     prompts = TEST  # lengths 14 and 15, left-padded to the bucket of 16 in one batch
     got = prompt_nll(model, prompts, batch_size=8)
     assert len({len(p.split()) for p in prompts}) == 2
+    want = []
     for p, g in zip(prompts, got):
         ids, _ = model.encode_chat([p])  # one unpadded row
         logits = np.asarray(model.forward(ids).logits[0], np.float64)
         lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
         nll = lse[:-1] - logits[np.arange(ids.shape[1] - 1), ids[0, 1:]]
-        assert g == pytest.approx(nll.mean(), rel=1e-5)
-    np.testing.assert_allclose(prompt_perplexity(model, prompts, batch_size=8), np.exp(got))
+        want.append(nll.mean())
+        # lse - logit: two fp32 logits from another batch shape, each within FP32_REL of the
+        # logits' scale (tests/tolerance.py)
+        assert g == pytest.approx(nll.mean(), abs=2 * FP32_REL * np.abs(logits).max())
+    want = np.array(want)
+    # perplexity = exp(nll): an nll error of e is a relative perplexity error of ~e
+    np.testing.assert_allclose(prompt_perplexity(model, prompts, batch_size=8), np.exp(want),
+                               rtol=1e-3)
     pf = PerplexityFilter(model, quantile=0.95, batch_size=8).fit(prompts)
-    assert pf.threshold_ == pytest.approx(np.quantile(np.exp(got), 0.95))
-    assert pf.predict(prompts).tolist() == (np.exp(got) > pf.threshold_).tolist()
+    assert pf.threshold_ == pytest.approx(np_quantile_linear(np.exp(want), 0.95), rel=1e-3)
+    # flagged: strictly above the threshold; 0.95 * 7 = 6.65, so only the largest of the 8
+    assert pf.predict(prompts).tolist() == (np.exp(want) == np.exp(want).max()).tolist()
 
 
 def test_self_examination_and_guard_interfaces(model):

@@ -85,6 +85,19 @@ class Centers:
     def device_arrays(self):
         return (jnp.asarray(self.harmless, jnp.float32), jnp.asarray(self.harmful, jnp.float32))
 
+    def save(self, path):
+        """Write the artifact directory (``sri_jax.save_centers``); returns its path."""
+        from .centers import save_centers
+
+        return save_centers(self, path)
+
+    @classmethod
+    def load(cls, path) -> "Centers":
+        """Read an artifact directory written by :meth:`save` (``sri_jax.load_centers``)."""
+        from .centers import load_centers
+
+        return load_centers(path)
+
 
 def sri_signal(activations, centers: Centers, tau: float = DEFAULT_TAU) -> np.ndarray:
     """sigma [..., T] from pooled activations phi [..., T, D] and per-step centers [T, D]."""
