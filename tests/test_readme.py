@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import sri_jax
 from tiny_model import tiny_chat_model
@@ -28,7 +29,9 @@ def test_public_api_is_top_level(tmp_path):
                       ("read_traces", read_traces)):
         assert getattr(sri_jax, name) is obj and name in sri_jax.__all__
     c = sri_jax.Centers(np.arange(6.0).reshape(2, 3), -np.ones((2, 3)), {"k": 1})
-    back = sri_jax.Centers.load(c.save(tmp_path / "c"))
+    back = sri_jax.Centers.load(c.save(tmp_path / "c"), allow_unverified=True)  # hand-made
+    with pytest.raises(ValueError, match="cannot be verified"):
+        sri_jax.Centers.load(tmp_path / "c")
     np.testing.assert_array_equal(back.harmless, [[0, 1, 2], [3, 4, 5]])
     np.testing.assert_array_equal(back.harmful, -np.ones((2, 3)))
     assert back.meta == {"k": 1}

@@ -85,18 +85,20 @@ class Centers:
     def device_arrays(self):
         return (jnp.asarray(self.harmless, jnp.float32), jnp.asarray(self.harmful, jnp.float32))
 
-    def save(self, path):
-        """Write the artifact directory (``sri_jax.save_centers``); returns its path."""
+    def save(self, path, **kwargs):
+        """Write the artifact directory (``sri_jax.save_centers``, same options); returns its
+        path."""
         from .centers import save_centers
 
-        return save_centers(self, path)
+        return save_centers(self, path, **kwargs)
 
     @classmethod
-    def load(cls, path) -> "Centers":
-        """Read an artifact directory written by :meth:`save` (``sri_jax.load_centers``)."""
+    def load(cls, path, **kwargs) -> "Centers":
+        """Read an artifact directory written by :meth:`save` (``sri_jax.load_centers``, same
+        options, e.g. ``allow_unverified``)."""
         from .centers import load_centers
 
-        return load_centers(path)
+        return load_centers(path, **kwargs)
 
 
 def sri_signal(activations, centers: Centers, tau: float = DEFAULT_TAU) -> np.ndarray:
