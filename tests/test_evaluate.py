@@ -150,7 +150,7 @@ def test_run_evaluation_writes_report_and_resumes(tmp_path, model):
         for name in sets:
             assert (tmp_path / root / name / "manifest.json").is_file(), (root, name)
     disk = {p: p.stat().st_mtime_ns for p in (tmp_path / "traces").rglob("*")
-            if p.is_file()}
+            if p.is_file() and p.name != ".lock"}  # the run lock records each run's pid
     again = run_evaluation(model, CFG, tmp_path, centers_path=tmp_path / "centers", **kw)
     assert {p: p.stat().st_mtime_ns for p in disk} == disk
     assert again.scores == rep.scores and again.ablations == rep.ablations
