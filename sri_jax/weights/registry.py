@@ -189,6 +189,14 @@ REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
                   "llama", "Llama-3.1-8B-Instruct"),
     RegistryEntry("qwen2.5-7b-instruct", HubSource("Qwen/Qwen2.5-7B-Instruct"), "qwen2",
                   "Qwen2.5-7B-Instruct"),
+    RegistryEntry("gemma-2-2b-it", HubSource("google/gemma-2-2b-it"), "gemma2",
+                  "Gemma-2-2B instruct"),
+    RegistryEntry("gemma-2-9b-it", HubSource("google/gemma-2-9b-it"), "gemma2",
+                  "Gemma-2-9B instruct"),
+    RegistryEntry("gemma-2-27b-it", HubSource("google/gemma-2-27b-it"), "gemma2",
+                  "Gemma-2-27B instruct"),
+    RegistryEntry("gemma-3-1b-it", HubSource("google/gemma-3-1b-it"), "gemma3",
+                  "Gemma-3-1B instruct (text-only Gemma3ForCausalLM)"),
 ]}
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
