@@ -310,6 +310,10 @@ def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneCon
     from tqdm.auto import tqdm
 
     cfg = model.config
+    if cfg.family in ("gemma2", "gemma3"):
+        raise ValueError(f"LoRA safety finetuning supports llama / qwen2 models, not "
+                         f"{cfg.family} (its scaled embeddings and sliding-window layers are "
+                         "not in the trainer); pick a llama or qwen2 model")
     if not examples:
         raise ValueError("no training examples")
     if checkpoint_dir is not None:

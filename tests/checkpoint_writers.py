@@ -57,16 +57,20 @@ class WrittenCheckpoint:
     path: Path
     hf_config: dict
     state_dict: dict
-    oracle_arch: str                 # "llama" | "qwen2"
+    oracle_arch: str                 # "llama" | "qwen2" | "gemma2" | "gemma3"
     oracle_config: dict              # kwargs of LlamaConfig / Qwen2Config
     causal: bool = True
     extra: dict = field(default_factory=dict)
 
     def oracle(self, attn_implementation: str = "eager"):
         """The HF transformers PyTorch model with the same weights (fp32, eval mode)."""
-        from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+        from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM,
+                                  Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+                                  Qwen2ForCausalLM)
         cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM),
-                              "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[self.oracle_arch]
+                              "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+                              "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+                              "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM)}[self.oracle_arch]
         cfg = cfg_cls(**self.oracle_config)
         cfg._attn_implementation = attn_implementation
         if not self.causal:
@@ -86,12 +90,12 @@ class WrittenCheckpoint:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _randomize_(model: torch.nn.Module, seed: int, init_std: float):
+def _randomize_(model: torch.nn.Module, seed: int, init_std: float, norm_center: float = 1.0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+                p.copy_(norm_center + 0.1 * torch.randn(p.shape, generator=g))
             elif name.endswith(".bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             else:
@@ -183,6 +187,49 @@ def write_qwen2_dir(path, *, hidden=64, intermediate=128, layers=2, heads=4, kv_
     if tie:
         sd.pop("lm_head.weight", None)
     return WrittenCheckpoint(path, hf_config, sd, "qwen2", kw, causal=True)
+
+
+# ----------------------------------------------------------------------------- Gemma
+
+
+def write_gemma_dir(path, arch: str = "gemma2", *, hidden=64, intermediate=128, layers=4,
+                    heads=4, kv_heads=2, head_dim=24, vocab=256, sliding_window=4,
+                    query_pre_attn_scalar=24, attn_logit_softcapping=None,
+                    final_logit_softcapping=None, rope_parameters: Optional[dict] = None,
+                    max_position_embeddings=128, rms_norm_eps=1e-6, tie=True,
+                    max_shard_size=None, seed=0, init_std=0.15) -> WrittenCheckpoint:
+    """Tiny random ``Gemma2ForCausalLM`` (arch "gemma2") or ``Gemma3ForCausalLM`` (arch
+    "gemma3", model_type gemma3_text) saved by ``save_pretrained`` (transformers 5 config keys:
+    ``layer_types``, ``rope_parameters``). Norm weights are stored as w ~ 0.1 N(0, 1) (Gemma
+    applies 1 + w). head_dim 24 != hidden / heads and query_pre_attn_scalar 24 != head_dim,
+    as in the releases (the scalar is what scales the scores). Soft-caps default to the
+    family's (Gemma-2: 50 / 30; Gemma-3: none)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
+    path = Path(path)
+    kw = _hf_kwargs(hidden, intermediate, layers, heads, kv_heads, vocab, head_dim, tie,
+                    10000.0, max_position_embeddings, rms_norm_eps)
+    kw.pop("rope_theta")
+    kw.update(sliding_window=sliding_window, query_pre_attn_scalar=query_pre_attn_scalar,
+              bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    if arch == "gemma2":
+        kw.update(attn_logit_softcapping=50.0 if attn_logit_softcapping is None
+                  else attn_logit_softcapping,
+                  final_logit_softcapping=30.0 if final_logit_softcapping is None
+                  else final_logit_softcapping)
+        cfg_cls, model_cls = Gemma2Config, Gemma2ForCausalLM
+    else:
+        kw.update(attn_logit_softcapping=attn_logit_softcapping,
+                  final_logit_softcapping=final_logit_softcapping)
+        cfg_cls, model_cls = Gemma3TextConfig, Gemma3ForCausalLM
+    if rope_parameters is not None:
+        kw["rope_parameters"] = copy.deepcopy(rope_parameters)
+    model = model_cls(cfg_cls(**kw))
+    _randomize_(model, seed, init_std, norm_center=0.0)
+    hf_config = _save_hf(model, path, max_shard_size)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if tie:
+        sd.pop("lm_head.weight", None)
+    return WrittenCheckpoint(path, hf_config, sd, arch, kw, causal=True)
 
 
 # ----------------------------------------------------------------------------- Dream

@@ -1,6 +1,9 @@
-"""AR sampling against HF transformers ``generate`` (greedy, PyTorch fp32) on tiny Llama and
-Qwen2 checkpoints loaded from disk: tokens must be identical for every row of a left-padded
-batch, including rows that stop at EOS (HF pads them with pad_token_id, as we do)."""
+"""AR sampling against HF transformers ``generate`` (greedy, PyTorch fp32) on tiny Llama,
+Qwen2, Gemma-2 and Gemma-3 checkpoints loaded from disk: tokens must be identical for every
+row of a left-padded batch, including rows that stop at EOS (HF pads them with pad_token_id,
+as we do). The Gemma checkpoints have a sliding window of 4 tokens, far shorter than prompt +
+generation (up to 22 tokens), so the window mask over our KV cache is checked in prefill and
+in decode against HF's sliding-window cache; without the window the tokens differ."""
 
 import numpy as np
 import pytest
@@ -21,6 +24,10 @@ GEN = 12
                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                             "original_max_position_embeddings": 32})),
     (cw.write_qwen2_dir, dict(seed=13)),
+    # untied heads: tied tiny Gemmas mostly repeat their input token (scaled embedding)
+    (cw.write_gemma_dir, dict(arch="gemma2", attn_logit_softcapping=3.0,
+                              final_logit_softcapping=4.0, tie=False, seed=3)),
+    (cw.write_gemma_dir, dict(arch="gemma3", layers=7, tie=False, seed=4)),
 ])
 def test_greedy_tokens_equal_hf_generate(tmp_path, writer, kw):
     ck = writer(tmp_path, **kw)
@@ -48,3 +55,7 @@ def test_greedy_tokens_equal_hf_generate(tmp_path, writer, kw):
     ref = np.pad(ref, ((0, 0), (0, GEN - ref.shape[1])), constant_values=0)
     np.testing.assert_array_equal(ours, ref)
     assert (ours == eos).any()
+    if res.config.sliding_window is not None:
+        full = Model(config=cfg_model.replace(layer_types=None), params=res.params)
+        assert (generate(full, input_ids=ids, attention_mask=mask,
+                         cfg=SamplerConfig.autoregressive(gen_length=GEN)).tokens != ref).any()

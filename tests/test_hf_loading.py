@@ -250,9 +250,12 @@ def test_config_from_hf_llama_variants():
     assert cfg.rope_scaling == want and cfg.rope_theta == 500000.0
     assert config_from_hf(dict(base, head_dim=32)).head_dim == 32
     assert config_from_hf(base).head_dim == 64
-    for bad in ({"rope_type": "yarn", "factor": 4.0}, {"type": "linear", "factor": 2.0}):
+    for bad in ({"rope_type": "yarn", "factor": 4.0}, {"type": "dynamic", "factor": 2.0}):
         with pytest.raises(NotImplementedError, match="not supported"):
             config_from_hf(dict(base, rope_scaling=bad))
+    # linear (HF: every inverse frequency / factor; Gemma-3's global layers use it)
+    lin = config_from_hf(dict(base, rope_scaling={"type": "linear", "factor": 2.0}))
+    assert (lin.rope_scaling.rope_type, lin.rope_scaling.factor) == ("linear", 2.0)
     with pytest.raises(NotImplementedError, match="mlp_bias"):
         config_from_hf(dict(base, mlp_bias=True))
     # Llama-3.1 style eos list: first is eos, last the end-of-turn id
@@ -434,3 +437,60 @@ def test_save_safetensors_all_dtypes_round_trip(tmp_path):
         np.testing.assert_array_equal(back[k], v)
     with pytest.raises(TypeError, match="cannot be stored"):
         save_safetensors(tmp_path / "y.safetensors", {"c": np.zeros(2, np.complex64)})
+
+
+# The released google/gemma-2-2b-it and google/gemma-3-1b-it config.json (transformers 4.x
+# keys: no layer_types, Gemma-3's rope_local_base_freq and sliding_window_pattern).
+GEMMA2_2B_IT = {
+    "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid",
+    "eos_token_id": [1, 107], "final_logit_softcapping": 30.0, "head_dim": 256,
+    "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 2304, "initializer_range": 0.02, "intermediate_size": 9216,
+    "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+    "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0,
+    "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+    "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.42.4",
+    "use_cache": True, "vocab_size": 256000}
+GEMMA3_1B_IT = {
+    "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": None, "bos_token_id": 2, "cache_implementation": "hybrid",
+    "eos_token_id": [1, 106], "final_logit_softcapping": None, "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152, "initializer_range": 0.02,
+    "intermediate_size": 6912, "max_position_embeddings": 32768, "model_type": "gemma3_text",
+    "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+    "rope_local_base_freq": 10000, "rope_scaling": None, "rope_theta": 1000000,
+    "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16",
+    "transformers_version": "4.50.0.dev0", "use_cache": True, "vocab_size": 262144}
+
+
+def test_config_from_hf_gemma_release_configs():
+    """Defaults of the 4.x configs: Gemma-2 layers alternate sliding / full starting with
+    sliding (HF: ``not layer_idx % 2``); Gemma-3 makes every 6th layer full; tied embeddings
+    when the key is absent; the end-of-turn id is the last EOS."""
+    from transformers import Gemma2Config, Gemma3TextConfig
+    g2 = config_from_hf(GEMMA2_2B_IT)
+    assert g2.family == "gemma2" and g2.tie_word_embeddings and not g2.qk_norm
+    assert (g2.sliding_window, g2.attn_logit_softcap, g2.final_logit_softcap,
+            g2.query_pre_attn_scalar) == (4096, 50.0, 30.0, 256.0)
+    assert (g2.eos_token_id, g2.eot_token_id, g2.bos_token_id) == (1, 107, 2)
+    hf2 = Gemma2Config(**{k: v for k, v in GEMMA2_2B_IT.items() if k != "architectures"})
+    assert g2.layer_types == tuple(hf2.layer_types)
+    g3 = config_from_hf(GEMMA3_1B_IT)
+    assert g3.family == "gemma3" and g3.qk_norm and g3.tie_word_embeddings
+    assert (g3.sliding_window, g3.rope_theta, g3.rope_local_theta, g3.rope_scaling) == \
+        (512, 1e6, 1e4, None)
+    assert (g3.attn_logit_softcap, g3.final_logit_softcap, g3.eot_token_id) == (None, None, 106)
+    hf3 = Gemma3TextConfig(**{k: v for k, v in GEMMA3_1B_IT.items() if k != "architectures"})
+    assert g3.layer_types == tuple(hf3.layer_types)
+    assert g3.sliding_layers.count(False) == 4  # layers 5, 11, 17, 23
+    # the 4B+ text towers: linear scaling of the global layers only
+    g3s = config_from_hf(dict(GEMMA3_1B_IT, rope_scaling={"rope_type": "linear",
+                                                          "factor": 8.0}))
+    assert (g3s.rope_scaling.rope_type, g3s.rope_scaling.factor, g3s.rope_local_theta) == \
+        ("linear", 8.0, 1e4)
+    with pytest.raises(NotImplementedError, match="use_bidirectional_attention"):
+        config_from_hf(dict(GEMMA3_1B_IT, use_bidirectional_attention=True))
+    with pytest.raises(NotImplementedError, match="hidden_activation"):
+        config_from_hf(dict(GEMMA2_2B_IT, hidden_activation="relu"))

@@ -322,3 +322,17 @@ def test_shipped_adapter_merges_into_smollm2():
     name = lcfg.targets[0]
     np.testing.assert_allclose(np.asarray(safe.params["layers"][name]),
                                np.asarray(merged["layers"][name]), rtol=1e-6, atol=1e-6)
+
+
+def test_trainer_refuses_gemma():
+    """The LoRA trainer builds its own masks and embeddings (no sliding window, no embedding
+    scale): a Gemma model is refused with one clear line before anything runs."""
+    from sri_jax.finetune import train
+    from sri_jax.models.model import Model
+
+    cfg = ModelConfig(family="gemma2", vocab_size=32, hidden_size=8, intermediate_size=8,
+                      num_layers=2, num_heads=1, num_kv_heads=1, head_dim=8,
+                      norm_unit_offset=True, sliding_window=4,
+                      layer_types=("sliding_attention", "full_attention"))
+    with pytest.raises(ValueError, match="supports llama / qwen2 models, not gemma2"):
+        train(Model(cfg, params=None), examples=[object()])

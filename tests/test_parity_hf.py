@@ -31,6 +31,9 @@ from sri_jax.weights import load_hf_dir
 from tolerance import FP32_REL
 LLAMA3_RS = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
              "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+# Gemma-3: global layers theta 1e6 with linear scaling (as the 4B+ models), local 1e4.
+GEMMA3_ROPE = {"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6},
+               "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
 
 CASES = {
     "llama_gqa_untied": (cw.write_llama_dir, dict(layers=3, heads=4, kv_heads=2)),
@@ -41,6 +44,13 @@ CASES = {
     "qwen2_bias_tied": (cw.write_qwen2_dir, dict(tie=True, seed=5)),
     "llada": (cw.write_llada_dir, dict(seed=6)),
     "dream": (cw.write_dream_dir, dict(seed=7)),
+    # sliding window 4 < the 16-token rows (the padded rows hold 13 and 7 real tokens);
+    # soft-caps small enough to bind (|logits| reach ~3.7 under the final cap 4)
+    "gemma2": (cw.write_gemma_dir, dict(arch="gemma2", attn_logit_softcapping=3.0,
+                                        final_logit_softcapping=4.0, seed=8)),
+    # 7 layers: 5 sliding, 1 global, 1 sliding (the 5:1 pattern)
+    "gemma3": (cw.write_gemma_dir, dict(arch="gemma3", layers=7, rope_parameters=GEMMA3_ROPE,
+                                        seed=9)),
 }
 L = 16
 
@@ -165,7 +175,8 @@ def test_llama3_rope_scaling_is_active(loaded):
     assert diff.abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["llama3_rope_tied", "qwen2_bias_untied", "llada"])
+@pytest.mark.parametrize("name", ["llama3_rope_tied", "qwen2_bias_untied", "llada", "gemma2",
+                                  "gemma3"])
 def test_bf16_logits_within_documented_tolerance(loaded, name):
     ck, model32, oracle = loaded(name)
     res = load_hf_dir(ck.path, dtype="bfloat16")
@@ -182,3 +193,41 @@ def test_bf16_logits_within_documented_tolerance(loaded, name):
     assert err.max() <= 0.35, f"{name}: bf16 max abs err {err.max()}"
     assert err.mean() <= 0.04, f"{name}: bf16 mean abs err {err.mean()}"
     assert err.max() <= 2 * hf_err, f"{name}: bf16 err {err.max()} vs HF bf16 {hf_err}"
+
+
+@pytest.mark.parametrize("name,changes", [
+    ("gemma2", dict(layer_types=None)),
+    ("gemma2", dict(attn_logit_softcap=None)),
+    ("gemma2", dict(final_logit_softcap=None)),
+    ("gemma3", dict(layer_types=None)),
+    ("gemma3", dict(rope_scaling=None)),
+    ("gemma3", dict(rope_local_theta=None)),
+    ("gemma3", dict(qk_norm=False)),
+])
+def test_gemma_features_are_active(loaded, name, changes):
+    """Each Gemma feature changes the logits by far more than the parity tolerance, so the
+    1e-4 parity above really checks the window, the soft-caps, both RoPE bases and QK-norm."""
+    ck, model, oracle = loaded(name)
+    ids, mask = _batch(model.config.vocab_size)
+    ref = _hf(oracle, ids, mask, True).logits.numpy()
+    off = Model(config=model.config.replace(**changes), params=model.params)
+    real = mask.astype(bool)
+    assert np.abs(np.asarray(off.forward(ids, mask).logits) - ref)[real].max() > 1e-2
+
+
+def test_gemma_config_fields(loaded):
+    """config.json -> the Gemma fields (transformers 5 keys, as written)."""
+    _, g2, _ = loaded("gemma2")
+    c = g2.config
+    assert (c.family, c.norm_unit_offset, c.sandwich_norms, c.qk_norm, c.scale_embeddings,
+            c.mlp_activation) == ("gemma2", True, True, False, True, "gelu_tanh")
+    assert (c.query_pre_attn_scalar, c.attn_logit_softcap, c.final_logit_softcap,
+            c.sliding_window, c.tie_word_embeddings) == (24.0, 3.0, 4.0, 4, True)
+    assert c.sliding_layers == (True, False, True, False)
+    _, g3, _ = loaded("gemma3")
+    c = g3.config
+    assert (c.family, c.qk_norm, c.attn_logit_softcap, c.final_logit_softcap) == \
+        ("gemma3", True, None, None)
+    assert c.sliding_layers == (True,) * 5 + (False, True)
+    assert (c.rope_theta, c.rope_local_theta) == (1e6, 1e4)
+    assert (c.rope_scaling.rope_type, c.rope_scaling.factor) == ("linear", 4.0)

@@ -11,7 +11,9 @@ import operator
 from dataclasses import dataclass
 from typing import Optional
 
-FAMILIES = ("llama", "qwen2", "llada", "dream")
+FAMILIES = ("llama", "qwen2", "llada", "dream", "gemma2", "gemma3")
+LAYER_TYPES = ("full_attention", "sliding_attention")
+ACTIVATIONS = ("silu", "gelu_tanh")
 # Upper bounds on the sizes (far above any released model; they keep a hostile config from
 # making the loader or the decoder allocate without limit).
 LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 << 20,
@@ -21,7 +23,9 @@ LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 
 
 @dataclass(frozen=True)
 class RopeScaling:
-    """Llama-3.1 style ("llama3") RoPE frequency scaling."""
+    """RoPE frequency scaling: Llama-3.1 style ("llama3"), or "linear" (every inverse
+    frequency divided by ``factor``; Gemma-3's global layers). The llama3 fields are unused
+    by "linear"."""
 
     rope_type: str = "llama3"
     factor: float = 8.0
@@ -41,6 +45,22 @@ class ModelConfig:
                        otherwise cos/sin are cast to the activation dtype first (HF Llama/Qwen2).
     logits_shift:      the sampler reads the prediction for position i from position i-1
                        (Dream). The forward pass itself always returns ordinary logits.
+
+    Gemma-2 / Gemma-3 (defaults give the Llama block):
+    norm_unit_offset:  RMSNorm scales by (1 + w), multiplied in fp32 before the cast back.
+    sandwich_norms:    extra norms after attention and after the MLP (``post_attn_norm``,
+                       ``post_mlp_norm``) before each residual add.
+    qk_norm:           RMSNorm over head_dim on q and k (``q_norm``, ``k_norm``), before RoPE.
+    scale_embeddings:  embeddings times sqrt(hidden_size), the factor cast to the weight dtype.
+    mlp_activation:    "silu" (SwiGLU) or "gelu_tanh" (GeGLU with the tanh GELU).
+    query_pre_attn_scalar: attention scores are scaled by its ^-0.5 (None: head_dim^-0.5).
+    attn_logit_softcap / final_logit_softcap: ``cap * tanh(x / cap)`` on the attention
+                       scores (before the mask) / on the logits; None for none.
+    sliding_window:    a "sliding_attention" layer's query sees the keys at most
+                       sliding_window - 1 real tokens back (itself included: W keys).
+    layer_types:       per layer "full_attention" or "sliding_attention" (None: all full).
+    rope_local_theta:  RoPE base of the sliding layers, unscaled (Gemma-3's
+                       rope_local_base_freq); None: they use the global tables.
     """
 
     family: str
@@ -65,8 +85,21 @@ class ModelConfig:
     pad_token_id: Optional[int] = None
     eot_token_id: Optional[int] = None
     logits_shift: bool = False
+    norm_unit_offset: bool = False
+    sandwich_norms: bool = False
+    qk_norm: bool = False
+    scale_embeddings: bool = False
+    mlp_activation: str = "silu"
+    query_pre_attn_scalar: Optional[float] = None
+    attn_logit_softcap: Optional[float] = None
+    final_logit_softcap: Optional[float] = None
+    sliding_window: Optional[int] = None
+    layer_types: Optional[tuple] = None
+    rope_local_theta: Optional[float] = None
 
     def __post_init__(self):
+        if self.layer_types is not None and not isinstance(self.layer_types, tuple):
+            object.__setattr__(self, "layer_types", tuple(self.layer_types))
         problems = []
         if self.family not in FAMILIES:
             problems.append(f"family {self.family!r} is not one of {FAMILIES}")
@@ -101,10 +134,39 @@ class ModelConfig:
                             f"num_kv_heads {self.num_kv_heads}")
         if self.head_dim % 2:
             problems.append(f"head_dim {self.head_dim} must be even for RoPE")
+        for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap",
+                     "rope_local_theta"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not 0 < float(v) < float("inf")):
+                problems.append(f"{name} must be a finite positive number or None, got {v!r}")
+        if self.mlp_activation not in ACTIVATIONS:
+            problems.append(f"mlp_activation {self.mlp_activation!r} is not one of "
+                            f"{ACTIVATIONS}")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.num_layers or \
+                    any(t not in LAYER_TYPES for t in self.layer_types):
+                problems.append(f"layer_types must list one of {LAYER_TYPES} per layer "
+                                f"({self.num_layers}), got {self.layer_types!r}")
+            elif "sliding_attention" in self.layer_types and self.sliding_window is None:
+                problems.append("layer_types has sliding_attention layers but "
+                                "sliding_window is None")
+        if self.sliding_window is not None:
+            v = self.sliding_window
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                problems.append(f"sliding_window must be a positive integer or None, got {v!r}")
+        if any(self.sliding_layers) and not self.causal:
+            problems.append("sliding-window layers need a causal model")
         if not self.causal and self.mask_token_id is None:
             problems.append("a diffusion (non-causal) model needs mask_token_id")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    @property
+    def sliding_layers(self) -> tuple:
+        """Per layer: True where the attention is windowed."""
+        types = self.layer_types or ("full_attention",) * self.num_layers
+        return tuple(t == "sliding_attention" for t in types)
 
     @property
     def kind(self) -> str:

@@ -1,4 +1,5 @@
-"""One config-driven decoder for every family (Llama, Qwen2, SmolLM2, LLaDA, Dream).
+"""One config-driven decoder for every family (Llama, Qwen2, SmolLM2, LLaDA, Dream, Gemma-2,
+Gemma-3 text).
 
 Parameters are a plain pytree with the layers stacked on a leading axis, so the blocks run
 as one ``lax.scan`` (compile time independent of depth) and the params can be passed to
@@ -9,6 +10,8 @@ jitted samplers as traced arguments. Layout (PyTorch ``[out, in]`` weights trans
     layers      attn_norm [N, D]   wq [N, D, H*hd]   wk, wv [N, D, K*hd]   wo [N, H*hd, D]
                 (bq [N, H*hd], bk, bv [N, K*hd] when attention_bias)
                 mlp_norm [N, D]    w_gate, w_up [N, D, F]   w_down [N, F, D]
+                (post_attn_norm, post_mlp_norm [N, D] when sandwich_norms;
+                 q_norm, k_norm [N, hd] when qk_norm)
     final_norm  [D]
     lm_head     [D, V]             (absent when tie_word_embeddings)
 
@@ -56,24 +59,43 @@ class DecoderOutput(NamedTuple):
 # ----------------------------------------------------------------------------- math
 
 
-def rms_norm(x, weight, eps):
-    """HF/LLaDA RMSNorm: normalise in fp32, cast back, then scale by the weight."""
+def rms_norm(x, weight, eps, unit_offset: bool = False):
+    """HF/LLaDA RMSNorm: normalise in fp32, cast back, then scale by the weight.
+
+    ``unit_offset`` (Gemma): scale by (1 + w) in fp32, then cast back."""
     xf = x.astype(jnp.float32)
     var = jnp.mean(xf * xf, axis=-1, keepdims=True)
+    if unit_offset:
+        return (xf * jax.lax.rsqrt(var + eps) * (1.0 + weight.astype(jnp.float32))
+                ).astype(x.dtype)
     return weight * (xf * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-    """Inverse frequencies in fp32, with Llama-3.1 scaling when configured."""
+def norm(cfg: ModelConfig, x, weight):
+    """The family's RMSNorm (:func:`rms_norm` with the config's eps and offset)."""
+    return rms_norm(x, weight, cfg.rms_norm_eps, cfg.norm_unit_offset)
+
+
+def softcap(x, cap):
+    """``cap * tanh(x / cap)`` (Gemma-2's soft-capping); identity for cap None."""
+    return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+def rope_inv_freq(cfg: ModelConfig, local: bool = False) -> np.ndarray:
+    """Inverse frequencies in fp32, with the configured scaling. ``local``: the sliding
+    layers' own unscaled base (``rope_local_theta``)."""
     hd = cfg.head_dim
-    inv = 1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
+    theta = cfg.rope_local_theta if local else cfg.rope_theta
+    inv = 1.0 / (np.float32(theta) ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
     inv = inv.astype(np.float32)
-    rs = cfg.rope_scaling
+    rs = None if local else cfg.rope_scaling
     if rs is None:
         return inv
+    if rs.rope_type == "linear":
+        return (inv / np.float32(rs.factor)).astype(np.float32)
     if rs.rope_type != "llama3":
         raise NotImplementedError(f"rope_scaling type {rs.rope_type!r} is not supported "
-                                  "(supported: 'llama3')")
+                                  "(supported: 'llama3', 'linear')")
     low_wavelen = rs.original_max_position_embeddings / rs.low_freq_factor
     high_wavelen = rs.original_max_position_embeddings / rs.high_freq_factor
     wavelen = (2 * math.pi / inv).astype(np.float32)
@@ -85,9 +107,9 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def rope_tables(cfg: ModelConfig, positions):
+def rope_tables(cfg: ModelConfig, positions, local: bool = False):
     """cos/sin [B, L, hd] in fp32 for integer positions [B, L] (split-halves convention)."""
-    inv = jnp.asarray(rope_inv_freq(cfg))
+    inv = jnp.asarray(rope_inv_freq(cfg, local))
     ang = positions.astype(jnp.float32)[..., None] * inv
     ang = jnp.concatenate([ang, ang], axis=-1)
     return jnp.cos(ang), jnp.sin(ang)
@@ -104,8 +126,11 @@ def apply_rope(x, cos, sin, fp32_apply: bool):
     return (xc * c + rot * s).astype(x.dtype)
 
 
-def attention(q, k, v, allowed):
+def attention(q, k, v, allowed, scale=None, cap=None):
     """q [B, L, H, hd]; k, v [B, S, K, hd]; allowed [B, L, S] bool -> [B, L, H*hd].
+
+    Scores are scaled by ``scale`` (default hd^-0.5) and soft-capped by ``cap`` (None: not),
+    in fp32, before the mask.
 
     The G = H/K query heads sharing a KV head are stacked along the query axis, so each KV
     head is one [G*L, hd] x [hd, S] matmul: on XLA:CPU this layout runs the attention about
@@ -115,7 +140,9 @@ def attention(q, k, v, allowed):
     g = h // kh
     q = q.reshape(b, l, kh, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kh, g * l, hd)
     scores = jnp.einsum("bkqd,bksd->bkqs", q, k.transpose(0, 2, 1, 3),
-                        preferred_element_type=jnp.float32) * (hd ** -0.5)
+                        preferred_element_type=jnp.float32) * (hd ** -0.5 if scale is None
+                                                                else scale)
+    scores = softcap(scores, cap)
     scores = jnp.where(allowed[:, None, None], scores.reshape(b, kh, g, l, s), NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kh, g * l, s)
     out = jnp.einsum("bkqs,bksd->bkqd", probs, v.transpose(0, 2, 1, 3))
@@ -126,24 +153,35 @@ def _mm(x, w):
     return jnp.einsum("...i,io->...o", x, w)
 
 
+_ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True)}
+
+
 def block(cfg: ModelConfig, p: dict, x, cos, sin, allowed, kv=None, cache_index=None):
-    """One pre-norm transformer block. Returns (x, (k, v)) with k/v for the cache."""
+    """One pre-norm transformer block (with the config's sandwich norms / QK-norm).
+    Returns (x, (k, v)) with k/v for the cache."""
     b, l, _ = x.shape
-    h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
+    h = norm(cfg, x, p["attn_norm"])
     q, k, v = _mm(h, p["wq"]), _mm(h, p["wk"]), _mm(h, p["wv"])
     if cfg.attention_bias:
         q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
-    q = apply_rope(q.reshape(b, l, cfg.num_heads, cfg.head_dim), cos, sin, cfg.rope_fp32_apply)
-    k = apply_rope(k.reshape(b, l, cfg.num_kv_heads, cfg.head_dim), cos, sin,
-                   cfg.rope_fp32_apply)
+    q = q.reshape(b, l, cfg.num_heads, cfg.head_dim)
+    k = k.reshape(b, l, cfg.num_kv_heads, cfg.head_dim)
+    if cfg.qk_norm:
+        q, k = norm(cfg, q, p["q_norm"]), norm(cfg, k, p["k_norm"])
+    q = apply_rope(q, cos, sin, cfg.rope_fp32_apply)
+    k = apply_rope(k, cos, sin, cfg.rope_fp32_apply)
     v = v.reshape(b, l, cfg.num_kv_heads, cfg.head_dim)
     if kv is not None:  # write this chunk into the cache, attend over the whole buffer
         ck, cv = kv
         k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
         v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
-    x = x + _mm(attention(q, k, v, allowed), p["wo"])
-    h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-    x = x + _mm(jax.nn.silu(_mm(h, p["w_gate"])) * _mm(h, p["w_up"]), p["w_down"])
+    scale = None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar ** -0.5
+    a = _mm(attention(q, k, v, allowed, scale, cfg.attn_logit_softcap), p["wo"])
+    x = x + (norm(cfg, a, p["post_attn_norm"]) if cfg.sandwich_norms else a)
+    h = norm(cfg, x, p["mlp_norm"])
+    m = _mm(_ACTIVATIONS[cfg.mlp_activation](_mm(h, p["w_gate"])) * _mm(h, p["w_up"]),
+            p["w_down"])
+    x = x + (norm(cfg, m, p["post_mlp_norm"]) if cfg.sandwich_norms else m)
     return x, (k, v)
 
 
@@ -168,6 +206,10 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
     positions       [B, L] RoPE positions (default: :func:`default_positions`).
     cache           a :class:`KVCache` of length S; the chunk is written at ``cache_index``
                     and attends to cache entries < cache_index + L (causal models).
+                    Sliding-window layers (``cfg.layer_types``) also mask keys that are
+                    sliding_window or more real tokens back, counted with
+                    :func:`default_positions` over the whole mask (so the AR sampler's
+                    cache needs no ring buffer: the window is a mask over it).
     hidden_layer    static block index i whose output is also returned (HF hidden_states[i+1]:
                     the residual stream after block i; for the last block, the final-norm
                     output, as HF does).
@@ -198,14 +240,32 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
     if cfg.causal:
         allowed = allowed & (k_idx[None, None, :] <= q_idx[None, :, None])
     cos, sin = rope_tables(cfg, positions)
+    sliding = np.asarray(cfg.sliding_layers)
+    windowed = bool(sliding.any())
+    local_rope = windowed and cfg.rope_local_theta is not None
+    if windowed:
+        # The window counts real tokens (left padding never narrows it): a key is visible
+        # from a sliding layer when it is fewer than sliding_window real tokens back.
+        kpos = default_positions(cfg, attention_mask)  # [B, S]
+        qpos = kpos if cache is None else jax.lax.dynamic_slice(kpos, (0, cache_index), (b, l))
+        allowed_local = allowed & (kpos[:, None, :] > qpos[:, :, None] - cfg.sliding_window)
+    if local_rope:
+        cos_local, sin_local = rope_tables(cfg, positions, local=True)
 
     x = embed[input_ids]
+    if cfg.scale_embeddings:  # sqrt(hidden) in fp32, cast to the weight dtype (as HF)
+        x = x * jnp.asarray(np.float32(math.sqrt(cfg.hidden_size)), embed.dtype)
     capture = hidden_layer is not None
 
     def step(carry, xs):
         x, sel = carry
-        i, p, kv = xs
-        x, new_kv = block(cfg, p, x, cos, sin, allowed, kv, cache_index)
+        i, p, kv, is_local = xs
+        mask, c, sn = allowed, cos, sin
+        if windowed:
+            mask = jnp.where(is_local, allowed_local, allowed)
+        if local_rope:
+            c, sn = jnp.where(is_local, cos_local, cos), jnp.where(is_local, sin_local, sin)
+        x, new_kv = block(cfg, p, x, c, sn, mask, kv, cache_index)
         if capture:
             sel = jnp.where(i == hidden_layer, x, sel)
         return (x, sel), (new_kv if cache is not None else None)
@@ -213,8 +273,9 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
     sel0 = jnp.zeros_like(x) if capture else None
     kv_xs = (cache.k, cache.v) if cache is not None else None
     (x, sel), new_kv = jax.lax.scan(
-        step, (x, sel0), (jnp.arange(cfg.num_layers), params["layers"], kv_xs))
-    hidden = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+        step, (x, sel0), (jnp.arange(cfg.num_layers), params["layers"], kv_xs,
+                          jnp.asarray(sliding)))
+    hidden = norm(cfg, x, params["final_norm"])
     logits = lm_head(params, cfg, hidden[:, logits_start:]) if compute_logits else None
     new_cache = KVCache(*new_kv) if cache is not None else None
     if capture and hidden_layer == cfg.num_layers - 1:
@@ -223,12 +284,14 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
 
 
 def lm_head(params: dict, cfg: ModelConfig, hidden):
-    """fp32 logits [..., V] from post-norm hidden states."""
+    """fp32 logits [..., V] from post-norm hidden states (soft-capped when configured)."""
     if cfg.tie_word_embeddings:
-        return jnp.einsum("...d,vd->...v", hidden, params["embed"],
-                          preferred_element_type=jnp.float32)
-    return jnp.einsum("...d,dv->...v", hidden, params["lm_head"],
-                      preferred_element_type=jnp.float32)
+        logits = jnp.einsum("...d,vd->...v", hidden, params["embed"],
+                            preferred_element_type=jnp.float32)
+    else:
+        logits = jnp.einsum("...d,dv->...v", hidden, params["lm_head"],
+                            preferred_element_type=jnp.float32)
+    return softcap(logits, cfg.final_logit_softcap)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -243,6 +306,10 @@ def param_shapes(cfg: ModelConfig) -> dict:
               "w_down": (n, f, d)}
     if cfg.attention_bias:
         layers.update(bq=(n, qd), bk=(n, kd), bv=(n, kd))
+    if cfg.sandwich_norms:
+        layers.update(post_attn_norm=(n, d), post_mlp_norm=(n, d))
+    if cfg.qk_norm:
+        layers.update(q_norm=(n, cfg.head_dim), k_norm=(n, cfg.head_dim))
     shapes = {"embed": (cfg.vocab_size, d), "layers": layers, "final_norm": (d,)}
     if not cfg.tie_word_embeddings:
         shapes["lm_head"] = (d, cfg.vocab_size)
@@ -258,8 +325,8 @@ class Decoder(nnx.Module):
         shapes = param_shapes(cfg)
 
         def init(name, shape):
-            if name.endswith("norm"):
-                return nnx.Param(jnp.ones(shape, dtype))
+            if name.endswith("norm"):  # the identity scale: w = 1, or 0 with (1 + w)
+                return nnx.Param(jnp.full(shape, 0 if cfg.norm_unit_offset else 1, dtype))
             return nnx.Param((init_std * jax.random.normal(rngs.params(), shape)).astype(dtype))
 
         self.embed = init("embed", shapes["embed"])

@@ -14,6 +14,10 @@ from .config import ModelConfig
 from .decoder import forward as decoder_forward
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"
+# Families whose chat template has no system role (Gemma-2's raises on one): the system text
+# opens the first user turn, followed by a blank line -- what Gemma-3's own template does
+# with a system message, and how the reference prompts models without a system role.
+NO_SYSTEM_ROLE = ("gemma2", "gemma3")
 # Stands for the user text when the template is rendered to find the user turn (private-use
 # characters: no tokenizer control text and no real prompt contains them).
 _USER_SLOT = "\ue000sri-jax-user-text\ue000"
@@ -99,13 +103,16 @@ class Model:
         """Apply the model's chat template to one user message (generation prompt appended).
 
         ``system_prompt`` "default" uses :attr:`system_prompt` ("You are a helpful assistant"
-        unless changed); None or "" renders no system turn."""
+        unless changed); None or "" renders no system turn. For families without a system
+        role (:data:`NO_SYSTEM_ROLE`) the user turn is ``system + "\n\n" + prompt``."""
         if self.tokenizer is None:
             raise ValueError(f"model {self.name!r} has no tokenizer: pass input_ids instead")
         if system_prompt == "default":
             system_prompt = self.system_prompt
         messages = []
-        if system_prompt:  # every family, LLaDA included, as the reference builds prompts
+        if system_prompt and self.config.family in NO_SYSTEM_ROLE:
+            prompt = f"{system_prompt}\n\n{prompt}"
+        elif system_prompt:  # every family, LLaDA included, as the reference builds prompts
             messages.append({"role": "system", "content": system_prompt})
         messages.append({"role": "user", "content": prompt})
         kwargs = {}

@@ -166,6 +166,10 @@ def param_specs(cfg, mesh_or_model_size) -> dict:
         layers.update(bq=_split(2, 1) if heads else rep2,
                       bk=_split(2, 1) if kv else rep2,
                       bv=_split(2, 1) if kv else rep2)
+    if cfg.sandwich_norms:
+        layers.update(post_attn_norm=rep2, post_mlp_norm=rep2)
+    if cfg.qk_norm:
+        layers.update(q_norm=rep2, k_norm=rep2)
     specs = {"embed": _vocab_spec(v, d, m, 0), "layers": layers, "final_norm": P(None)}
     if not cfg.tie_word_embeddings:
         specs["lm_head"] = _vocab_spec(v, d, m, 1)

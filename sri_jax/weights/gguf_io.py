@@ -1,4 +1,5 @@
-"""Load llama.cpp GGUF checkpoints (llama and qwen2 architectures) into the decoder pytree.
+"""Load llama.cpp GGUF checkpoints (llama, qwen2 and gemma3 architectures) into the decoder
+pytree.
 
 Reading. :class:`GGUFFile` parses the GGUF v2/v3 header (metadata key/values and the
 tensor table) with ``struct`` and memory-maps the tensor data; ``gguf.GGUFReader`` builds
@@ -17,6 +18,14 @@ Q/K permutation. llama.cpp's ``convert_hf_to_gguf.py`` reorders the rows of ``at
 the split-halves RoPE layout are stored as ``(pair, half)`` (interleaved RoPE). We restore
 ``(head, half, pair)`` with ``n_head`` for Q and ``n_head_kv`` for K. qwen2-arch files are
 not permuted (llama.cpp runs qwen2 with NEOX-style RoPE).
+
+Gemma-3. llama.cpp's converter stores every RMSNorm weight (``*norm.weight``) as 1 + w
+(``Gemma3Model.norm_shift``); transformers' GGUF loader subtracts the 1 again
+(``Gemma2TensorProcessor``), and so do we (in fp32), keeping the decoder's (1 + w) norm.
+The file has no layer pattern, local RoPE base or query scale: llama.cpp hard-codes them
+(every 6th layer global, local base 10,000, scores scaled by head_dim^-0.5 except the 62-layer
+27B, hidden / heads), and transformers' Gemma3TextConfig defaults agree for every size but the
+27B (query_pre_attn_scalar 256); we follow llama.cpp. Q/K are not permuted.
 
 The name map (:data:`GLOBAL_TENSORS`, :data:`LAYER_TENSORS`) and the per-architecture facts
 (:data:`ARCHITECTURES`) are data; supporting another architecture the decoder can run means
@@ -58,12 +67,15 @@ class ArchSpec:
     attention_bias: bool   # q/k/v biases are expected
     default_eps: float = 1e-5
     default_theta: float = 10000.0
+    norms_plus_one: bool = False  # norm weights stored as 1 + w (Gemma)
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": ArchSpec(family="llama", permute_qk=True, attention_bias=False),
     "qwen2": ArchSpec(family="qwen2", permute_qk=False, attention_bias=True,
                       default_eps=1e-6, default_theta=1e6),
+    "gemma3": ArchSpec(family="gemma3", permute_qk=False, attention_bias=False,
+                       default_eps=1e-6, default_theta=1e6, norms_plus_one=True),
 }
 
 # GGUF tensor name -> (param key, transpose to [in, out])
@@ -87,6 +99,11 @@ LAYER_TENSORS: dict[str, tuple[str, bool]] = {
     "ffn_gate.weight": ("w_gate", True),
     "ffn_up.weight": ("w_up", True),
     "ffn_down.weight": ("w_down", True),
+    # Gemma-3: ffn_norm above is the pre-MLP norm; these are the sandwich and QK norms
+    "post_attention_norm.weight": ("post_attn_norm", False),
+    "post_ffw_norm.weight": ("post_mlp_norm", False),
+    "attn_q_norm.weight": ("q_norm", False),
+    "attn_k_norm.weight": ("k_norm", False),
 }
 
 # Tensors that carry no parameters of ours (llama.cpp extras, read into the config or unused).
@@ -410,8 +427,20 @@ def read_gguf_config(path) -> ModelConfig:
         raise GGUFError(f"{g.path}: partial RoPE (rope.dimension_count {rot} != head_dim "
                         f"{head_dim}) is not supported")
     scaling_type = g.get(f"{arch}.rope.scaling.type")
-    if scaling_type not in (None, "none"):
+    if scaling_type == "linear" and arch == "gemma3":  # the global layers' (4B+)
+        kwargs["rope_scaling"] = RopeScaling(
+            rope_type="linear", factor=_f32(g.get(f"{arch}.rope.scaling.factor", 1.0)))
+    elif scaling_type not in (None, "none"):
         raise GGUFError(f"{g.path}: RoPE scaling {scaling_type!r} is not supported")
+    if arch == "gemma3":
+        n = kwargs["num_layers"]
+        kwargs.update(
+            norm_unit_offset=True, sandwich_norms=True, qk_norm=True, scale_embeddings=True,
+            mlp_activation="gelu_tanh", rope_local_theta=10000.0,
+            query_pre_attn_scalar=float(hidden // n_head if n == 62 else head_dim),
+            sliding_window=int(need("attention.sliding_window")),
+            layer_types=tuple("sliding_attention" if (i + 1) % 6 else "full_attention"
+                              for i in range(n)))
     if "rope_freqs.weight" in tensors:
         kwargs["rope_scaling"] = _rope_scaling_from_factors(
             g.array("rope_freqs.weight"), kwargs, g.path)
@@ -491,6 +520,8 @@ def load_gguf_params(path, cfg: Optional[ModelConfig] = None, *, dtype="bfloat16
                 raise GGUFError(f"{g.path}: tensor {t.name!r} has no place in the config "
                                 f"(attention_bias={cfg.attention_bias})")
             arr = g.array(t)
+            if spec.norms_plus_one and suffix.endswith("norm.weight"):
+                arr = arr.astype(np.float32) - 1
             if spec.permute_qk and suffix.startswith(("attn_q.", "attn_k.")):
                 arr = unpermute_qk(arr, cfg.num_heads if suffix.startswith("attn_q.")
                                    else cfg.num_kv_heads)
@@ -509,6 +540,8 @@ def load_gguf_params(path, cfg: Optional[ModelConfig] = None, *, dtype="bfloat16
             raise GGUFError(f"{g.path}: unexpected tensor {t.name!r} for a {arch} model")
         key, transpose = entry
         arr = g.array(t)
+        if spec.norms_plus_one and t.name.endswith("norm.weight"):
+            arr = arr.astype(np.float32) - 1
         if transpose:
             arr = arr.T
         if tuple(arr.shape) != tuple(shapes[key]):

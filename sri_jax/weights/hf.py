@@ -38,19 +38,22 @@ __all__ = [
 ]
 
 # model_type -> family, and architectures[0] -> family.
-SUPPORTED_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "llada": "llada", "dream": "dream"}
+SUPPORTED_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "llada": "llada", "dream": "dream",
+                         "gemma2": "gemma2", "gemma3_text": "gemma3"}
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
-                           "LLaDAModelLM": "llada", "DreamModel": "dream"}
+                           "LLaDAModelLM": "llada", "DreamModel": "dream",
+                           "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3"}
 _SUPPORTED_TEXT = ("llama (LlamaForCausalLM: Llama-3/3.1, SmolLM2), qwen2 (Qwen2ForCausalLM: "
                    "Qwen2/Qwen2.5), llada (LLaDAModelLM: LLaDA-8B, LLaDA-1.5), "
-                   "Dream (DreamModel: Dream-v0-7B)")
+                   "Dream (DreamModel: Dream-v0-7B), gemma2 (Gemma2ForCausalLM: Gemma-2 "
+                   "2B/9B/27B), gemma3_text (Gemma3ForCausalLM: Gemma-3 270M/1B text-only)")
 
 # REFERENCE.md section 3: the LLaDA-8B special ids, used when the files do not give them.
 LLADA_DEFAULT_IDS = {"mask": 126336, "bos": 126080, "eos": 126081, "pad": 126081,
                      "eot": 126348}
 DREAM_DEFAULT_MASK_ID = 151666
 
-_EOT_STRINGS = ("<|eot_id|>", "<|im_end|>")
+_EOT_STRINGS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>")
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model", "sentencepiece.bpe.model", "tokenizer.tiktoken")
@@ -138,10 +141,16 @@ def _rope_from_hf(hf: dict, default_theta: float) -> tuple[float, Optional[RopeS
     rtype = merged.get("rope_type", merged.get("type")) or "default"
     if rtype == "default":
         return theta, None
+    if rtype == "linear":
+        try:
+            return theta, RopeScaling(rope_type="linear", factor=float(merged["factor"]))
+        except KeyError:
+            raise ValueError(f"config.json linear RoPE scaling lacks 'factor': {merged}") \
+                from None
     if rtype != "llama3":
         raise NotImplementedError(f"RoPE scaling type {rtype!r} is not supported (supported: "
-                                  "'default' and 'llama3'); config.json rope settings: "
-                                  f"{merged}")
+                                  "'default', 'linear' and 'llama3'); config.json rope "
+                                  f"settings: {merged}")
     try:
         scaling = RopeScaling(
             rope_type="llama3", factor=float(merged["factor"]),
@@ -183,17 +192,27 @@ def config_from_hf(hf_config: dict, *, generation_config: Optional[dict] = None,
     if family == "llada":
         return _llada_config(hf, gen, tokenizer_config)
 
-    _check_unsupported(hf, [("hidden_act", "silu", "silu")], family)
+    if family in ("gemma2", "gemma3"):
+        act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+        _check_unsupported({"hidden_activation": act}, [
+            ("hidden_activation", None, "gelu_pytorch_tanh")], family)
+        _check_unsupported(hf, [("attention_bias", False, False),
+                                ("use_bidirectional_attention", None, lambda v: not v)], family)
+    else:
+        _check_unsupported(hf, [("hidden_act", "silu", "silu")], family)
     if family == "llama":
         _check_unsupported(hf, [("attention_bias", False, False), ("mlp_bias", False, False)],
                            family)
-    else:
+    elif family in ("qwen2", "dream"):
         _check_unsupported(hf, [("use_sliding_window", False, False)], family)
     hidden = _size(hf, "hidden_size")
     heads = _size(hf, "num_attention_heads")
     kv = _size(hf, "num_key_value_heads", heads)
     head_dim = _size(hf, "head_dim", hidden // heads)
-    theta, scaling = _rope_from_hf(hf, 10000.0)
+    if family == "gemma3":
+        theta, scaling = 0.0, None  # set by _gemma_fields
+    else:
+        theta, scaling = _rope_from_hf(hf, 10000.0)
     bos = _one_id(hf.get("bos_token_id"))
     if bos is None:
         bos = _one_id(gen.get("bos_token_id"))
@@ -222,7 +241,61 @@ def config_from_hf(hf_config: dict, *, generation_config: Optional[dict] = None,
         mask = DREAM_DEFAULT_MASK_ID if mask is None else int(mask)
         _check_id_in_vocab("mask_token_id", mask, vocab)
         kwargs.update(attention_bias=True, causal=False, mask_token_id=mask, logits_shift=True)
+    elif family in ("gemma2", "gemma3"):
+        kwargs.update(_gemma_fields(hf, family, kwargs["num_layers"]))
     return ModelConfig(**kwargs)
+
+
+def _optional_float(hf: dict, key: str, default):
+    v = hf.get(key, default)
+    return None if v is None else float(v)
+
+
+def _gemma_fields(hf: dict, family: str, n_layers: int) -> dict:
+    """The Gemma-2 / Gemma-3 text fields of a config.json (4.x and transformers 5 keys).
+
+    Layer pattern: ``layer_types`` when given; otherwise Gemma-2 alternates sliding / full
+    starting with sliding, Gemma-3 makes every ``sliding_window_pattern``-th layer (6) full.
+    Gemma-3 RoPE: the global layers use ``rope_theta`` (1e6) with ``rope_scaling`` (linear on
+    the 4B+ models), the sliding layers ``rope_local_base_freq`` (1e4) unscaled; transformers
+    5 writes both as ``rope_parameters: {"full_attention": ..., "sliding_attention": ...}``."""
+    gemma2 = family == "gemma2"
+    types = hf.get("layer_types")
+    if types is None:
+        if gemma2:
+            types = ["sliding_attention" if i % 2 == 0 else "full_attention"
+                     for i in range(n_layers)]
+        else:
+            pattern = _size(hf, "sliding_window_pattern", hf.get("_sliding_window_pattern", 6))
+            types = ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                     for i in range(n_layers)]
+    elif not isinstance(types, list):
+        raise ValueError(f"config.json layer_types must be a list, got {types!r}")
+    out = dict(norm_unit_offset=True, sandwich_norms=True, qk_norm=not gemma2,
+               scale_embeddings=True, mlp_activation="gelu_tanh",
+               query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", 256)),
+               attn_logit_softcap=_optional_float(hf, "attn_logit_softcapping",
+                                                  50.0 if gemma2 else None),
+               final_logit_softcap=_optional_float(hf, "final_logit_softcapping",
+                                                   30.0 if gemma2 else None),
+               sliding_window=_size(hf, "sliding_window", 4096), layer_types=tuple(types),
+               tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)))
+    if not gemma2:
+        rp = hf.get("rope_parameters")
+        if isinstance(rp, dict) and rp and all(isinstance(v, dict) for v in rp.values()):
+            theta, scaling = _rope_from_hf({"rope_parameters": rp.get("full_attention") or {}},
+                                           float(hf.get("rope_theta", 1e6)))
+            local, local_scaling = _rope_from_hf(
+                {"rope_parameters": rp.get("sliding_attention") or {}},
+                float(hf.get("rope_local_base_freq", 1e4)))
+            if local_scaling is not None:
+                raise NotImplementedError("config.json scales the sliding layers' RoPE; only "
+                                          "the global layers' scaling is supported")
+        else:
+            theta, scaling = _rope_from_hf(hf, 1e6)
+            local = float(hf.get("rope_local_base_freq", 1e4))
+        out.update(rope_theta=theta, rope_scaling=scaling, rope_local_theta=local)
+    return out
 
 
 def _check_id_in_vocab(name, value, vocab):

@@ -28,7 +28,7 @@ from ..models.decoder import param_shapes
 
 __all__ = [
     "Rule", "NameMap", "TensorSource", "PlanEntry", "LoadPlan", "CheckpointMismatchError",
-    "TRANSFORMS", "HF_DECODER_MAP", "LLADA_MAP", "NAME_MAPS", "name_map_for", "plan_load",
+    "TRANSFORMS", "HF_DECODER_MAP", "LLADA_MAP", "GEMMA_MAP", "NAME_MAPS", "name_map_for", "plan_load",
     "param_paths",
 ]
 
@@ -166,9 +166,22 @@ LLADA_MAP = NameMap("llada", rules=(
     _L("model.transformer.ff_out.weight", "lm_head", transform="transpose"),
 ))
 
+# Gemma-2 / Gemma-3 text (Gemma2ForCausalLM, Gemma3ForCausalLM): Llama's names, but
+# post_attention_layernorm is the norm AFTER attention (sandwich) and the MLP's pre-norm is
+# pre_feedforward_layernorm; q_norm / k_norm only in Gemma-3. Norm weights are stored as w
+# (the decoder applies 1 + w).
+GEMMA_MAP = NameMap("hf-gemma", rules=tuple(
+    r for r in HF_DECODER_MAP.rules if r.target[-1] not in ("mlp_norm", "bq", "bk", "bv")) + (
+    _L("model.layers.{layer}.post_attention_layernorm.weight", "layers", "post_attn_norm"),
+    _L("model.layers.{layer}.pre_feedforward_layernorm.weight", "layers", "mlp_norm"),
+    _L("model.layers.{layer}.post_feedforward_layernorm.weight", "layers", "post_mlp_norm"),
+    _L("model.layers.{layer}.self_attn.q_norm.weight", "layers", "q_norm"),
+    _L("model.layers.{layer}.self_attn.k_norm.weight", "layers", "k_norm"),
+))
+
 NAME_MAPS: dict[str, NameMap] = {
     "llama": HF_DECODER_MAP, "qwen2": HF_DECODER_MAP, "dream": HF_DECODER_MAP,
-    "llada": LLADA_MAP,
+    "llada": LLADA_MAP, "gemma2": GEMMA_MAP, "gemma3": GEMMA_MAP,
 }
 
 

