@@ -18,6 +18,9 @@ WildJailbreak       ``template_wrap`` (PyRIT in-the-wild templates, {{ prompt }}
 Random Search       ``random_search`` (Andriushchenko et al. 2024 template + a suffix; the
                     suffix optimisation against a model's log-probs is not done here)
 (GCG transfer)      ``gcg_suffix`` (published GCG suffixes appended)
+Prefilling          ``prefill`` (Andriushchenko et al. 2024; Qi et al. 2024): the prompt is
+                    unchanged, ``params["prefix"]`` is the forced start of the response,
+                    which the samplers take as ``generate(..., prefix=...)``
 PAIR                not a fixed transform (needs an attacker LLM); not provided
 ================== =====================================================================
 """
@@ -47,6 +50,10 @@ __all__ = [
     "gcg_suffix",
     "random_search_template",
     "default_target",
+    "GENERIC_PREFIX",
+    "PREFIX_SOURCES",
+    "prefill",
+    "prefill_prefixes",
     "identity",
     "apply_attack",
     "attack_prompt_set",
@@ -438,6 +445,46 @@ def random_search_template(
 
 
 # --------------------------------------------------------------------------------------------
+# Prefilling (the shallow-alignment attack)
+# --------------------------------------------------------------------------------------------
+
+#: The prefix of ``prefill_prefixes(..., source="generic")``.
+GENERIC_PREFIX = "Sure, here is"
+#: Where prefill prefixes come from: ``auto`` = the set's own target column (AdvBench from
+#: the hub: ``target``; JBB: ``Target``) when it has one, else ``derived``; ``derived`` =
+#: :func:`default_target` of each prompt; ``generic`` = :data:`GENERIC_PREFIX` for every prompt.
+PREFIX_SOURCES = ("auto", "derived", "generic")
+_TARGET_COLUMNS = ("target", "Target")
+
+
+def prefill(prompt: str, target: Optional[str] = None) -> AttackedPrompt:
+    """The prefilling attack on one prompt: the text sent is the prompt itself; the response
+    is forced to start with ``target`` (default :func:`default_target`), kept in
+    ``params["prefix"]`` for the sampler (``generate(..., prefix=[...])``)."""
+    _check_prompt(prompt)
+    target = default_target(prompt) if target is None else target
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError("target must be a non-empty str")
+    return AttackedPrompt(prompt, "prefill", prompt, {"prefix": target})
+
+
+def prefill_prefixes(prompt_set: Union[PromptSet, Sequence[str]], source: str = "auto") -> list[str]:
+    """One prefill prefix per prompt (see :data:`PREFIX_SOURCES`). The offline ``advbench``
+    (PyRIT's copy) holds no targets, so ``auto`` derives them there ("Sure, here is how to
+    ..."); ``advbench-hub`` and ``jbb-behaviors`` carry AdvBench's own."""
+    if source not in PREFIX_SOURCES:
+        raise ValueError(f"unknown prefix source {source!r}; use one of {PREFIX_SOURCES}")
+    prompts = list(prompt_set.prompts if isinstance(prompt_set, PromptSet) else prompt_set)
+    if source == "generic":
+        return [GENERIC_PREFIX] * len(prompts)
+    extra = prompt_set.extra if isinstance(prompt_set, PromptSet) else {}
+    col = next((c for c in _TARGET_COLUMNS if c in extra), None) if source == "auto" else None
+    if col is not None:
+        return [str(t).strip() or default_target(p) for t, p in zip(extra[col], prompts)]
+    return [default_target(p) for p in prompts]
+
+
+# --------------------------------------------------------------------------------------------
 # Registry and batch application
 # --------------------------------------------------------------------------------------------
 
@@ -457,6 +504,7 @@ ATTACKS: dict[str, AttackFn] = {
     "gcg_suffix": lambda prompt, *, seed=0, resources=None, **kw: gcg_suffix(
         prompt, seed=seed, resources=resources, **kw),
     "random_search": lambda prompt, *, seed=0, resources=None, **kw: random_search_template(prompt, **kw),
+    "prefill": lambda prompt, *, seed=0, resources=None, **kw: prefill(prompt, **kw),
 }
 
 
@@ -502,5 +550,6 @@ def attack_prompt_set(
         metadata={"attack": name, "seed": seed, "parent": prompt_set.name, "parent_sha256": prompt_set.sha256,
                   "kwargs": dict(kwargs)},
         extra={"original": tuple(a.original for a in out), "attack": tuple(a.attack for a in out),
-               "template_id": tuple(a.params.get("template_id", a.params.get("suffix_id")) for a in out)},
+               "template_id": tuple(a.params.get("template_id", a.params.get("suffix_id")) for a in out),
+               **({"prefix": tuple(a.params["prefix"] for a in out)} if name == "prefill" else {})},
     )
