@@ -40,7 +40,7 @@ def test_every_attack_deterministic_recorded_recoverable(name, prompts):
         assert a.attack == name
         assert a.original == p
         assert isinstance(a.text, str) and a.text.strip()
-        if name == "none":
+        if name in ("none", "prefill"):  # prefill forces the response, not the prompt
             assert a.text == p
         else:
             assert a.text != p
@@ -51,6 +51,8 @@ def test_every_attack_deterministic_recorded_recoverable(name, prompts):
             assert f"TASK is '{a.params['payload']}'" in a.text
         if name == "random_search":
             assert p.strip().rstrip(".").lower() in a.text
+        if name == "prefill":
+            assert a.params["prefix"].startswith("Sure, here is how to ")
 
 
 def test_batch_order_does_not_change_choices(prompts):
