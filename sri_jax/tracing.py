@@ -20,9 +20,10 @@ lock is taken before the plan is read or written; object-store URLs are not lock
 Multi-host (``jax.distributed``): shard i is written by process ``i % process_count``; the
 processes agree on which shards exist before starting, so a restarted job skips them; process
 0 holds the lock. The folder may be a ``gs://`` (or other fsspec) URL.
-Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused, prefix (prefilled runs:
-the forced response start; response and tokens are what was generated after it) (and, when requested,
-activations [T*D] float32 and snapshots [T*G] int32, both row-major). pandas and polars read the directory directly.
+Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused; prefix in prefilled
+runs (the forced response start; response and tokens are what was generated after it); and,
+when requested, activations [T*D] float32 and snapshots [T*G] int32, both row-major. pandas
+and polars read the directory directly.
 """
 
 from __future__ import annotations
