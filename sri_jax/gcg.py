@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -267,11 +268,14 @@ def _digest(obj) -> str:
 
 def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfig = GCGConfig(),
             *, out_dir=None, progress: bool = True, system_prompt: Optional[str] = "default",
-            prompt_ids: Optional[Sequence[str]] = None) -> GCGResult:
+            prompt_ids: Optional[Sequence[str]] = None,
+            max_seconds: Optional[float] = None) -> GCGResult:
     """Optimise one suffix for ``prompts`` -> ``targets`` (summed loss: universal over
     several prompts). With ``out_dir`` the state is saved every ``cfg.checkpoint_every``
     steps and at the end (artifact kind "gcg"), and a run finds its saved state there and
-    continues from it (the same model, prompts, targets and settings; ``steps`` may grow)."""
+    continues from it (the same model, prompts, targets and settings; ``steps`` may grow).
+    ``max_seconds``: a time budget; the run stops (and saves) after the step that passes
+    it, and a rerun continues exactly where it stopped."""
     from tqdm.auto import tqdm
 
     prompts, targets = list(prompts), list(targets)
@@ -308,6 +312,7 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
     base = jax.random.key(cfg.seed)
     run = functools.partial(gcg_step, mcfg=model.config, top_k=cfg.top_k,
                             num_candidates=cfg.num_candidates, chunk=cfg.eval_chunk)
+    t0 = time.perf_counter()
     with tqdm(total=cfg.steps, initial=min(state["step"], cfg.steps), desc="gcg",
               disable=not progress) as bar:
         for i in range(state["step"], cfg.steps):
@@ -332,6 +337,8 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
             bar.set_postfix(loss=f"{new:.3f}", best=f"{state['best_loss']:.3f}")
             if state["step"] % cfg.checkpoint_every == 0:
                 save()
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                break
     save()
     last = state["history"][-1]["loss"] if state["history"] else state["initial_loss"]
     return GCGResult(state["suffix_ids"], tok.decode(state["suffix_ids"]), last,

@@ -183,6 +183,12 @@ def test_resume_equals_uninterrupted_run(model, tmp_path):
     assert artifact_kind(tmp_path / "g") == "gcg"
     resumed = run_gcg(model, PROMPTS, TARGETS, cfg, out_dir=tmp_path / "g", progress=False)
     assert resumed.history == whole.history
+    # a time budget stops after the step that passes it; the rerun continues exactly
+    one = run_gcg(model, PROMPTS, TARGETS, cfg, out_dir=tmp_path / "b", progress=False,
+                  max_seconds=0)
+    assert one.history == whole.history[:1]
+    assert run_gcg(model, PROMPTS, TARGETS, cfg, out_dir=tmp_path / "b",
+                   progress=False).history == whole.history
     assert (resumed.best_ids, resumed.best_loss) == (whole.best_ids, whole.best_loss)
     with pytest.raises(ValueError, match="another problem"):
         run_gcg(model, PROMPTS[:1], TARGETS[:1], cfg, out_dir=tmp_path / "g", progress=False)
