@@ -86,6 +86,9 @@ def _attack_list(text):
     if bad:
         raise argparse.ArgumentTypeError(f"unknown attack(s) {bad}; give a comma-separated "
                                          f"list of {', '.join(sorted(ATTACKS))}")
+    if "prefill" in names:
+        raise argparse.ArgumentTypeError("prefill is traced with `sri-jax trace --attack "
+                                         "prefill`; demo and evaluate do not run it yet")
     return ",".join(names)
 
 
@@ -232,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=POSITIVE, help="first N prompts only")
     p.add_argument("--attack", default="none", choices=sorted(ATTACKS), metavar="ATTACK",
                    help=f"jailbreak transform to apply: {_names(ATTACKS)} (default none)")
+    p.add_argument("--prefix-tokens", type=POSITIVE,
+                   help="--attack prefill: force only the first N tokens of each prefix")
+    p.add_argument("--prefix-source", choices=["auto", "derived", "generic"],
+                   help="--attack prefill: the set's own target column when it has one, else "
+                        "'Sure, here is how to <request>' (auto, default); always that "
+                        "(derived); or 'Sure, here is' (generic)")
     p.add_argument("--save-activations", action="store_true",
                    help="also store the pooled phi [T, D] per record")
     p.add_argument("--out", required=True, help="trace folder or gs:// URL (rerun to resume; "
@@ -559,16 +568,23 @@ def _run(args) -> int:
         from .sri.centers import load_centers
         from .tracing import trace
 
+        from .data.attacks import prefill_prefixes
+
+        prefill = args.attack == "prefill"
+        if not prefill and (args.prefix_tokens is not None or args.prefix_source is not None):
+            raise UsageError("--prefix-tokens and --prefix-source belong to --attack prefill")
         mesh = _mesh(args)
         centers = load_centers(args.centers, allow_unverified=args.trust_centers)
         ps = _prompts(args.prompts, args.limit, args.field)
         model = _load(args, mesh)
         cfg = _sampler(args, model)
-        prompts = list(ps.prompts) if args.attack == "none" else [
+        prompts = list(ps.prompts) if args.attack in ("none", "prefill") else [
             a.text for a in apply_attack(args.attack, list(ps.prompts), seed=args.seed)]
+        prefix = prefill_prefixes(ps, args.prefix_source or "auto") if prefill else None
         out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
                     set_name=ps.name, attack=args.attack, batch_size=args.batch_size,
-                    save_activations=args.save_activations, seed=args.seed, progress=progress)
+                    save_activations=args.save_activations, seed=args.seed, progress=progress,
+                    prefix=prefix, prefix_tokens=args.prefix_tokens)
         print(f"traces in {out}")
         return 0
     if args.command == "plot":

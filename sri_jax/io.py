@@ -31,6 +31,7 @@ KINDS = {
     "detector": ({"detector.json", "params"}, {"detector.json", "params"}),
     "adapter": ({"adapter.json", "adapter"}, {"adapter.json", "adapter", "eval.json"}),
     "finetune-checkpoints": ({"run.json"}, {"run.json"}),  # plus step_* folders
+    "gcg": ({"gcg.json"}, {"gcg.json"}),  # a GCG run's state (sri_jax.gcg)
 }
 
 

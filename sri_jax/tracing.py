@@ -20,8 +20,10 @@ lock is taken before the plan is read or written; object-store URLs are not lock
 Multi-host (``jax.distributed``): shard i is written by process ``i % process_count``; the
 processes agree on which shards exist before starting, so a restarted job skips them; process
 0 holds the lock. The folder may be a ``gs://`` (or other fsspec) URL.
-Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused (and, when requested,
-activations [T*D] float32 and snapshots [T*G] int32, both row-major). pandas and polars read the directory directly.
+Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused; prefix in prefilled
+runs (the forced response start; response and tokens are what was generated after it); and,
+when requested, activations [T*D] float32 and snapshots [T*G] int32, both row-major. pandas
+and polars read the directory directly.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
           set_name: str = "prompts", attack: str = "none", batch_size: int = 16,
           judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
           save_snapshots: bool = False, seed: int = 0, progress: bool = True, shard_filter: Optional[Callable[[int], bool]] = None,
-          system_prompt="default") -> Path:
+          system_prompt="default", prefix: Optional[Sequence] = None,
+          prefix_tokens: Optional[int] = None) -> Path:
     """Generate, read SRI, judge refusals and write records under ``out_dir``. Returns the dir.
 
     ``save_activations`` stores the pooled phi [T, D] per record, ``save_snapshots`` the
@@ -72,6 +75,10 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     processes (``jax.distributed``) process p writes shards i with ``i % count == p``. When
     the model is sharded over devices of several processes (SPMD) every process takes part in
     every batch and only the writer stores it; otherwise each process generates its own.
+
+    ``prefix`` / ``prefix_tokens``: the prefilling attack (one forced response start per
+    prompt, see :func:`sri_jax.sampling.generate`); the records store the prefix used and
+    judge only the generated continuation.
     """
     import pyarrow as pa
     from tqdm.auto import tqdm
@@ -89,6 +96,11 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     ids = [str(i) for i in (ids if ids is not None else range(len(prompts)))]
     if len(ids) != len(prompts) or len(set(ids)) != len(ids):
         raise ValueError("ids must be unique and one per prompt")
+    if prefix is not None:
+        from .sampling.api import prefix_ids
+
+        prefix = list(prefix)
+        prefix_ids(model, prefix, len(prompts), prefix_tokens)  # fail before anything runs
     check_compatible(centers, model, cfg, system_prompt=system_prompt)
     store = TraceStore(out_dir)
     store.mkdir()
@@ -105,6 +117,10 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                 "save_activations": save_activations, "records": len(prompts)}
         if save_snapshots:  # only when set, so plans written before this option still match
             plan["save_snapshots"] = True
+        if prefix is not None:
+            plan["prefix"] = _hash([p if p is None or isinstance(p, str) else list(map(int, p))
+                                    for p in prefix])
+            plan["prefix_tokens"] = prefix_tokens
         diff = []
         if store.exists(PLAN):
             old = json.loads(store.read_text(PLAN))
@@ -131,9 +147,14 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                 idx, rows = batches[i]
                 batch = [prompts[j] for j in idx]
                 batch += [batch[-1]] * (rows - len(batch))
+                pre = None
+                if prefix is not None:
+                    pre = [prefix[j] for j in idx]
+                    pre += [pre[-1]] * (rows - len(pre))
                 res = generate(model, batch, cfg, centers=centers, seed=seed + i,
                                return_activations=save_activations,
-                               record_snapshots=save_snapshots, system_prompt=system_prompt)
+                               record_snapshots=save_snapshots, system_prompt=system_prompt,
+                               prefix=pre, prefix_tokens=prefix_tokens)
                 n = len(idx)
                 if not writes(i):  # SPMD: another process stores this batch
                     bar.update(n)
@@ -146,6 +167,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                     "sri": pa.array([r.tolist() for r in res.sri[:n]], pa.list_(pa.float32())),
                     "refused": [bool(judge(t)) for t in res.texts[:n]],
                 }
+                if prefix is not None:
+                    cols["prefix"] = res.prefixes[:n]
                 if save_activations:
                     cols["activations"] = pa.array(
                         [r.reshape(-1).tolist() for r in res.activations[:n]],
@@ -266,7 +289,8 @@ def read_traces(out_dir) -> dict:
     """All records of a trace directory as numpy arrays / lists, ordered by shard then row.
 
     Keys: prompt_id, set, attack, prompt, response, refused [N] bool, sri [N, T], tokens
-    [N, G], and when saved activations [N, T*D] and snapshots [N, T, G].
+    [N, G], and when saved activations [N, T*D], snapshots [N, T, G] and prefix (prefilled
+    runs).
     """
     import pyarrow as pa
 
@@ -290,6 +314,8 @@ def read_traces(out_dir) -> dict:
     rec["refused"] = np.asarray(t.column("refused").to_pylist(), bool)
     rec["sri"] = np.asarray(t.column("sri").to_pylist(), np.float32)
     rec["tokens"] = np.asarray(t.column("tokens").to_pylist(), np.int32)
+    if "prefix" in t.column_names:
+        rec["prefix"] = t.column("prefix").to_pylist()
     if "activations" in t.column_names:
         rec["activations"] = np.asarray(t.column("activations").to_pylist(), np.float32)
     if "snapshots" in t.column_names:

@@ -54,7 +54,7 @@ def _block_noise(arr, t, shape, lo, hi, fill=0.5):
 def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_length,
                temperature=0.0, remasking="low_confidence", cfg_scale=0.0,
                logits_eos_inf=False, confidence_eos_eot_inf=False, noise=None, layer=None,
-               pooling="all", cfg_pool="cond"):
+               pooling="all", cfg_pool="cond", prefix=None):
     """LLaDA's ``generate()`` as upstream writes it, in numpy float64, one forward per step.
     Returns (tokens [B, G], phi [B, T, D]).
 
@@ -62,15 +62,21 @@ def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_len
     ``noise.tok[t]`` [B, block_length, V] uniforms of step t's block for the Gumbel noise,
     ``noise.pos[t]`` [B, block_length] for ``random`` remasking (upstream ``torch.rand``).
     ``cfg_pool`` "uncond": phi from the CFG pass with the prompt masked (the reference
-    hook reads the last row of the doubled batch)."""
+    hook reads the last row of the doubled batch).
+    ``prefix`` [B, n] (prefilling): the response canvas is n + gen_length long, its first n
+    positions hold the prefix from the start and are never masked or chosen; the blocks and
+    the pooled positions are the gen_length after it. Returns only those."""
     mcfg = model.config
     mask_id, eos, eot = mcfg.mask_token_id, mcfg.eos_token_id, mcfg.eot_token_id
     ids = np.asarray(input_ids)
-    b, p = ids.shape
-    x = np.concatenate([ids, np.full((b, gen_length), mask_id)], 1)
-    amask = np.concatenate([np.asarray(attention_mask), np.ones((b, gen_length), int)], 1)
+    b, p0 = ids.shape
+    fixed = np.zeros((b, 0), int) if prefix is None else np.asarray(prefix)
+    x = np.concatenate([ids, fixed, np.full((b, gen_length), mask_id)], 1)
+    amask = np.concatenate([np.asarray(attention_mask), np.ones((b, fixed.shape[1] + gen_length),
+                                                                int)], 1)
     prompt_index = np.zeros_like(x, bool)
-    prompt_index[:, :p] = True
+    prompt_index[:, :p0] = True
+    p = p0 + fixed.shape[1]  # first generated position
     num_blocks = gen_length // block_length
     spb = steps // num_blocks
     phis = []
@@ -120,12 +126,16 @@ def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_len
             else:
                 w = np.ones((b, gen_length))
             phis.append((h * w[..., None]).sum(1) / w.sum(1, keepdims=True))
+            assert (x[:, p0:p] == fixed).all()  # the prefix never changes
     return x[:, p:], np.stack(phis, 1)
 
 
-def ar_loop(model, input_ids, attention_mask, *, gen_length, layer=None):
+def ar_loop(model, input_ids, attention_mask, *, gen_length, layer=None, forced=None):
     """The reference AR loop: greedy, NO KV cache (the whole sequence is re-run every step),
-    hidden state at the last position, running mean, EOS repeats the last hidden state."""
+    hidden state at the last position, running mean, EOS repeats the last hidden state.
+    ``forced`` (prefilling: one token list per row): the first len(forced[r]) steps emit
+    those tokens instead of the argmax; they are not steps of the result (neither tokens nor
+    the running mean): gen_length tokens are generated after them."""
     mcfg = model.config
     stops = {t for t in (mcfg.eos_token_id, mcfg.eot_token_id) if t is not None}
     pad = mcfg.pad_token_id if mcfg.pad_token_id is not None else mcfg.eos_token_id
@@ -136,9 +146,13 @@ def ar_loop(model, input_ids, attention_mask, *, gen_length, layer=None):
     phis = np.zeros((b, gen_length, mcfg.hidden_size))
     for r in range(b):  # one prompt at a time, as the reference does
         seq = ids[r][mask[r] == 1].tolist()
+        force = [] if forced is None else [int(f) for f in forced[r]]
         hs = []
-        for t in range(gen_length):
+        for t in range(-len(force), gen_length):
             out = model.forward(np.asarray([seq]), layer=layer)
+            if t < 0:
+                seq.append(force[t + len(force)])
+                continue
             hid = out.hidden if layer is None else out.layer_hidden
             hs.append(np.asarray(hid, np.float64)[0, -1])
             tok = int(np.argmax(np.asarray(out.logits)[0, -1]))
@@ -197,20 +211,26 @@ def dream_sample_tokens(logits, temperature=0.0, top_p=None, top_k=None,
 
 
 def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="maskgit_plus",
-               eps=1e-3, temperature=0.0, top_p=None, top_k=None, alg_temp=0.0, noise=None):
+               eps=1e-3, temperature=0.0, top_p=None, top_k=None, alg_temp=0.0, noise=None,
+               prefix=None):
     """Dream's ``_sample()`` as upstream writes it, in numpy float64. Returns (tokens, phi).
 
     ``noise``: the random numbers, given explicitly: ``noise.tok[i]`` [B, G, V] uniforms of
     step i for the token draws, ``noise.pos[i]`` [B, G] for ``origin``'s reveals
     (``torch.rand`` over the masked positions, in their row-major order) and for
     ``alg_temp``'s ``torch.multinomial`` without replacement, which is ``topk(p / E)`` with
-    E = -log u (ATen's path without replacement)."""
+    E = -log u (ATen's path without replacement).
+    ``prefix`` [B, n]: fixed tokens at the start of the response canvas (never masked);
+    the pooled positions and the result are the gen_length after them."""
     mcfg = model.config
     mask_id = mcfg.mask_token_id
     ids = np.asarray(input_ids)
-    b, p = ids.shape
-    x = np.concatenate([ids, np.full((b, gen_length), mask_id)], 1)
-    amask = np.concatenate([np.asarray(attention_mask), np.ones((b, gen_length), int)], 1)
+    b, p0 = ids.shape
+    fixed = np.zeros((b, 0), int) if prefix is None else np.asarray(prefix)
+    x = np.concatenate([ids, fixed, np.full((b, gen_length), mask_id)], 1)
+    amask = np.concatenate([np.asarray(attention_mask), np.ones((b, fixed.shape[1] + gen_length),
+                                                                int)], 1)
+    p = p0 + fixed.shape[1]  # first generated position
     timesteps = np.linspace(1, eps, steps + 1, dtype=np.float32)
     phis = []
     for i in range(steps):
@@ -251,4 +271,5 @@ def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="mask
                 x[rows, transfer_index] = x_[rows, transfer_index]
         h = np.asarray(out.hidden, np.float64)[:, p:]
         phis.append(h.mean(1))
+        assert (x[:, p0:p] == fixed).all()  # the prefix never changes
     return x[:, p:], np.stack(phis, 1)

@@ -40,7 +40,7 @@ def test_every_attack_deterministic_recorded_recoverable(name, prompts):
         assert a.attack == name
         assert a.original == p
         assert isinstance(a.text, str) and a.text.strip()
-        if name == "none":
+        if name in ("none", "prefill"):  # prefill forces the response, not the prompt
             assert a.text == p
         else:
             assert a.text != p
@@ -51,6 +51,10 @@ def test_every_attack_deterministic_recorded_recoverable(name, prompts):
             assert f"TASK is '{a.params['payload']}'" in a.text
         if name == "random_search":
             assert p.strip().rstrip(".").lower() in a.text
+        if name == "prefill":
+            assert a.params["prefix"].startswith("Sure, here is how to ")
+        if name == "gcg_universal":
+            assert a.text == p + a.params["suffix"]
 
 
 def test_batch_order_does_not_change_choices(prompts):
@@ -160,3 +164,15 @@ def test_apply_attack_errors_and_prompt_set():
     assert ps.extra["original"] == base.prompts
     assert ps.ids == tuple(f"{i}#refusal_suppression" for i in base.ids)
     assert ps.metadata["parent_sha256"] == base.sha256
+
+
+def test_gcg_universal_carries_its_provenance_and_never_saw_the_held_out_prompts():
+    from sri_jax.data.attacks import GCG_UNIVERSAL
+    from sri_jax.detector.evaluate import evaluation_splits
+
+    g = GCG_UNIVERSAL
+    assert g["model"] == "smollm2-135m-instruct-safe" and len(g["weight_hash"]) == 64
+    assert len(g["suffix_ids"]) == g["settings"]["suffix_length"] and g["steps"] >= 1
+    assert g["loss"] <= g["initial_loss"]
+    held_out = set(evaluation_splits()["ids"]["harmful"])
+    assert g["prompt_ids"] and not held_out & set(g["prompt_ids"])

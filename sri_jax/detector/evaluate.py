@@ -654,6 +654,10 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
     harmful_calib = (list(a["calib"].prompts) + list(load_prompt_set("harmbench").prompts))
     raw = list(a["test"].prompts)
     harmful = {"none": raw}
+    if "prefill" in attacks:
+        raise ValueError("prefill forces the response start and is traced with "
+                         "`sri-jax trace --attack prefill` (tracing.trace(prefix=...)); the "
+                         "evaluation does not run it yet")
     for name in attacks:
         if name != "none":
             harmful[name] = [ap.text for ap in apply_attack(name, raw, seed=seed)]

@@ -33,7 +33,9 @@ class GenerationResult:
     ``model.decode(tokens, stop_at_eos=True)`` gives the answer up to its EOS); sri [B, T] when centers were
     given; activations [B, T, D] pooled phi when requested; projections [B, T] when a
     direction was given; snapshots [B, T, G] response tokens after each step when requested;
-    detector_scores [B] and flagged [B] bool when a detector was given."""
+    detector_scores [B] and flagged [B] bool when a detector was given; prefixes (prefill:
+    each row's forced response start as decoded from the ids used; ``tokens`` and ``texts``
+    hold only what was generated after it)."""
 
     tokens: np.ndarray
     texts: Optional[list] = None
@@ -43,6 +45,7 @@ class GenerationResult:
     snapshots: Optional[np.ndarray] = None
     detector_scores: Optional[np.ndarray] = None
     flagged: Optional[np.ndarray] = None
+    prefixes: Optional[list] = None
 
 
 def bucket_length(n: int, limit: int) -> int:
@@ -131,6 +134,46 @@ def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):
     return ids.astype(np.int32), mask.astype(np.int32)
 
 
+def prefix_ids(model: Model, prefix, rows: int, max_tokens: Optional[int] = None) -> list:
+    """Each row's forced response prefix as token ids: a string is tokenized as plain text
+    (no special tokens, control text stays text), a sequence of ints is taken as ids; then
+    cut to its first ``max_tokens``. ``None`` or "" gives an empty prefix."""
+    if isinstance(prefix, str) or len(prefix) != rows:
+        raise ValueError(f"prefix must be a list with one entry (str, token ids or None) per "
+                         f"prompt: {rows} prompts, got "
+                         f"{'a single str' if isinstance(prefix, str) else len(prefix)}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"prefix_tokens must be >= 1, got {max_tokens}")
+    out = []
+    for i, p in enumerate(prefix):
+        if p is None or isinstance(p, str):
+            if p and model.tokenizer is None:
+                raise ValueError(f"prefix {i} is text but {model.name or 'the model'} has no "
+                                 "tokenizer: pass token ids")
+            ids = model._tokens(p, split_special_tokens=True) if p else []
+        else:
+            ids = [int(t) for t in p]
+            if any(not 0 <= t < model.config.vocab_size for t in ids):
+                raise ValueError(f"prefix {i} holds ids outside the vocabulary "
+                                 f"[0, {model.config.vocab_size})")
+        out.append(ids[:max_tokens])
+    return out
+
+
+def append_prefix(ids, mask, prefixes, pad_id):
+    """Each row's real tokens followed by its prefix ids, left-padded again: the prefix sits
+    right after the generation prompt, where the response starts."""
+    rows = [np.asarray(r)[np.asarray(m) == 1].tolist() + list(p)
+            for r, m, p in zip(ids, mask, prefixes)]
+    n = max(len(r) for r in rows)
+    out_ids = np.full((len(rows), n), pad_id, np.int32)
+    out_mask = np.zeros((len(rows), n), np.int32)
+    for i, r in enumerate(rows):
+        out_ids[i, n - len(r):] = r
+        out_mask[i, n - len(r):] = 1
+    return out_ids, out_mask
+
+
 def _left_pad(ids, mask, length, pad_id):
     b, l = ids.shape
     if l == length:
@@ -146,7 +189,8 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
              cfg: SamplerConfig = SamplerConfig(), *, input_ids=None, attention_mask=None,
              centers: Optional[Centers] = None, return_activations: bool = False,
              direction=None, record_snapshots: bool = False, seed: int = 0,
-             system_prompt: Optional[str] = "default", detector=None) -> GenerationResult:
+             system_prompt: Optional[str] = "default", detector=None, prefix=None,
+             prefix_tokens: Optional[int] = None) -> GenerationResult:
     """Sample a batch in one fused XLA program and read the SRI signal on the way.
 
     ``prompts`` are chat-templated with the model's template (system prompt "You are a
@@ -155,16 +199,33 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
     ``return_activations`` the pooled phi [B, T, D] (for computing centers). With a fitted
     ``detector`` (``SRIGuard`` / ``SRIClassifier``, trained against these centers) its score
     and flag per row are computed inside the same compiled program.
+
+    ``prefix`` (prefilling attack): one forced response start per prompt (text, token ids or
+    None), cut to ``prefix_tokens`` tokens. Its tokens go right after the generation prompt:
+    on the prompt side of the AR cache, and at the start of the response in a diffusion
+    canvas, where the sampler never touches them (as prompt tokens). The sampler then
+    generates ``gen_length`` tokens after it in ``steps`` steps, and the SRI pools only those
+    (the prefix is not a step).
     """
     _check_mode(model, cfg)
     ids, mask = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
     mcfg = model.config
+    pad_id = mcfg.pad_token_id if mcfg.pad_token_id is not None else 0
+    used = None
+    if prefix is not None:
+        if cfg.cfg_scale > 0:
+            raise ValueError("prefill with cfg_scale > 0 is not supported (the unconditional "
+                             "pass would mask the prefix with the prompt); use cfg_scale 0")
+        pids = prefix_ids(model, prefix, ids.shape[0], prefix_tokens)
+        ids, mask = append_prefix(ids, mask, pids, pad_id)
+        used = None if model.tokenizer is None else [model.tokenizer.decode(p) for p in pids]
+    elif prefix_tokens is not None:
+        raise ValueError("prefix_tokens without prefix: pass the prefixes to cut")
     limit = mcfg.max_position_embeddings - cfg.gen_length
     if ids.shape[1] > limit:
         raise ValueError(f"prompt of {ids.shape[1]} tokens + gen_length {cfg.gen_length} "
                          f"exceeds the model's context {mcfg.max_position_embeddings}; "
                          "shorten the prompt or lower gen_length")
-    pad_id = mcfg.pad_token_id if mcfg.pad_token_id is not None else 0
     ids, mask = _left_pad(ids, mask, bucket_length(ids.shape[1], limit), pad_id)
 
     d = mcfg.hidden_size
@@ -213,7 +274,8 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
         sri=host(sri) if centers is not None else None,
         activations=host(recs.phi),
         projections=host(recs.projection),
-        snapshots=host(recs.snapshot), detector_scores=host(scores), flagged=host(flags))
+        snapshots=host(recs.snapshot), detector_scores=host(scores), flagged=host(flags),
+        prefixes=used)
 
 
 
@@ -263,16 +325,18 @@ def plan_batches(lengths: Sequence[int], batch_size: int, limit: int,
 
 def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *,
                      batch_size: int = 16, seed: int = 0, progress: bool = True,
-                     desc: str = "generate", **kwargs) -> GenerationResult:
+                     desc: str = "generate", prefix=None, **kwargs) -> GenerationResult:
     """:func:`generate` over many prompts: sorted by length into batches of ``batch_size``
     (fewer rows for very long prompts, :func:`plan_batches`; a short batch is padded by
     repetition, so every call reuses the compiled program of its bucket), results in the
-    input order. Batch i uses ``seed + i``."""
+    input order. Batch i uses ``seed + i``. ``prefix``: one per prompt (see :func:`generate`)."""
     from tqdm.auto import tqdm
 
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts is empty: pass at least one prompt")
+    if prefix is not None:
+        prefix_ids(model, prefix, len(prompts))  # fail before any batch runs
     system_prompt = kwargs.get("system_prompt", "default")
     lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
     batches = plan_batches(lengths, batch_size,
@@ -282,7 +346,10 @@ def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *
         for i, (idx, rows) in enumerate(batches):
             batch = [prompts[j] for j in idx]
             batch += [batch[-1]] * (rows - len(batch))
-            res = generate(model, batch, cfg, seed=seed + i, **kwargs)
+            pre = None if prefix is None else [prefix[j] for j in idx]
+            if pre is not None:
+                pre += [pre[-1]] * (rows - len(pre))
+            res = generate(model, batch, cfg, seed=seed + i, prefix=pre, **kwargs)
             parts.append(_select(res, np.arange(len(idx))))
             bar.update(len(idx))
     order = np.concatenate([idx for idx, _ in batches])
