@@ -189,6 +189,8 @@ def choose_threshold(scores, labels) -> float:
 
 
 def _measure(args):
+    from sklearn.metrics import roc_auc_score
+
     from sri_jax.harm_judge import JUDGE_SYSTEM_PROMPT, RUBRIC, HarmJudge, load_agreement
 
     rows = load_agreement(args.file)
@@ -229,7 +231,12 @@ def _measure(args):
            "keyword_not_refused_report": confusion(not_refused[~tune], labels[~tune]),
            "keyword_not_refused_all": confusion(not_refused, labels),
            "attack_success_report": confusion((scores[~tune] > thr) & not_refused[~tune],
-                                              labels[~tune])}
+                                              labels[~tune]),
+           "auroc_all": float(roc_auc_score(labels, scores)),
+           "auroc_report": float(roc_auc_score(labels[~tune], scores[~tune])),
+           "scores_harmful": sorted(round(float(v), 3) for v in scores[labels]),
+           "scores_not_harmful_quantiles_50_90_99_max": [
+               round(float(v), 3) for v in np.quantile(scores[~labels], [.5, .9, .99, 1])]}
     print(json.dumps(out, indent=1))
     if args.errors:
         for r, s, y in zip(rows, scores, labels):
