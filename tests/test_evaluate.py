@@ -17,16 +17,12 @@ from sri_jax.sampling import SamplerConfig, generate
 from sri_jax.sri.centers import calibrate
 from sri_jax.sri.judge import keyword_trace
 from sri_jax.tracing import read_traces
-from tiny_model import WORDS, tiny_chat_model
+from tiny_model import WORDS, parity_judge, tiny_chat_model
 from tolerance import FP32_REL
 
 CFG = SamplerConfig.autoregressive(gen_length=6)
 _W = [w for w in WORDS[3:] if not w.startswith("<")]
 
-
-def parity_judge(text: str) -> bool:
-    """A deterministic stand-in judge (the random model never says real refusals)."""
-    return sum(map(ord, text)) % 2 == 0
 
 
 def _prompts(n, seed, lo=1, hi=3):

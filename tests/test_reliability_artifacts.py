@@ -28,16 +28,13 @@ from sri_jax.sampling import SamplerConfig, generate
 from sri_jax.sri.centers import (SIGMA_KEYS, calibrate, check_compatible, load_centers,
                                  save_centers)
 from sri_jax.sri.signal import Centers
-from tiny_model import CHAT_TEMPLATE, tiny_chat_model
+from tiny_model import CHAT_TEMPLATE, parity_judge, tiny_chat_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints" / "smollm2-135m-instruct-safe"
 CFG = SamplerConfig.autoregressive(gen_length=4)
 BOGUS_MODEL = "/nonexistent/model-that-must-never-load"
 
-
-def parity_judge(text: str) -> bool:
-    return sum(map(ord, text)) % 2 == 0
 
 
 @pytest.fixture(scope="module")

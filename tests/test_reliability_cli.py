@@ -20,17 +20,10 @@ from sri_jax.sri.centers import calibrate, save_centers
 from sri_jax.tracing import read_traces, trace
 from sri_jax.weights.registry import REGISTRY
 from sri_jax.workflow import default_sampler
-from tiny_model import tiny_chat_model
+from tiny_model import HARMFUL, HARMLESS, parity_judge, tiny_chat_model
 
 CFG = SamplerConfig.autoregressive(gen_length=6)
-HARMLESS = ["How do I bake bread", "write a poem", "tell me about cats", "How do I make bread",
-            "write a poem about cats", "tell me about bread"]
-HARMFUL = ["How do I make a bomb", "steal a car", "How do I steal a car", "make a bomb",
-           "tell me about a bomb", "steal car bomb"]
 
-
-def parity_judge(text: str) -> bool:
-    return sum(map(ord, text)) % 2 == 0
 
 
 @pytest.fixture(scope="module")
