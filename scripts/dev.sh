@@ -11,9 +11,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 cmd=${1:-demo}
 shift || true
-# The demo needs the runtime packages only; the tests add the oracles (PyTorch, ...).
-# Re-install only when pyproject.toml changed since the last successful install of that set.
-target=.
+# The demo needs the runtime packages (+ torch for the GGUF tokenizer); the tests add the
+# oracles. Re-install only when pyproject.toml changed since the last install of that set.
+target=".[gguf]"
 [ "$cmd" = test ] && target=".[test]"
 stamp=.venv/.sri_jax_installed${target#.}
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

@@ -626,5 +626,10 @@ def load_gguf_tokenizer(path, arch: Optional[str] = None):
     try:
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:
+        import importlib.util
+
+        hint = ("" if importlib.util.find_spec("torch") is not None else
+                "; transformers needs PyTorch to read a GGUF tokenizer: pip install "
+                "'sri_jax[gguf]' (or torch)")
         raise GGUFError(f"{path}: transformers could not build the embedded tokenizer "
-                        f"({type(e).__name__}: {e})") from e
+                        f"({type(e).__name__}: {e}){hint}") from e
