@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .models.decoder import forward as decoder_forward
+from .models.model import left_pad
 
 __all__ = ["DEFAULT_JUDGE_MODEL", "JUDGE_SYSTEM_PROMPT", "RUBRIC", "THRESHOLDS", "HarmJudge",
            "rubric_prompt", "load_agreement", "calibration_prompt_ids", "AGREEMENT_FILE"]
@@ -189,12 +190,9 @@ class HarmJudge:
                   disable=not self.progress) as bar:
             for idx, rows in plan_batches([len(s) for s in seqs], self.batch_size, limit):
                 length = bucket_length(max(len(seqs[j]) for j in idx), limit)
-                ids = np.full((rows, length), pad, np.int32)
-                mask = np.zeros((rows, length), np.int32)
-                for r in range(rows):
-                    s = seqs[idx[min(r, len(idx) - 1)]]  # short batch: repeat the last row
-                    ids[r, length - len(s):] = s
-                    mask[r, length - len(s):] = 1
+                # short batch: repeat the last row
+                ids, mask = left_pad([seqs[idx[min(r, len(idx) - 1)]] for r in range(rows)],
+                                     pad, length)
                 lg = np.asarray(_answer_logits(self.model.params, cfg, jnp.asarray(ids),
                                                jnp.asarray(mask), answers), np.float64)
                 diff[idx] = lg[:len(idx), 0] - lg[:len(idx), 1]

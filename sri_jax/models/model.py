@@ -36,6 +36,19 @@ def _jit_forward(params, cfg, input_ids, attention_mask, positions, hidden_layer
     return ForwardOutput(out.logits, out.hidden, out.layer_hidden)
 
 
+def left_pad(seqs, pad_id: int, length: Optional[int] = None):
+    """Token rows left-padded to ``length`` (default: the longest): (ids, mask) int32 numpy,
+    mask 1 on real tokens."""
+    length = max(len(q) for q in seqs) if length is None else length
+    ids = np.full((len(seqs), length), pad_id, np.int32)
+    mask = np.zeros((len(seqs), length), np.int32)
+    for i, q in enumerate(seqs):
+        if len(q):
+            ids[i, length - len(q):] = q
+            mask[i, length - len(q):] = 1
+    return ids, mask
+
+
 @dataclasses.dataclass
 class Model:
     """A loaded model.
@@ -145,12 +158,7 @@ class Model:
                 raise ValueError(f"pad_to={pad_to} is shorter than the longest prompt ({length})")
             length = pad_to
         pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
-        ids = np.full((len(seqs), length), pad, np.int32)
-        mask = np.zeros((len(seqs), length), np.int32)
-        for i, s in enumerate(seqs):
-            ids[i, length - len(s):] = s
-            mask[i, length - len(s):] = 1
-        return ids, mask
+        return left_pad(seqs, pad, length)
 
     def _encode_one(self, prompt: str, system_prompt, safe: bool) -> list:
         text = self.chat_prompt(prompt, system_prompt)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models.model import Model
+from ..models.model import Model, left_pad
 from ..sri.centers import check_compatible
 from ..sri.signal import Centers
 from .autoregressive import ar_sample
@@ -165,13 +165,7 @@ def append_prefix(ids, mask, prefixes, pad_id):
     right after the generation prompt, where the response starts."""
     rows = [np.asarray(r)[np.asarray(m) == 1].tolist() + list(p)
             for r, m, p in zip(ids, mask, prefixes)]
-    n = max(len(r) for r in rows)
-    out_ids = np.full((len(rows), n), pad_id, np.int32)
-    out_mask = np.zeros((len(rows), n), np.int32)
-    for i, r in enumerate(rows):
-        out_ids[i, n - len(r):] = r
-        out_mask[i, n - len(r):] = 1
-    return out_ids, out_mask
+    return left_pad(rows, pad_id)
 
 
 def _left_pad(ids, mask, length, pad_id):
