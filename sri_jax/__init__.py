@@ -1,6 +1,6 @@
 """sri_jax: step-wise refusal internal dynamics (SRI) for AR and masked-diffusion LMs in JAX."""
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .models.config import ModelConfig, RopeScaling
 from .models.model import ForwardOutput, Model

@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from ._version import __version__
+
 ARTIFACT_FILE = "artifact.json"
 
 # kind -> (files that identify an artifact written before artifact.json existed,
@@ -126,10 +128,8 @@ def _listing(names, limit: int = 5) -> str:
 
 
 def write_header(folder, kind: str, fmt: int) -> None:
-    import sri_jax
-
     (Path(folder) / ARTIFACT_FILE).write_text(json.dumps(
-        {"kind": kind, "format": fmt, "library": sri_jax.__version__}, sort_keys=True) + "\n")
+        {"kind": kind, "format": fmt, "library": __version__}, sort_keys=True) + "\n")
 
 
 def _umask() -> int:

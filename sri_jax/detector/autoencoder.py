@@ -71,6 +71,7 @@ from flax import nnx
 from jax import lax
 from sklearn.exceptions import NotFittedError
 
+from .._version import __version__
 from ..io import ArtifactError, atomic_directory, json_default, read_json, recover
 from ..sri.centers import (SIGMA_KEYS, CentersMismatchError, centers_fingerprint,
                            compare_meta)
@@ -460,8 +461,6 @@ class _MLPDetector:
         """Write the detector to directory ``path`` atomically (temp sibling + rename): a new
         or empty folder, or over another detector with ``overwrite=True``."""
         self._check_fitted()
-        import sri_jax
-
         path = Path(path)
         with atomic_directory(path, "detector", fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
             _save_orbax(tmp / "params", self.params_)
@@ -473,7 +472,7 @@ class _MLPDetector:
                 "num_params": self.num_params(),
                 "final_loss": float(self.loss_history_[-1]) if self.loss_history_ is not None
                 else None,
-                **self._extra_state(), "version": sri_jax.__version__})
+                **self._extra_state(), "version": __version__})
         return path
 
     @classmethod

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._version import __version__
 from ..io import atomic_directory, read_json, recover
 from .config import ModelConfig
 
@@ -233,15 +234,13 @@ def save_adapter(path, adapter: dict, lcfg: LoraConfig, *, base_weight_hash: str
     folder, or over another adapter with ``overwrite=True`` (:mod:`sri_jax.io`)."""
     import orbax.checkpoint as ocp
 
-    import sri_jax
-
     path = Path(path)
     host = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), adapter)
     meta = {"format": FORMAT_VERSION, "kind": "lora", "lora": lcfg.to_dict(),
             "base_model": base_model, "base_weight_hash": base_weight_hash,
             "adapter_hash": adapter_hash(host), "num_params": num_params(host),
             "shapes": {n: {p: list(host[n][p].shape) for p in ("a", "b")} for n in host},
-            "version": getattr(sri_jax, "__version__", ""), "metadata": metadata or {}}
+            "version": __version__, "metadata": metadata or {}}
     with atomic_directory(path, "adapter", fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save((tmp / "adapter").absolute(), host)

@@ -36,6 +36,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .._version import __version__
 from ..io import ARTIFACT_FILE, ArtifactError, atomic_directory, read_json, recover
 from .signal import EPS, Centers, centers_from_activations, sri_signal
 
@@ -106,8 +107,6 @@ def chat_template_hash(model) -> Optional[str]:
 def run_meta(model, cfg, *, system_prompt="default", judge=None) -> dict:
     """The metadata that must agree between centers and the run that uses them (with
     ``judge`` also the judge that labelled the calibration samples)."""
-    import sri_jax
-
     sp = model.system_prompt if system_prompt == "default" else system_prompt
     meta = {"model": model.name, "weight_hash": model.weight_hash,
             "sampler": sampler_fingerprint(cfg), "layer": cfg.layer, "pooling": cfg.pooling,
@@ -115,7 +114,7 @@ def run_meta(model, cfg, *, system_prompt="default", judge=None) -> dict:
             "tau": cfg.tau, "eps": EPS, "dim": model.config.hidden_size,
             "system_prompt": sp or None, "chat_template_hash": chat_template_hash(model),
             "safe_prompts": bool(getattr(model, "safe_prompts", False)),  # recorded, not compared
-            "dtype": str(np.dtype(model.dtype)), "version": sri_jax.__version__}
+            "dtype": str(np.dtype(model.dtype)), "version": __version__}
     if judge is not None:
         meta["judge"] = judge_name(judge)
     return meta
