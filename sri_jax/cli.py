@@ -436,10 +436,9 @@ def _sampler(args, model):
 
 def _load(args, mesh=None):
     from . import load_model
-    from .workflow import resolve_dtype
 
     kw = {} if mesh is None else {"mesh": mesh}
-    model = load_model(args.model, dtype=resolve_dtype(args.dtype), **kw)
+    model = load_model(args.model, dtype=args.dtype, **kw)
     if getattr(args, "no_system_prompt", False):
         model.system_prompt = None
     model.safe_prompts = _prompt_encoding(args) == "safe"

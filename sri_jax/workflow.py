@@ -219,7 +219,7 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     t0 = time.perf_counter()
     out = Path(out_dir)
     check_own_outputs(out)
-    model = load_model(model_name, dtype=resolve_dtype(dtype))
+    model = load_model(model_name, dtype=dtype)
     if system_prompt != "default":
         model.system_prompt = system_prompt
     model.safe_prompts = safe_prompts
@@ -282,12 +282,3 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     log(f"records: {out / 'traces'}   ({time.perf_counter() - t0:.0f} s)")
     return {"rows": rows, "figures": figs, "centers": centers, "trace_dirs": dirs,
             "guard": guard_res}
-
-
-def resolve_dtype(dtype: str) -> str:
-    """"auto": float32 on CPU (bf16 matmuls are slow there), bfloat16 on accelerators."""
-    if dtype != "auto":
-        return dtype
-    import jax
-
-    return "float32" if jax.default_backend() == "cpu" else "bfloat16"

@@ -158,6 +158,27 @@ def test_local_hf_directory_resolves_and_loads(tmp_path):
     np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-4)
 
 
+def test_one_dtype_helper_with_auto():
+    import jax
+    import ml_dtypes
+
+    from sri_jax import workflow
+    from sri_jax.weights import dtypes, gguf_io, hf
+
+    assert hf.resolve_dtype is gguf_io.resolve_dtype is dtypes.resolve_dtype
+    assert not hasattr(workflow, "resolve_dtype")
+    r = dtypes.resolve_dtype
+    assert r("BF16") == r(jax.numpy.bfloat16) == np.dtype(ml_dtypes.bfloat16)
+    assert r("half") == r("fp16") == r(np.float16) == np.dtype(np.float16)
+    assert r("f32") == r("float32") == np.dtype(np.float32)
+    assert r("auto") == (np.dtype(np.float32) if jax.default_backend() == "cpu"
+                         else np.dtype(ml_dtypes.bfloat16))
+    with pytest.raises(ValueError, match="dtype 'int8': use 'bfloat16'"):
+        r("int8")
+    with pytest.raises(ValueError, match="dtype int32: weights can be loaded as"):
+        r(np.int32)
+
+
 def test_gguf_file_and_folder_dispatch(tmp_path):
     from checkpoint_writers import write_llama_dir
     from test_gguf import write_gguf
@@ -169,8 +190,9 @@ def test_gguf_file_and_folder_dispatch(tmp_path):
     f = folder / "tiny.gguf"
     write_gguf(f, "llama", ck)
     m1 = load_model(f, dtype="float32")
-    m2 = load_model(folder, dtype="float32")  # a folder with exactly one .gguf
+    m2 = load_model(folder, dtype="auto")  # a folder with exactly one .gguf; "auto" on CPU
     assert m1.weight_hash == m2.weight_hash and m1.config == m2.config
+    assert np.dtype(m2.dtype) == np.float32 and np.dtype(m1.dtype) == np.float32
     assert m1.tokenizer is None  # the synthetic file has no vocabulary
     (folder / "other.gguf").write_bytes(f.read_bytes())
     with pytest.raises(ModelNotFoundError, match="exactly one .gguf"):

@@ -191,10 +191,9 @@ class LlamaGuard3:
         self.source = self.SOURCES.get(str(source).lower(), source)
         if model is None:
             from .. import load_model
-            from ..workflow import resolve_dtype
 
             try:
-                model = load_model(self.source, dtype=resolve_dtype(dtype))
+                model = load_model(self.source, dtype=dtype)
             except Exception as e:  # noqa: BLE001 - any failure means: not available here
                 raise RuntimeError(
                     f"cannot load Llama Guard 3 from {self.source!r}: {type(e).__name__}: {e}. "

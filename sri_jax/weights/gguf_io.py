@@ -46,6 +46,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..models.config import ModelConfig, RopeScaling
+from .dtypes import resolve_dtype
 
 __all__ = ["GGUFError", "GGUFFile", "GGUFTensorInfo", "load_gguf", "read_gguf_config",
            "gguf_weight_hash", "load_gguf_tokenizer", "unpermute_qk", "permute_qk",
@@ -475,25 +476,6 @@ def gguf_weight_hash(path) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32",
-           "f32": "float32", "float16": "float16", "fp16": "float16", "f16": "float16"}
-
-
-def _np_dtype(dtype) -> np.dtype:
-    """"bfloat16" | "float32" | "float16" (or such a numpy / jax dtype) -> numpy dtype."""
-    import ml_dtypes
-
-    if isinstance(dtype, str):
-        key = _DTYPES.get(dtype.lower())
-        if key is None:
-            raise ValueError(f"dtype {dtype!r}: use 'bfloat16', 'float32' or 'float16'")
-        return np.dtype(ml_dtypes.bfloat16) if key == "bfloat16" else np.dtype(key)
-    dt = np.dtype(dtype)
-    if dt not in (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float32), np.dtype(np.float16)):
-        raise ValueError(f"dtype {dt}: weights can be loaded as bfloat16, float32 or float16")
-    return dt
-
-
 def load_gguf_params(path, cfg: Optional[ModelConfig] = None, *, dtype="bfloat16") -> dict:
     """Dequantize, un-permute and stack every tensor into the decoder's numpy param tree."""
     from ..models.decoder import param_shapes
@@ -501,7 +483,7 @@ def load_gguf_params(path, cfg: Optional[ModelConfig] = None, *, dtype="bfloat16
     g = open_gguf(path)
     arch, spec = _arch(g)
     cfg = cfg if cfg is not None else read_gguf_config(g)
-    np_dt = _np_dtype(dtype)
+    np_dt = resolve_dtype(dtype)
     shapes = param_shapes(cfg)
     layers = {k: np.empty(s, np_dt) for k, s in shapes["layers"].items()}
     out: dict[str, Any] = {}

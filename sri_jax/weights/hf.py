@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models.config import ModelConfig, RopeScaling
+from .dtypes import resolve_dtype
 from .name_maps import TRANSFORMS, LoadPlan, TensorSource, name_map_for, plan_load
 from .safetensors_io import SafetensorsError, SafetensorsFile
 
@@ -538,27 +539,6 @@ def _load_tokenizer(d: Path):
 
 
 # ============================================================================ load
-
-
-_DTYPE_NAMES = {"bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16, "float32": np.float32,
-                "fp32": np.float32, "f32": np.float32, "float16": np.float16,
-                "fp16": np.float16, "f16": np.float16, "half": np.float16}
-
-
-def resolve_dtype(dtype) -> np.dtype:
-    """"bfloat16" | "float32" | "float16" (or a numpy / jax float dtype) -> numpy dtype."""
-    if isinstance(dtype, str):
-        key = dtype.lower()
-        if key not in _DTYPE_NAMES:
-            raise ValueError(f"dtype {dtype!r}: use 'bfloat16', 'float32' or 'float16'")
-        return np.dtype(_DTYPE_NAMES[key])
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype {dtype!r}: use 'bfloat16', 'float32' or 'float16'") from None
-    if dt not in (np.dtype(jnp.bfloat16), np.dtype(np.float32), np.dtype(np.float16)):
-        raise ValueError(f"dtype {dt}: weights can be loaded as bfloat16, float32 or float16")
-    return dt
 
 
 _BLOCK = 1024

