@@ -544,7 +544,7 @@ def _run(args) -> int:
                           safe_prompts=_prompt_encoding(args) == "safe")
         return 0
     if args.command == "calibrate":
-        from .io import check_output
+        from .artifacts import check_output
         from .sri.centers import calibrate, save_centers
 
         check_output(args.out, "centers", overwrite=args.overwrite)  # before any compute
@@ -627,7 +627,7 @@ def _run(args) -> int:
         return 0
     if args.command in ("train-detector", "evaluate"):
         from .detector import evaluate as ev
-        from .io import check_output
+        from .artifacts import check_output
         from .sri.centers import load_centers
 
         centers = None

@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,23 +221,16 @@ def make_optimizer(fcfg: FinetuneConfig, total_steps: int):
 
 
 def _save_ckpt(ckpt_dir: Path, step: int, adapter, opt_state, losses) -> Path:
-    import orbax.checkpoint as ocp
+    """Write ``step_NNNNNN`` atomically (:func:`sri_jax.artifacts.atomic_directory`; a step
+    saved again replaces its folder) and keep the last two steps."""
+    from .artifacts import atomic_directory, save_tree, write_json
 
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     dest = ckpt_dir / f"step_{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp.", dir=ckpt_dir))
-    try:
-        state = {"adapter": jax.tree_util.tree_map(np.asarray, adapter),
-                 "opt": [np.asarray(x) for x in jax.tree_util.tree_leaves(opt_state)]}
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save((tmp / "state").absolute(), state)
-            ckptr.wait_until_finished()
-        (tmp / "progress.json").write_text(json.dumps({"step": step, "losses": losses}))
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(dest, "finetune-step", overwrite=True) as tmp:
+        save_tree(tmp / "state", {
+            "adapter": jax.tree_util.tree_map(np.asarray, adapter),
+            "opt": [np.asarray(x) for x in jax.tree_util.tree_leaves(opt_state)]})
+        write_json(tmp / "progress.json", {"step": step, "losses": losses}, indent=None)
     for old in sorted(ckpt_dir.glob("step_*"))[:-2]:   # keep the last two
         shutil.rmtree(old, ignore_errors=True)
     return dest
@@ -252,14 +244,13 @@ def _latest_ckpt(ckpt_dir: Optional[Path]) -> Optional[Path]:
 
 
 def _restore_ckpt(path: Path, adapter_like, opt_state_like):
-    import orbax.checkpoint as ocp
+    from .artifacts import restore_tree
 
     leaves, treedef = jax.tree_util.tree_flatten(opt_state_like)
     target = {"adapter": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype),
                                                 adapter_like),
               "opt": [np.zeros(np.shape(x), np.asarray(x).dtype) for x in leaves]}
-    with ocp.StandardCheckpointer() as ckptr:
-        state = ckptr.restore((path / "state").absolute(), target)
+    state = restore_tree(path / "state", target)
     prog = json.loads((path / "progress.json").read_text())
     adapter = jax.tree_util.tree_map(jnp.asarray, state["adapter"])
     opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state["opt"]])
@@ -285,10 +276,10 @@ def _data_hash(toks) -> str:
 
 
 def check_checkpoint_dir(ckpt_dir, *, resume: bool = True, overwrite: bool = False) -> None:
-    """Raise :class:`sri_jax.io.OutputFolderError` unless ``ckpt_dir`` is missing, empty, or a
+    """Raise :class:`sri_jax.artifacts.OutputFolderError` unless ``ckpt_dir`` is missing, empty, or a
     fine-tune checkpoint folder that ``train`` may continue (``resume``) or, with
     ``overwrite``, start over in. Call it before any compute."""
-    from .io import check_output
+    from .artifacts import check_output
 
     if ckpt_dir is None or _latest_ckpt(Path(ckpt_dir)) is None:
         # nothing complete to lose; still never touch a folder of another kind
@@ -379,13 +370,13 @@ def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneCon
             adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
             log(f"resumed from {latest} (step {start}/{total})")
         else:  # a new/empty folder, incomplete steps only, or starting over with overwrite
-            from .io import write_header
+            from .artifacts import write_header, write_json
 
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             for old in ckpt_dir.glob("step_*"):
                 shutil.rmtree(old, ignore_errors=True)
             write_header(ckpt_dir, "finetune-checkpoints", 1)
-            fp_file.write_text(json.dumps(fingerprint, indent=2))
+            write_json(fp_file, fingerprint)
     end = total if stop_after is None else min(total, int(stop_after))
 
     dim = cfg.hidden_size
@@ -643,7 +634,7 @@ def run(args, log=print) -> int:
     from .models.lora import merge_adapter_dir, save_adapter
     from .weights.registry import cache_dir
 
-    from .io import check_output
+    from .artifacts import check_output
 
     t0 = time.perf_counter()
     out = Path(args.out)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .io import ArtifactError, atomic_directory, read_json
+from .artifacts import ArtifactError, atomic_directory, read_json, write_json
 from .models.decoder import forward
 
 STATE_FILE = "gcg.json"
@@ -306,7 +306,7 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
         if out_dir is None:
             return
         with atomic_directory(out_dir, "gcg", overwrite=True) as tmp:
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+            write_json(tmp / STATE_FILE, state, indent=1)
 
     allowed_d = jnp.asarray(allowed)
     base = jax.random.key(cfg.seed)

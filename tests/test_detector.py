@@ -226,7 +226,7 @@ def test_failed_save_keeps_existing_checkpoint(guard, data, tmp_path, monkeypatc
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ae, "_write_json", boom)
+    monkeypatch.setattr(ae, "write_json", boom)
     with pytest.raises(OSError, match="disk full"):
         guard.save(path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["guard"]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from sri_jax.detector import SRIGuard
-from sri_jax.io import OutputFolderError
+from sri_jax.artifacts import OutputFolderError
 from sri_jax.sampling import SamplerConfig, generate
 from sri_jax.sri.centers import (SIGMA_KEYS, calibrate, check_compatible, load_centers,
                                  save_centers)

@@ -37,7 +37,7 @@ reproducing ``predict`` exactly (see ``as_pure``).
 
 On disk a detector is a directory (written to a temporary sibling and renamed into place, so a
 failed save never touches an existing checkpoint; only into a new or empty folder, or over
-another detector with ``overwrite=True``, see :mod:`sri_jax.io`)::
+another detector with ``overwrite=True``, see :mod:`sri_jax.artifacts`)::
 
     artifact.json   kind "detector"
     params/         orbax StandardCheckpointer checkpoint of the plain parameter pytree
@@ -72,7 +72,8 @@ from jax import lax
 from sklearn.exceptions import NotFittedError
 
 from .._version import __version__
-from ..io import ArtifactError, atomic_directory, json_default, read_json, recover
+from ..artifacts import (ArtifactError, atomic_directory, json_default, read_json, recover,
+                         restore_tree, save_tree, write_json)
 from ..sri.centers import (SIGMA_KEYS, CentersMismatchError, centers_fingerprint,
                            compare_meta)
 
@@ -262,25 +263,6 @@ def _float32_floor(t: float) -> np.float32:
     return np.float32(f)
 
 
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def _save_orbax(directory: Path, params) -> None:
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory.absolute(), params)
-        ckptr.wait_until_finished()
-
-
-def _restore_orbax(directory: Path, target):
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(directory.absolute(), target)
-
-
 # ----------------------------------------------------------------------------- estimators
 
 @dataclasses.dataclass(frozen=True)
@@ -463,8 +445,8 @@ class _MLPDetector:
         self._check_fitted()
         path = Path(path)
         with atomic_directory(path, "detector", fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
-            _save_orbax(tmp / "params", self.params_)
-            _write_json(tmp / "detector.json", {
+            save_tree(tmp / "params", self.params_)
+            write_json(tmp / "detector.json", {
                 "format": FORMAT_VERSION, "kind": type(self).__name__,
                 "config": _jsonable(dataclasses.asdict(self.config)),
                 "n_features": self.n_features_, "threshold": self.threshold_,
@@ -514,7 +496,7 @@ class _MLPDetector:
                               "bias": np.zeros(l.bias.shape, np.float32)}
                              for l in model.layers]}
         try:
-            params = _restore_orbax(path / "params", target)
+            params = restore_tree(path / "params", target)
             model.load_plain_params(params)
         except Exception as e:  # orbax / tensorstore raise many types for damaged files
             why = (str(e).splitlines() or [type(e).__name__])[0][:200]

@@ -49,7 +49,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..io import json_default
+from ..artifacts import json_default
 from ..sri.judge import is_refusal, keyword_trace
 from ..workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN
 from .autoencoder import SRIClassifier, SRIGuard
@@ -702,7 +702,7 @@ def train_detector(model, cfg, out, *, centers_path=None, centers=None,
     object, or loaded from ``centers_path``), fit, save to ``out`` (a new or empty folder, or
     over another detector with ``overwrite``; checked before any tracing)."""
     from ..data import load_prompt_set, split
-    from ..io import check_output
+    from ..artifacts import check_output
     from ..sri.centers import load_centers
 
     check_output(out, "detector", overwrite=overwrite)
@@ -728,7 +728,7 @@ def train_detector(model, cfg, out, *, centers_path=None, centers=None,
 def check_own_outputs(out) -> None:
     """``out/centers`` and ``out/guard`` (written by ``evaluate`` and ``demo``) must be missing,
     empty or artifacts of those kinds, which a rerun reuses / replaces: checked up front."""
-    from ..io import check_output
+    from ..artifacts import check_output
 
     check_output(Path(out) / "centers", "centers", overwrite=True)
     check_output(Path(out) / "guard", "detector", overwrite=True)

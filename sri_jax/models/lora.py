@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._version import __version__
-from ..io import atomic_directory, read_json, recover
+from ..artifacts import atomic_directory, read_json, recover, restore_tree, save_tree, write_json
 from .config import ModelConfig
 
 __all__ = ["LoraConfig", "TARGETS", "ATTENTION_TARGETS", "MLP_TARGETS", "AdapterMismatchError",
@@ -231,9 +230,7 @@ def save_adapter(path, adapter: dict, lcfg: LoraConfig, *, base_weight_hash: str
                  base_model: str = "", metadata: Optional[dict] = None,
                  overwrite: bool = False) -> Path:
     """Write an adapter directory atomically (orbax params + adapter.json): a new or empty
-    folder, or over another adapter with ``overwrite=True`` (:mod:`sri_jax.io`)."""
-    import orbax.checkpoint as ocp
-
+    folder, or over another adapter with ``overwrite=True`` (:mod:`sri_jax.artifacts`)."""
     path = Path(path)
     host = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), adapter)
     meta = {"format": FORMAT_VERSION, "kind": "lora", "lora": lcfg.to_dict(),
@@ -242,10 +239,8 @@ def save_adapter(path, adapter: dict, lcfg: LoraConfig, *, base_weight_hash: str
             "shapes": {n: {p: list(host[n][p].shape) for p in ("a", "b")} for n in host},
             "version": __version__, "metadata": metadata or {}}
     with atomic_directory(path, "adapter", fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save((tmp / "adapter").absolute(), host)
-            ckptr.wait_until_finished()
-        (tmp / "adapter.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        save_tree(tmp / "adapter", host)
+        write_json(tmp / "adapter.json", meta)
     return path
 
 
@@ -267,8 +262,6 @@ def read_adapter_meta(path) -> dict:
 def load_adapter(path, *, base_weight_hash: Optional[str] = None):
     """Restore ``(adapter, lora_config, meta)``; with ``base_weight_hash`` also check that
     the adapter was trained on those base weights (:class:`AdapterMismatchError` if not)."""
-    import orbax.checkpoint as ocp
-
     path = Path(path)
     meta = read_adapter_meta(path)
     if base_weight_hash is not None and meta.get("base_weight_hash") != base_weight_hash:
@@ -280,8 +273,7 @@ def load_adapter(path, *, base_weight_hash: Optional[str] = None):
     lcfg = LoraConfig.from_dict(meta["lora"])
     target = {n: {p: np.zeros(s, np.float32) for p, s in parts.items()}
               for n, parts in meta["shapes"].items()}
-    with ocp.StandardCheckpointer() as ckptr:
-        adapter = ckptr.restore((path / "adapter").absolute(), target)
+    adapter = restore_tree(path / "adapter", target)
     adapter = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), adapter)
     got = adapter_hash(adapter)
     if meta.get("adapter_hash") and got != meta["adapter_hash"]:

@@ -2,12 +2,12 @@
 
 On disk a centers artifact is a directory::
 
-    artifact.json kind "centers", format 2 (see :mod:`sri_jax.io`)
+    artifact.json kind "centers", format 2 (see :mod:`sri_jax.artifacts`)
     centers.npz   harmless [T, D] float32, harmful [T, D] float32
     meta.json     how they were made: everything that changes sigma (:data:`SIGMA_KEYS`),
                   the model name, dtype, prompt-set hashes, samples kept per class, version
 
-written to a temporary sibling and renamed into place (:func:`sri_jax.io.atomic_directory`):
+written to a temporary sibling and renamed into place (:func:`sri_jax.artifacts.atomic_directory`):
 only into a new or empty folder, or over other centers with ``overwrite=True``.
 
 One check, used wherever centers meet a run or a detector (:func:`compare_meta`): every field
@@ -29,15 +29,14 @@ without ``weight_hash`` / ``sampler``, or a format-2 artifact missing any sigma 
 from __future__ import annotations
 
 import hashlib
-import json
-import zipfile
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .._version import __version__
-from ..io import ARTIFACT_FILE, ArtifactError, atomic_directory, read_json, recover
+from ..artifacts import (ARTIFACT_FILE, ArtifactError, atomic_directory, load_arrays, read_json,
+                         recover, save_arrays, write_json)
 from .signal import EPS, Centers, centers_from_activations, sri_signal
 
 CENTERS_FORMAT = 2
@@ -168,10 +167,9 @@ def save_centers(centers: Centers, path, *, overwrite: bool = False) -> Path:
     """Write centers to folder ``path`` (new or empty; over other centers with
     ``overwrite=True``)."""
     with atomic_directory(path, "centers", fmt=CENTERS_FORMAT, overwrite=overwrite) as tmp:
-        np.savez(tmp / "centers.npz", harmless=np.asarray(centers.harmless, np.float32),
-                 harmful=np.asarray(centers.harmful, np.float32))
-        (tmp / "meta.json").write_text(json.dumps(dict(centers.meta), indent=2, sort_keys=True,
-                                                  default=str))
+        save_arrays(tmp / "centers.npz", harmless=np.asarray(centers.harmless, np.float32),
+                    harmful=np.asarray(centers.harmful, np.float32))
+        write_json(tmp / "meta.json", dict(centers.meta))
     return Path(path)
 
 
@@ -186,12 +184,8 @@ def load_centers(path, *, allow_unverified: bool = False) -> Centers:
         raise FileNotFoundError(f"no centers at {path} (expected {arrays}); create them with "
                                 "`sri-jax calibrate` or sri_jax.calibrate(...)")
     fix = f"the file is damaged: {FIX_RECALIBRATE} again"
-    try:
-        with np.load(arrays, allow_pickle=False) as z:
-            harmless, harmful = np.asarray(z["harmless"]), np.asarray(z["harmful"])
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CentersError(f"{arrays}: cannot read the center arrays ({why}); {fix}") from None
+    harmless, harmful = load_arrays(arrays, ("harmless", "harmful"), "the center arrays", fix,
+                                    error=CentersError)
     meta = read_json(meta_file, "centers metadata", fix) if meta_file.is_file() else None
     try:
         centers = Centers(harmless, harmful, meta or {})

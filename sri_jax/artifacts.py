@@ -1,4 +1,5 @@
-"""Safe writes and reads of artifact folders (centers, detectors, adapters, fine-tune checkpoints).
+"""Artifact folders (centers, detectors, adapters, fine-tune checkpoints, GCG runs): where one
+may be written, how it is written atomically, its header, and its payload files.
 
 Every artifact folder carries a small header, ``artifact.json`` = ``{"kind", "format",
 "library"}``. A write goes only
@@ -10,6 +11,10 @@ Every artifact folder carries a small header, ``artifact.json`` = ``{"kind", "fo
 Anything else (a folder with other files, an artifact of another kind, the current directory
 or one of its parents) is refused with :class:`OutputFolderError` before anything is written.
 Artifacts written before the header existed are recognised by their files (:data:`KINDS`).
+
+Payloads: JSON metadata (:func:`write_json` / :func:`read_json`), a pytree of arrays as an
+orbax checkpoint folder (:func:`save_tree` / :func:`restore_tree`), or named arrays in an
+``.npz`` file (:func:`save_arrays` / :func:`load_arrays`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +39,7 @@ KINDS = {
     "detector": ({"detector.json", "params"}, {"detector.json", "params"}),
     "adapter": ({"adapter.json", "adapter"}, {"adapter.json", "adapter", "eval.json"}),
     "finetune-checkpoints": ({"run.json"}, {"run.json"}),  # plus step_* folders
+    "finetune-step": ({"state", "progress.json"}, {"state", "progress.json"}),  # one step_*
     "gcg": ({"gcg.json"}, {"gcg.json"}),  # a GCG run's state (sri_jax.gcg)
 }
 
@@ -192,6 +199,50 @@ def read_json(path, what: str, fix: str) -> dict:
         raise ArtifactError(f"{path}: {what} must be a JSON object, got a "
                             f"{type(data).__name__}; {fix}")
     return data
+
+
+def write_json(path, obj, *, indent: Optional[int] = 2) -> None:
+    """``obj`` as JSON (sorted keys, numpy values as numbers) to the file ``path``."""
+    Path(path).write_text(json.dumps(obj, indent=indent, sort_keys=True, default=json_default)
+                          + "\n")
+
+
+def save_tree(directory, tree) -> None:
+    """A pytree of arrays as an orbax checkpoint folder ``directory`` (not there yet)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(Path(directory).absolute(), tree)
+        ckptr.wait_until_finished()
+
+
+def restore_tree(directory, target):
+    """The pytree saved by :func:`save_tree`, restored into the structure of ``target``
+    (arrays of the saved shapes and dtypes)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(Path(directory).absolute(), target)
+
+
+def save_arrays(path, **arrays) -> None:
+    """Named numpy arrays to the ``.npz`` file ``path``."""
+    import numpy as np
+
+    np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_arrays(path, names, what: str, fix: str, error=ArtifactError) -> list:
+    """The arrays ``names`` of an ``.npz`` file (no pickles), or ``error`` naming the file,
+    ``what`` it holds and the ``fix``."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [np.asarray(z[n]) for n in names]
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise error(f"{path}: cannot read {what} ({why}); {fix}") from None
 
 
 def json_default(o):
