@@ -3,7 +3,8 @@ Gemma-3 text).
 
 Parameters are a plain pytree with the layers stacked on a leading axis, so the blocks run
 as one ``lax.scan`` (compile time independent of depth) and the params can be passed to
-jitted samplers as traced arguments. Layout (PyTorch ``[out, in]`` weights transposed to
+jitted samplers as traced arguments. Each parameter is declared once, with its logical axes,
+in :mod:`sri_jax.models.params`; the layout (PyTorch ``[out, in]`` weights transposed to
 ``[in, out]``)::
 
     embed       [V, D]
@@ -33,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from .config import ModelConfig
+from .params import param_shapes  # noqa: F401  (declared in models/params.py)
 
 NEG_INF = float(np.finfo(np.float32).min)  # finite: fully masked rows give no NaN
 
@@ -294,26 +296,7 @@ def lm_head(params: dict, cfg: ModelConfig, hidden):
     return softcap(logits, cfg.final_logit_softcap)
 
 
-# ----------------------------------------------------------------------------- shapes
-
-
-def param_shapes(cfg: ModelConfig) -> dict:
-    """The exact pytree of parameter shapes :func:`forward` expects."""
-    n, d, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
-    qd, kd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    layers = {"attn_norm": (n, d), "wq": (n, d, qd), "wk": (n, d, kd), "wv": (n, d, kd),
-              "wo": (n, qd, d), "mlp_norm": (n, d), "w_gate": (n, d, f), "w_up": (n, d, f),
-              "w_down": (n, f, d)}
-    if cfg.attention_bias:
-        layers.update(bq=(n, qd), bk=(n, kd), bv=(n, kd))
-    if cfg.sandwich_norms:
-        layers.update(post_attn_norm=(n, d), post_mlp_norm=(n, d))
-    if cfg.qk_norm:
-        layers.update(q_norm=(n, cfg.head_dim), k_norm=(n, cfg.head_dim))
-    shapes = {"embed": (cfg.vocab_size, d), "layers": layers, "final_norm": (d,)}
-    if not cfg.tie_word_embeddings:
-        shapes["lm_head"] = (d, cfg.vocab_size)
-    return shapes
+# ----------------------------------------------------------------------------- params
 
 
 class Decoder(nnx.Module):
