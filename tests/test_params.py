@@ -2,13 +2,14 @@
 tensor-parallel specs (logical axes -> mesh axes by rules), the LoRA targets and the random
 init derive from it. Expected values here are written out by hand from the architecture."""
 
+import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from sri_jax.models.config import ModelConfig
 from sri_jax.models.lora import ATTENTION_TARGETS, MLP_TARGETS
-from sri_jax.models.params import PARAMS, init_params, param_shapes
+from sri_jax.models.params import PARAMS, random_params, param_shapes
 from sri_jax.parallel.mesh import kv_cache_spec, param_specs, sharding_fallbacks
 from sri_jax.weights.name_maps import (GGUF_GEMMA3_MAP, GGUF_LLAMA_MAP, GGUF_MAP, NAME_MAPS,
                                        TRANSFORMS, permute_qk)
@@ -64,14 +65,19 @@ def test_lora_targets_are_the_declared_projections():
     assert MLP_TARGETS == ("w_gate", "w_up", "w_down")
 
 
-def test_init_params_identity_norms_and_seeds():
-    p = init_params(FULL, seed=1)
+def test_random_params_identity_norms_and_seeds():
+    p = random_params(FULL, seed=1)
     assert np.all(np.asarray(p["layers"]["q_norm"]) == 0)  # (1 + w) norm: identity is w = 0
-    assert np.all(np.asarray(init_params(FULL.replace(norm_unit_offset=False))["final_norm"]) == 1)
+    assert np.all(np.asarray(random_params(FULL.replace(norm_unit_offset=False))["final_norm"]) == 1)
     w = np.asarray(p["layers"]["wq"])
     assert abs(w.std() - 0.02) < 0.004 and not np.array_equal(w, np.asarray(p["layers"]["wk"]))
-    np.testing.assert_array_equal(w, np.asarray(init_params(FULL, seed=1)["layers"]["wq"]))
-    assert not np.array_equal(w, np.asarray(init_params(FULL, seed=2)["layers"]["wq"]))
+    np.testing.assert_array_equal(w, np.asarray(random_params(FULL, seed=1)["layers"]["wq"]))
+    assert not np.array_equal(w, np.asarray(random_params(FULL, seed=2)["layers"]["wq"]))
+    # the documented key rule: the i-th non-norm parameter (embed 0, wq 1, wk 2) uses
+    # fold_in(key(seed), i), so seeds give the same weights as the former NNX init
+    k = jax.random.fold_in(jax.random.key(1), 2)
+    np.testing.assert_array_equal(np.asarray(p["layers"]["wk"]), np.asarray(
+        0.02 * jax.random.normal(k, (3, 16, 12))))
 
 
 @pytest.mark.parametrize("name_map", sorted({*NAME_MAPS.values(), GGUF_MAP, GGUF_LLAMA_MAP,

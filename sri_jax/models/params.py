@@ -8,7 +8,7 @@ Everything else derives from :data:`PARAMS`:
   (:data:`AXIS_FIELDS`);
 * the tensor-parallel specs (:func:`sri_jax.parallel.mesh.param_specs`): logical axes map to
   mesh axes by the rules table :data:`sri_jax.parallel.mesh.LOGICAL_RULES`;
-* the random init (:func:`init_params`) and the LoRA targets (:data:`LORA_TARGETS`).
+* the random init (:func:`random_params`) and the LoRA targets (:data:`LORA_TARGETS`).
 
 Checkpoint names live in :mod:`sri_jax.weights.name_maps` (one table per file naming, with a
 transform per tensor where the stored layout differs). Adding a family is a config, a name map
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from .config import ModelConfig
 
 __all__ = ["ParamDecl", "PARAMS", "AXIS_FIELDS", "LORA_TARGETS", "declared", "axis_size",
-           "shard_unit", "param_shapes", "init_params"]
+           "shard_unit", "param_shapes", "random_params"]
 
 # Logical axis -> the config fields whose product is its size; the FIRST field is the unit a
 # mesh axis must divide to split it (whole heads, not head_dim slices).
@@ -135,7 +135,7 @@ def param_shapes(cfg: ModelConfig) -> dict:
     return _nest((p.path, p.shape(cfg)) for p in declared(cfg))
 
 
-def init_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32,
+def random_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32,
                 init_std: float = 0.02) -> dict:
     """Random params (smoke tests, tiny checkpoints): N(0, init_std) weights, identity norms
     (w = 1, or 0 under the (1 + w) norm). Key i is ``fold_in(key(seed), i)`` for the i-th
