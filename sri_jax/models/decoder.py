@@ -3,7 +3,8 @@ Gemma-3 text).
 
 Parameters are a plain pytree with the layers stacked on a leading axis, so the blocks run
 as one ``lax.scan`` (compile time independent of depth) and the params can be passed to
-jitted samplers as traced arguments. Layout (PyTorch ``[out, in]`` weights transposed to
+jitted samplers as traced arguments. Each parameter is declared once, with its logical axes,
+in :mod:`sri_jax.models.params`; the layout (PyTorch ``[out, in]`` weights transposed to
 ``[in, out]``)::
 
     embed       [V, D]
@@ -18,8 +19,7 @@ jitted samplers as traced arguments. Layout (PyTorch ``[out, in]`` weights trans
 Dtype policy: weights and activations in the params' dtype (bf16 by default); RMSNorm
 statistics, RoPE tables, attention scores and softmax, and the logits in fp32.
 
-:class:`Decoder` is the Flax NNX definition of the same architecture (random init for
-smoke tests and tiny checkpoints); its ``__call__`` delegates to the pure :func:`forward`.
+:func:`random_params` gives random weights (smoke tests, tiny checkpoints).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from .config import ModelConfig
+from .params import param_shapes, random_params  # noqa: F401  (declared there)
 
 NEG_INF = float(np.finfo(np.float32).min)  # finite: fully masked rows give no NaN
 
@@ -292,61 +292,3 @@ def lm_head(params: dict, cfg: ModelConfig, hidden):
         logits = jnp.einsum("...d,dv->...v", hidden, params["lm_head"],
                             preferred_element_type=jnp.float32)
     return softcap(logits, cfg.final_logit_softcap)
-
-
-# ----------------------------------------------------------------------------- shapes
-
-
-def param_shapes(cfg: ModelConfig) -> dict:
-    """The exact pytree of parameter shapes :func:`forward` expects."""
-    n, d, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
-    qd, kd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    layers = {"attn_norm": (n, d), "wq": (n, d, qd), "wk": (n, d, kd), "wv": (n, d, kd),
-              "wo": (n, qd, d), "mlp_norm": (n, d), "w_gate": (n, d, f), "w_up": (n, d, f),
-              "w_down": (n, f, d)}
-    if cfg.attention_bias:
-        layers.update(bq=(n, qd), bk=(n, kd), bv=(n, kd))
-    if cfg.sandwich_norms:
-        layers.update(post_attn_norm=(n, d), post_mlp_norm=(n, d))
-    if cfg.qk_norm:
-        layers.update(q_norm=(n, cfg.head_dim), k_norm=(n, cfg.head_dim))
-    shapes = {"embed": (cfg.vocab_size, d), "layers": layers, "final_norm": (d,)}
-    if not cfg.tie_word_embeddings:
-        shapes["lm_head"] = (d, cfg.vocab_size)
-    return shapes
-
-
-class Decoder(nnx.Module):
-    """Flax NNX definition of the decoder (stacked layers); random init for smoke tests."""
-
-    def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs,
-                 init_std: float = 0.02):
-        self.cfg = cfg
-        shapes = param_shapes(cfg)
-
-        def init(name, shape):
-            if name.endswith("norm"):  # the identity scale: w = 1, or 0 with (1 + w)
-                return nnx.Param(jnp.full(shape, 0 if cfg.norm_unit_offset else 1, dtype))
-            return nnx.Param((init_std * jax.random.normal(rngs.params(), shape)).astype(dtype))
-
-        self.embed = init("embed", shapes["embed"])
-        self.layers = nnx.Dict({k: init(k, s) for k, s in shapes["layers"].items()})
-        self.final_norm = init("final_norm", shapes["final_norm"])
-        if "lm_head" in shapes:
-            self.lm_head = init("lm_head", shapes["lm_head"])
-
-    def params(self) -> dict:
-        """The plain parameter pytree consumed by :func:`forward`."""
-        p = {"embed": self.embed[...], "final_norm": self.final_norm[...],
-             "layers": {k: v[...] for k, v in self.layers.items()}}
-        if not self.cfg.tie_word_embeddings:
-            p["lm_head"] = self.lm_head[...]
-        return p
-
-    def __call__(self, input_ids, **kwargs) -> DecoderOutput:
-        return forward(self.params(), self.cfg, input_ids, **kwargs)
-
-
-def random_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32,
-                  init_std: float = 0.02) -> dict:
-    return Decoder(cfg, dtype=dtype, rngs=nnx.Rngs(seed), init_std=init_std).params()

@@ -2,7 +2,8 @@
 
 The decoder keeps every layer's weights stacked on a leading axis in the ``[in, out]``
 layout (see :mod:`sri_jax.models.decoder`). An adapter targets a set of projections
-(``wq, wk, wv, wo, w_gate, w_up, w_down``) on a subset of the layers (for example only the
+(those declared with a LoRA group in :mod:`sri_jax.models.params`:
+``wq, wk, wv, wo, w_gate, w_up, w_down``) on a subset of the layers (for example only the
 top K: the bottom layers then run forward-only during training) and holds, per target::
 
     a  [K, in, r]    (random init)
@@ -44,6 +45,7 @@ import numpy as np
 from .._version import __version__
 from ..artifacts import atomic_directory, read_json, recover, restore_tree, save_tree, write_json
 from .config import ModelConfig
+from .params import LORA_TARGETS
 
 __all__ = ["LoraConfig", "TARGETS", "ATTENTION_TARGETS", "MLP_TARGETS", "AdapterMismatchError",
            "init_lora", "lora_delta", "merge", "apply_adapter_to_layers", "adapter_hash",
@@ -51,8 +53,8 @@ __all__ = ["LoraConfig", "TARGETS", "ATTENTION_TARGETS", "MLP_TARGETS", "Adapter
            "merge_adapter_dir", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-ATTENTION_TARGETS = ("wq", "wk", "wv", "wo")
-MLP_TARGETS = ("w_gate", "w_up", "w_down")
+ATTENTION_TARGETS = LORA_TARGETS["attention"]  # ("wq", "wk", "wv", "wo")
+MLP_TARGETS = LORA_TARGETS["mlp"]              # ("w_gate", "w_up", "w_down")
 TARGETS = ATTENTION_TARGETS + MLP_TARGETS
 
 

@@ -8,7 +8,9 @@ The mesh has two axes:
 ``model``  tensor parallelism (Megatron layout): attention heads and MLP columns are split
            over it, so each chip holds ``1/model`` of every block.
 
-Parameter specs (``N`` = stacked layers, ``m`` = model-axis size)::
+Parameter specs derive from each parameter's declared logical axes
+(:mod:`sri_jax.models.params`) by the rules table :data:`LOGICAL_RULES`; for the decoder
+(``N`` = stacked layers, ``m`` = model-axis size) they give::
 
     embed      [V, D]        V over model when V % m == 0, else D over model, else replicated
     lm_head    [D, V]        V over model when V % m == 0, else D over model, else replicated
@@ -45,7 +47,7 @@ MODEL = "model"
 AXES = (DATA, MODEL)
 
 __all__ = [
-    "DATA", "MODEL", "AXES", "make_mesh", "resolve_mesh_shape", "mesh_shape", "param_specs",
+    "DATA", "MODEL", "AXES", "LOGICAL_RULES", "logical_spec", "make_mesh", "resolve_mesh_shape", "mesh_shape", "param_specs",
     "param_shardings", "sharding_fallbacks", "kv_cache_spec", "batch_spec", "place_array",
     "placer", "hf_placer", "shard_params", "shard_model", "model_mesh", "padded_batch",
     "shard_rows", "replicate", "sampler_inputs", "to_host", "describe_shardings",
@@ -127,72 +129,61 @@ def _model_size(mesh_or_size) -> int:
     return int(mesh_or_size)
 
 
-def _split(ndim: int, axis: int) -> P:
-    spec = [None] * ndim
-    spec[axis] = MODEL
+# Logical axis -> mesh axis, in priority order (as Flax's ``logical_axis_rules``): walking the
+# rules, an array dimension with that logical axis takes the mesh axis unless the array
+# already uses it or (for ``model``) the axis' unit (:func:`sri_jax.models.params.shard_unit`)
+# does not divide the model-axis size; other dimensions are replicated. So a vocabulary
+# table splits its vocabulary, else its hidden axis ("table_embed"), else nothing.
+LOGICAL_RULES: tuple[tuple[str, str], ...] = (
+    ("vocab", MODEL), ("heads", MODEL), ("kv_heads", MODEL), ("mlp", MODEL),
+    ("table_embed", MODEL), ("batch", DATA))
+KV_CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
+
+
+def logical_spec(cfg, axes: Sequence[str], model_size: int) -> P:
+    """The PartitionSpec of an array with logical ``axes`` under :data:`LOGICAL_RULES`."""
+    from ..models.params import shard_unit
+
+    spec, used = [None] * len(axes), set()
+    for logical, mesh_axis in LOGICAL_RULES:
+        if logical not in axes or mesh_axis in used:
+            continue
+        if mesh_axis == MODEL and (model_size == 1
+                                   or shard_unit(cfg, logical)[1] % model_size):
+            continue
+        spec[list(axes).index(logical)] = mesh_axis
+        used.add(mesh_axis)
     return P(*spec)
-
-
-def _vocab_spec(v: int, d: int, m: int, v_axis: int) -> P:
-    if m == 1:
-        return P(None, None)
-    if v % m == 0:
-        return _split(2, v_axis)
-    if d % m == 0:
-        return _split(2, 1 - v_axis)
-    return P(None, None)
 
 
 def param_specs(cfg, mesh_or_model_size) -> dict:
     """PartitionSpecs for the parameter pytree of ``cfg`` (same structure as
-    :func:`sri_jax.models.decoder.param_shapes`), for a mesh or a model-axis size."""
+    :func:`sri_jax.models.params.param_shapes`), for a mesh or a model-axis size: each
+    parameter's declared logical axes through :data:`LOGICAL_RULES`."""
+    from ..models.params import _nest, declared
+
     m = _model_size(mesh_or_model_size)
-    v, d, f = cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size
-    heads = m > 1 and cfg.num_heads % m == 0
-    kv = m > 1 and cfg.num_kv_heads % m == 0
-    cols = m > 1 and f % m == 0
-    rep3, rep2 = P(None, None, None), P(None, None)
-    layers = {
-        "attn_norm": rep2, "mlp_norm": rep2,
-        "wq": _split(3, 2) if heads else rep3,
-        "wk": _split(3, 2) if kv else rep3,
-        "wv": _split(3, 2) if kv else rep3,
-        "wo": _split(3, 1) if heads else rep3,
-        "w_gate": _split(3, 2) if cols else rep3,
-        "w_up": _split(3, 2) if cols else rep3,
-        "w_down": _split(3, 1) if cols else rep3,
-    }
-    if cfg.attention_bias:
-        layers.update(bq=_split(2, 1) if heads else rep2,
-                      bk=_split(2, 1) if kv else rep2,
-                      bv=_split(2, 1) if kv else rep2)
-    if cfg.sandwich_norms:
-        layers.update(post_attn_norm=rep2, post_mlp_norm=rep2)
-    if cfg.qk_norm:
-        layers.update(q_norm=rep2, k_norm=rep2)
-    specs = {"embed": _vocab_spec(v, d, m, 0), "layers": layers, "final_norm": P(None)}
-    if not cfg.tie_word_embeddings:
-        specs["lm_head"] = _vocab_spec(v, d, m, 1)
-    return specs
+    return _nest((p.path, logical_spec(cfg, p.axes, m)) for p in declared(cfg))
 
 
 def sharding_fallbacks(cfg, mesh_or_model_size) -> list[str]:
-    """Human-readable list of parameters replicated because a size does not divide ``model``."""
+    """Human-readable list of arrays replicated over ``model`` because a size does not divide
+    it (arrays with a model-shardable logical axis whose spec does not use ``model``)."""
+    from ..models.params import declared, shard_unit
+
     m = _model_size(mesh_or_model_size)
     if m == 1:
         return []
-    out = []
-    if cfg.num_heads % m:
-        out.append(f"num_heads {cfg.num_heads} % model {m} != 0: wq/wo replicated")
-    if cfg.num_kv_heads % m:
-        out.append(f"num_kv_heads {cfg.num_kv_heads} % model {m} != 0: wk/wv and the KV cache "
-                   "replicated over model")
-    if cfg.intermediate_size % m:
-        out.append(f"intermediate_size {cfg.intermediate_size} % model {m} != 0: MLP replicated")
-    if cfg.vocab_size % m and cfg.hidden_size % m:
-        out.append(f"vocab {cfg.vocab_size} and hidden {cfg.hidden_size} not divisible by "
-                   f"model {m}: embedding/LM head replicated")
-    return out
+    model_axes = [a for a, mesh_axis in LOGICAL_RULES if mesh_axis == MODEL]
+    arrays = [(p.name, p.axes) for p in declared(cfg)] + [("the KV cache", KV_CACHE_AXES)]
+    causes: dict[tuple, list[str]] = {}
+    for name, axes in arrays:
+        shardable = [a for a in model_axes if a in axes]
+        if shardable and MODEL not in logical_spec(cfg, axes, m):
+            units = dict.fromkeys(shard_unit(cfg, a) for a in shardable)
+            causes.setdefault(tuple(units), []).append(name)
+    return [" and ".join(f"{f} {v} % model {m} != 0" for f, v in units)
+            + f": {', '.join(names)} replicated" for units, names in causes.items()]
 
 
 def _warn_fallbacks(cfg, mesh):
@@ -210,8 +201,7 @@ def param_shardings(cfg, mesh: Mesh) -> dict:
 
 def kv_cache_spec(cfg, mesh_or_model_size) -> P:
     """Spec of the KV cache ``[N, B, S, K, hd]``: batch over data, KV heads over model."""
-    m = _model_size(mesh_or_model_size)
-    return P(None, DATA, None, MODEL if m > 1 and cfg.num_kv_heads % m == 0 else None, None)
+    return logical_spec(cfg, KV_CACHE_AXES, _model_size(mesh_or_model_size))
 
 
 def batch_spec(ndim: int = 2) -> P:

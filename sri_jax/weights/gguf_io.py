@@ -27,7 +27,8 @@ The file has no layer pattern, local RoPE base or query scale: llama.cpp hard-co
 27B, hidden / heads), and transformers' Gemma3TextConfig defaults agree for every size but the
 27B (query_pre_attn_scalar 256); we follow llama.cpp. Q/K are not permuted.
 
-The name map (:data:`GLOBAL_TENSORS`, :data:`LAYER_TENSORS`) and the per-architecture facts
+The tensor names and stored layouts are name maps (:mod:`sri_jax.weights.name_maps`: the
+Q/K un-permutation and the 1 + w norms are transforms) and the per-architecture facts
 (:data:`ARCHITECTURES`) are data; supporting another architecture the decoder can run means
 adding entries, not code.
 """
@@ -37,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +47,12 @@ import numpy as np
 
 from ..models.config import ModelConfig, RopeScaling
 from .dtypes import resolve_dtype
+from .name_maps import (GGUF_GEMMA3_MAP, GGUF_LLAMA_MAP, GGUF_MAP, CheckpointMismatchError,
+                        NameMap, TensorSource, permute_qk, plan_load, unpermute_qk)
 
 __all__ = ["GGUFError", "GGUFFile", "GGUFTensorInfo", "load_gguf", "read_gguf_config",
            "gguf_weight_hash", "load_gguf_tokenizer", "unpermute_qk", "permute_qk",
-           "ARCHITECTURES", "GLOBAL_TENSORS", "LAYER_TENSORS"]
+           "ARCHITECTURES"]
 
 _REDOWNLOAD = "the file is truncated or corrupt: delete it and download it again"
 
@@ -64,74 +66,21 @@ class ArchSpec:
     """What an llama.cpp ``general.architecture`` means for the decoder."""
 
     family: str            # ModelConfig.family
-    permute_qk: bool       # the converter permuted attn_q / attn_k rows
+    name_map: NameMap      # tensor names and stored layouts (Q/K permutation, 1 + w norms)
     attention_bias: bool   # q/k/v biases are expected
     default_eps: float = 1e-5
     default_theta: float = 10000.0
-    norms_plus_one: bool = False  # norm weights stored as 1 + w (Gemma)
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "llama": ArchSpec(family="llama", permute_qk=True, attention_bias=False),
-    "qwen2": ArchSpec(family="qwen2", permute_qk=False, attention_bias=True,
+    "llama": ArchSpec(family="llama", name_map=GGUF_LLAMA_MAP, attention_bias=False),
+    "qwen2": ArchSpec(family="qwen2", name_map=GGUF_MAP, attention_bias=True,
                       default_eps=1e-6, default_theta=1e6),
-    "gemma3": ArchSpec(family="gemma3", permute_qk=False, attention_bias=False,
-                       default_eps=1e-6, default_theta=1e6, norms_plus_one=True),
+    "gemma3": ArchSpec(family="gemma3", name_map=GGUF_GEMMA3_MAP, attention_bias=False,
+                       default_eps=1e-6, default_theta=1e6),
 }
 
-# GGUF tensor name -> (param key, transpose to [in, out])
-GLOBAL_TENSORS: dict[str, tuple[str, bool]] = {
-    "token_embd.weight": ("embed", False),        # [V, D] already
-    "output_norm.weight": ("final_norm", False),
-    "output.weight": ("lm_head", True),           # [V, D] -> [D, V]; absent = tied
-}
-
-# blk.N.<suffix> -> (layers[key], transpose)
-LAYER_TENSORS: dict[str, tuple[str, bool]] = {
-    "attn_norm.weight": ("attn_norm", False),
-    "attn_q.weight": ("wq", True),
-    "attn_k.weight": ("wk", True),
-    "attn_v.weight": ("wv", True),
-    "attn_output.weight": ("wo", True),
-    "attn_q.bias": ("bq", False),
-    "attn_k.bias": ("bk", False),
-    "attn_v.bias": ("bv", False),
-    "ffn_norm.weight": ("mlp_norm", False),
-    "ffn_gate.weight": ("w_gate", True),
-    "ffn_up.weight": ("w_up", True),
-    "ffn_down.weight": ("w_down", True),
-    # Gemma-3: ffn_norm above is the pre-MLP norm; these are the sandwich and QK norms
-    "post_attention_norm.weight": ("post_attn_norm", False),
-    "post_ffw_norm.weight": ("post_mlp_norm", False),
-    "attn_q_norm.weight": ("q_norm", False),
-    "attn_k_norm.weight": ("k_norm", False),
-}
-
-# Tensors that carry no parameters of ours (llama.cpp extras, read into the config or unused).
-IGNORED_TENSORS = re.compile(r"^(rope_freqs\.weight|blk\.\d+\.attn_rot_embd.*)$")
-
-_LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 _MiB = 1 << 20
-
-
-# ----------------------------------------------------------------------------- Q/K permutation
-
-
-def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's converter permutation (rows ``(head, half, pair)`` -> ``(head, pair, half)``)
-    on a PyTorch-layout ``[out, ...]`` array. Inverse of :func:`unpermute_qk`."""
-    rows = w.shape[0]
-    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
-
-
-def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """Undo :func:`permute_qk`: rows ``(head, pair, half)`` -> ``(head, half, pair)``."""
-    rows = w.shape[0]
-    if rows % (2 * n_head):
-        raise GGUFError(f"cannot un-permute a tensor with {rows} rows into {n_head} heads")
-    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
 
 
 # ----------------------------------------------------------------------------- file format
@@ -477,67 +426,29 @@ def gguf_weight_hash(path) -> str:
 
 
 def load_gguf_params(path, cfg: Optional[ModelConfig] = None, *, dtype="bfloat16") -> dict:
-    """Dequantize, un-permute and stack every tensor into the decoder's numpy param tree."""
-    from ..models.decoder import param_shapes
+    """Dequantize every tensor and put it in the decoder's layout (the architecture's
+    :class:`~sri_jax.weights.name_maps.NameMap` and its transforms, through
+    :func:`~sri_jax.weights.name_maps.plan_load`): the param pytree as jax arrays."""
+    from types import SimpleNamespace
+
+    from .hf import load_params
 
     g = open_gguf(path)
-    arch, spec = _arch(g)
+    _, spec = _arch(g)
     cfg = cfg if cfg is not None else read_gguf_config(g)
-    np_dt = resolve_dtype(dtype)
-    shapes = param_shapes(cfg)
-    layers = {k: np.empty(s, np_dt) for k, s in shapes["layers"].items()}
-    out: dict[str, Any] = {}
-    filled: set = set()
-    for t in g.tensors:
-        m = _LAYER_RE.match(t.name)
-        if m:
-            idx, suffix = int(m.group(1)), m.group(2)
-            entry = LAYER_TENSORS.get(suffix)
-            if entry is None or idx >= cfg.num_layers:
-                if IGNORED_TENSORS.match(t.name):
-                    continue
-                raise GGUFError(f"{g.path}: unexpected tensor {t.name!r} for a {arch} model")
-            key, transpose = entry
-            if key not in layers:
-                raise GGUFError(f"{g.path}: tensor {t.name!r} has no place in the config "
-                                f"(attention_bias={cfg.attention_bias})")
-            arr = g.array(t)
-            if spec.norms_plus_one and suffix.endswith("norm.weight"):
-                arr = arr.astype(np.float32) - 1
-            if spec.permute_qk and suffix.startswith(("attn_q.", "attn_k.")):
-                arr = unpermute_qk(arr, cfg.num_heads if suffix.startswith("attn_q.")
-                                   else cfg.num_kv_heads)
-            if transpose:
-                arr = arr.T
-            if arr.shape != layers[key].shape[1:]:
-                raise GGUFError(f"{g.path}: tensor {t.name!r} has shape {arr.shape} "
-                                f"(in, out), expected {layers[key].shape[1:]}")
-            layers[key][idx] = arr
-            filled.add((key, idx))
-            continue
-        entry = GLOBAL_TENSORS.get(t.name)
-        if entry is None:
-            if IGNORED_TENSORS.match(t.name):
-                continue
-            raise GGUFError(f"{g.path}: unexpected tensor {t.name!r} for a {arch} model")
-        key, transpose = entry
-        arr = g.array(t)
-        if spec.norms_plus_one and t.name.endswith("norm.weight"):
-            arr = arr.astype(np.float32) - 1
-        if transpose:
-            arr = arr.T
-        if tuple(arr.shape) != tuple(shapes[key]):
-            raise GGUFError(f"{g.path}: tensor {t.name!r} has shape {arr.shape}, expected "
-                            f"{shapes[key]}")
-        out[key] = np.ascontiguousarray(arr, dtype=np_dt)
-    missing = [f"blk.{i}:{k}" for k in layers for i in range(cfg.num_layers)
-               if (k, i) not in filled]
-    missing += [k for k in shapes if k != "layers" and k not in out]
-    if missing:
-        raise GGUFError(f"{g.path}: missing tensors for {missing[:8]}"
-                        f"{' ...' if len(missing) > 8 else ''}; the file is incomplete")
-    out["layers"] = layers
-    return out
+    tensors = {t.name: TensorSource(t.name, g.path.name, t.type_name, t.shape)
+               for t in g.tensors}
+    try:
+        plan = plan_load(cfg, spec.name_map, tensors, where=str(g.path),
+                         config_file="GGUF metadata", dtypes=None)
+    except CheckpointMismatchError as e:
+        raise GGUFError(f"{e}\n  (a GGUF file is one download: if it is incomplete, "
+                        f"{_REDOWNLOAD})") from None
+    try:
+        return load_params(plan, {g.path.name: SimpleNamespace(get=g.array)},
+                           resolve_dtype(dtype))
+    except ValueError as e:  # a Q/K tensor whose rows do not split into the heads
+        raise GGUFError(f"{g.path}: {e}") from None
 
 
 def load_gguf(path, *, dtype="bfloat16", tokenizer: bool = True):
@@ -549,18 +460,10 @@ def load_gguf(path, *, dtype="bfloat16", tokenizer: bool = True):
     ``tokenizer=False`` or the file has none), :func:`gguf_weight_hash`, and the embedded
     ``tokenizer.chat_template`` (or None).
     """
-    import jax.numpy as jnp
-
     path = Path(os.path.expanduser(str(path))).resolve()
     g = GGUFFile(path)
     cfg = read_gguf_config(g)
-    host = load_gguf_params(g, cfg, dtype=dtype)
-    params = {k: jnp.asarray(v) for k, v in host.items() if k != "layers"}
-    params["layers"] = {}
-    layers = host.pop("layers")
-    for k in list(layers):  # convert one stacked array at a time to bound peak host memory
-        params["layers"][k] = jnp.asarray(layers.pop(k))
-    del host
+    params = load_gguf_params(g, cfg, dtype=dtype)  # one parameter on the host at a time
     weight_hash = gguf_weight_hash(g)
     chat_template = g.get("tokenizer.chat_template")
     tok = (load_gguf_tokenizer(path, g.get("general.architecture"))

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..models.config import ModelConfig, RopeScaling
 from .dtypes import resolve_dtype
-from .name_maps import TRANSFORMS, LoadPlan, TensorSource, name_map_for, plan_load
+from .name_maps import LoadPlan, TensorSource, name_map_for, plan_load
 from .safetensors_io import SafetensorsError, SafetensorsFile
 
 __all__ = [
@@ -580,9 +580,11 @@ class ParamReader:
     requested rows/columns are copied, so only their pages of the file are touched.
     ``bytes_read`` counts the bytes of the blocks handed out (for tests and logs)."""
 
-    def __init__(self, entries, files: dict, shape: tuple, dtype, path: tuple = ()):
+    def __init__(self, plan: LoadPlan, path: tuple, files: dict, dtype):
+        entries = plan.entries[path]
         self.path = tuple(path)
-        self.shape = tuple(shape)
+        self.shape = tuple(plan.shapes[path])
+        self._plan = plan
         self.dtype = np.dtype(dtype)
         self.layered = len(entries) != 1 or entries[0].layer is not None
         self._entries = {e.layer: e for e in entries} if self.layered else {None: entries[0]}
@@ -591,7 +593,7 @@ class ParamReader:
 
     def _view(self, layer):
         e = self._entries[layer]
-        return TRANSFORMS[e.transform].apply(self._files[e.source.file].get(e.source.name))
+        return self._plan.read(e, lambda src: self._files[src.file].get(src.name))
 
     def __call__(self, index=()) -> np.ndarray:
         index = tuple(index) + (slice(None),) * (len(self.shape) - len(tuple(index)))
@@ -623,7 +625,7 @@ def load_params(plan: LoadPlan, files: dict[str, SafetensorsFile], dtype,
         node = params
         for k in path[:-1]:
             node = node.setdefault(k, {})
-        node[path[-1]] = place(path, ParamReader(entries, files, plan.shapes[path], dtype, path))
+        node[path[-1]] = place(path, ParamReader(plan, path, files, dtype))
     return params
 
 

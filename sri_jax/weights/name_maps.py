@@ -1,16 +1,19 @@
 """Checkpoint name maps as data, and the load plan that validates a checkpoint against a config.
 
-A :class:`NameMap` is a table of :class:`Rule`\\ s. Each rule is a checkpoint tensor-name
-template (``{layer}`` stands for the block index), the target path in the parameter pytree of
-:mod:`sri_jax.models.decoder` and a transform from the stored layout to ours::
+One mechanism for every file naming (HF safetensors, LLaDA, Gemma, llama.cpp GGUF). A
+:class:`NameMap` is a table of :class:`Rule`\\ s. Each rule is a checkpoint tensor-name
+template (``{layer}`` stands for the block index), the target path in the parameter pytree
+(declared in :mod:`sri_jax.models.params`) and a transform (:data:`TRANSFORMS`) from the
+stored layout to ours::
 
     Rule("model.layers.{layer}.self_attn.q_proj.weight", ("layers", "wq"), "transpose")
 
 PyTorch ``nn.Linear`` stores ``[out, in]``; our params are ``[in, out]``, hence "transpose".
-Layered targets are stacked on a leading ``[num_layers]`` axis by the loader.
+GGUF's Q/K row permutation and Gemma's stored 1 + w norms are transforms too
+(:data:`GGUF_LLAMA_MAP`, :data:`GGUF_GEMMA3_MAP`). Layered targets are stacked on a leading ``[num_layers]`` axis by the loader.
 
-:func:`plan_load` matches every stored tensor against the map and the config's expected
-shapes (:func:`sri_jax.models.decoder.param_shapes`) and collects EVERY problem (unknown
+:func:`plan_load` matches every stored tensor against the map and the config's declared
+shapes (:func:`sri_jax.models.params.declared`) and collects EVERY problem (unknown
 tensors, missing tensors, wrong shapes, unsupported dtypes), each with the file it is in, into
 one :class:`CheckpointMismatchError`, so a bad checkpoint is diagnosed in one run.
 """
@@ -24,12 +27,13 @@ from typing import Callable, Mapping, NamedTuple, Optional
 import numpy as np
 
 from ..models.config import ModelConfig
-from ..models.decoder import param_shapes
+from ..models.params import declared
 
 __all__ = [
     "Rule", "NameMap", "TensorSource", "PlanEntry", "LoadPlan", "CheckpointMismatchError",
-    "TRANSFORMS", "HF_DECODER_MAP", "LLADA_MAP", "GEMMA_MAP", "NAME_MAPS", "name_map_for", "plan_load",
-    "param_paths",
+    "TRANSFORMS", "HF_DECODER_MAP", "LLADA_MAP", "GEMMA_MAP", "GGUF_MAP", "GGUF_LLAMA_MAP",
+    "GGUF_GEMMA3_MAP", "NAME_MAPS", "name_map_for", "plan_load", "param_paths", "permute_qk",
+    "unpermute_qk",
 ]
 
 
@@ -37,13 +41,48 @@ __all__ = [
 
 
 class Transform(NamedTuple):
-    apply: Callable[[np.ndarray], np.ndarray]       # stored array -> our layout (a view)
+    apply: Callable[[np.ndarray, ModelConfig], np.ndarray]  # stored array -> our layout
     stored_shape: Callable[[tuple], tuple]          # our (per-layer) shape -> stored shape
 
 
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's converter permutation (rows ``(head, half, pair)`` -> ``(head, pair, half)``)
+    on a PyTorch-layout ``[out, ...]`` array. Inverse of :func:`unpermute_qk`."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo :func:`permute_qk`: rows ``(head, pair, half)`` -> ``(head, half, pair)``."""
+    rows = w.shape[0]
+    if rows % (2 * n_head):
+        raise ValueError(f"cannot un-permute a tensor with {rows} rows into {n_head} heads")
+    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def _same(s):
+    return tuple(s)
+
+
+def _reversed(s):
+    return tuple(s)[::-1]
+
+
 TRANSFORMS: dict[str, Transform] = {
-    "identity": Transform(lambda a: a, lambda s: tuple(s)),
-    "transpose": Transform(lambda a: a.T, lambda s: tuple(s)[::-1]),
+    "identity": Transform(lambda a, cfg: a, _same),
+    # PyTorch nn.Linear [out, in] -> [in, out] (a view)
+    "transpose": Transform(lambda a, cfg: a.T, _reversed),
+    # llama.cpp's converter permuted the Q/K rows of llama-arch files (interleaved RoPE)
+    "unpermute_q": Transform(lambda a, cfg: unpermute_qk(a, cfg.num_heads), _same),
+    "unpermute_k": Transform(lambda a, cfg: unpermute_qk(a, cfg.num_kv_heads), _same),
+    "unpermute_q_transpose": Transform(lambda a, cfg: unpermute_qk(a, cfg.num_heads).T,
+                                       _reversed),
+    "unpermute_k_transpose": Transform(lambda a, cfg: unpermute_qk(a, cfg.num_kv_heads).T,
+                                       _reversed),
+    # llama.cpp stores Gemma's RMSNorm weights as 1 + w; the decoder applies (1 + w) itself
+    "minus_one": Transform(lambda a, cfg: a.astype(np.float32) - 1, _same),
 }
 
 
@@ -117,6 +156,17 @@ class NameMap:
     def checkpoint_name(self, target: tuple[str, ...], layer: Optional[int] = None) -> str:
         return self.rule_for(target).name(layer)
 
+    def with_transforms(self, name: str, **transforms: str) -> "NameMap":
+        """The same names under ``name``, with the transform of each params leaf named in
+        ``transforms`` replaced (e.g. ``wq="unpermute_q_transpose"``)."""
+        leaves = {r.target[-1] for r in self.rules}
+        unknown = sorted(set(transforms) - leaves)
+        if unknown:
+            raise ValueError(f"name map {self.name!r} has no rule for {unknown}")
+        rules = tuple(Rule(r.template, r.target, transforms.get(r.target[-1], r.transform))
+                      for r in self.rules)
+        return NameMap(name, rules, self.ignore)
+
 
 def _L(template, *target, transform="identity"):
     return Rule(template, tuple(target), transform)
@@ -179,6 +229,37 @@ GEMMA_MAP = NameMap("hf-gemma", rules=tuple(
     _L("model.layers.{layer}.self_attn.k_norm.weight", "layers", "k_norm"),
 ))
 
+# llama.cpp GGUF files (every architecture names its tensors alike; ``blk.N.``). qwen2-arch
+# files store the HF layout; llama-arch files have Q/K rows permuted; gemma3-arch files store
+# every norm weight as 1 + w.
+GGUF_MAP = NameMap("gguf", rules=(
+    _L("token_embd.weight", "embed"),
+    _L("blk.{layer}.attn_norm.weight", "layers", "attn_norm"),
+    _L("blk.{layer}.attn_q.weight", "layers", "wq", transform="transpose"),
+    _L("blk.{layer}.attn_k.weight", "layers", "wk", transform="transpose"),
+    _L("blk.{layer}.attn_v.weight", "layers", "wv", transform="transpose"),
+    _L("blk.{layer}.attn_output.weight", "layers", "wo", transform="transpose"),
+    _L("blk.{layer}.attn_q.bias", "layers", "bq"),
+    _L("blk.{layer}.attn_k.bias", "layers", "bk"),
+    _L("blk.{layer}.attn_v.bias", "layers", "bv"),
+    _L("blk.{layer}.ffn_norm.weight", "layers", "mlp_norm"),  # Gemma: the pre-MLP norm
+    _L("blk.{layer}.ffn_gate.weight", "layers", "w_gate", transform="transpose"),
+    _L("blk.{layer}.ffn_up.weight", "layers", "w_up", transform="transpose"),
+    _L("blk.{layer}.ffn_down.weight", "layers", "w_down", transform="transpose"),
+    _L("blk.{layer}.post_attention_norm.weight", "layers", "post_attn_norm"),
+    _L("blk.{layer}.post_ffw_norm.weight", "layers", "post_mlp_norm"),
+    _L("blk.{layer}.attn_q_norm.weight", "layers", "q_norm"),
+    _L("blk.{layer}.attn_k_norm.weight", "layers", "k_norm"),
+    _L("output_norm.weight", "final_norm"),
+    _L("output.weight", "lm_head", transform="transpose"),
+), ignore=(r"rope_freqs\.weight", r"blk\.\d+\.attn_rot_embd.*"))
+GGUF_LLAMA_MAP = GGUF_MAP.with_transforms(
+    "gguf-llama", wq="unpermute_q_transpose", wk="unpermute_k_transpose", bq="unpermute_q",
+    bk="unpermute_k")
+GGUF_GEMMA3_MAP = GGUF_MAP.with_transforms(
+    "gguf-gemma3", **dict.fromkeys(("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm",
+                                     "q_norm", "k_norm", "final_norm"), "minus_one"))
+
 NAME_MAPS: dict[str, NameMap] = {
     "llama": HF_DECODER_MAP, "qwen2": HF_DECODER_MAP, "dream": HF_DECODER_MAP,
     "llada": LLADA_MAP, "gemma2": GEMMA_MAP, "gemma3": GEMMA_MAP,
@@ -221,6 +302,11 @@ class LoadPlan:
     shapes: dict[tuple[str, ...], tuple[int, ...]]
     tied_head: Optional[TensorSource] = None
     ignored: list[str] = field(default_factory=list)
+    cfg: Optional[ModelConfig] = None  # the transforms' sizes (Q/K head counts)
+
+    def read(self, entry: PlanEntry, get: Callable[[TensorSource], np.ndarray]) -> np.ndarray:
+        """One stored tensor in our layout: ``get(source)`` through the entry's transform."""
+        return TRANSFORMS[entry.transform].apply(get(entry.source), self.cfg)
 
 
 class CheckpointMismatchError(ValueError):
@@ -265,13 +351,15 @@ def _section(title: str, lines: list[str], fix: str, limit: int = _SHOWN,
 
 
 def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorSource], *,
-              where: str = "checkpoint", config_file: str = "config.json") -> LoadPlan:
+              where: str = "checkpoint", config_file: str = "config.json",
+              dtypes: Optional[tuple[str, ...]] = FLOAT_CODES) -> LoadPlan:
     """Match stored tensors to the params of ``cfg``; raise one error listing every problem.
 
     ``tensors`` maps each stored name to its :class:`TensorSource`; ``where`` names the
-    checkpoint (directory) in messages.
+    checkpoint (directory) in messages; ``dtypes``: the accepted dtype codes (None: any, for
+    formats the reader dequantizes).
     """
-    shapes = param_paths(param_shapes(cfg))
+    shapes = {p.path: p.shape(cfg) for p in declared(cfg)}
     n = cfg.num_layers
     entries: dict[tuple, dict] = {p: {} for p in shapes}
     unexpected, wrong_shape, bad_dtype, ignored = [], [], [], []
@@ -315,9 +403,9 @@ def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorS
             wrong_shape.append(f"{name}  (in {src.file}): stored {_fmt_shape(src.shape)}, "
                                f"config expects {_fmt_shape(want)}")
             ok = False
-        if src.dtype not in FLOAT_CODES:
+        if dtypes is not None and src.dtype not in dtypes:
             bad_dtype.append(f"{name}  (in {src.file}): dtype {src.dtype}; only "
-                             f"{'/'.join(FLOAT_CODES)} weights are supported")
+                             f"{'/'.join(dtypes)} weights are supported")
             ok = False
         if ok:
             entries[path][key] = PlanEntry(key, src, rule.transform)
@@ -376,4 +464,4 @@ def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorS
     for path, got in entries.items():
         rule = name_map.rule_for(path)
         out[path] = [got[k] for k in (range(n) if rule.layered else [None])]
-    return LoadPlan(out, shapes, tied_head, ignored)
+    return LoadPlan(out, shapes, tied_head, ignored, cfg)
