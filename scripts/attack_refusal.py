@@ -17,7 +17,7 @@ from sri_jax import load_model  # noqa: E402
 from sri_jax.data.attacks import apply_attack, prefill_prefixes  # noqa: E402
 from sri_jax.detector.evaluate import evaluation_splits  # noqa: E402
 from sri_jax.sampling.api import generate_batched  # noqa: E402
-from sri_jax.sri.judge import is_refusal  # noqa: E402
+from sri_jax.judges.keyword import is_refusal  # noqa: E402
 from sri_jax.workflow import default_sampler  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 64

@@ -546,7 +546,8 @@ def _run(args) -> int:
         return 0
     if args.command == "calibrate":
         from .io import check_output
-        from .sri.centers import calibrate, save_centers
+        from .calibration import calibrate
+        from .sri.centers import save_centers
 
         check_output(args.out, "centers", overwrite=args.overwrite)  # before any compute
         mesh = _mesh(args)

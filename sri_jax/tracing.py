@@ -87,7 +87,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     from .parallel.storage import TraceStore
     from .sampling.api import generate, plan_batches
     from .sri.centers import check_compatible
-    from .sri.judge import is_refusal
+    from .judges.keyword import is_refusal
 
     judge = judge or is_refusal
     prompts = list(prompts)

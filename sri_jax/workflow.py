@@ -213,7 +213,8 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     from . import load_model
     from .detector.evaluate import (check_own_outputs, evaluation_splits, fit_and_score_guard,
                                     guard_table)
-    from .sri.centers import calibrate, check_compatible, load_centers, save_centers
+    from .calibration import calibrate
+    from .sri.centers import check_compatible, load_centers, save_centers
     from .tracing import read_traces, trace
 
     t0 = time.perf_counter()

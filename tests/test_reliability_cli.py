@@ -16,7 +16,8 @@ from sri_jax import cli
 from sri_jax.data.attacks import ATTACKS
 from sri_jax.data.sets import PROMPT_SETS, PromptSetError, load_prompt_set
 from sri_jax.sampling import SamplerConfig
-from sri_jax.sri.centers import calibrate, save_centers
+from sri_jax.calibration import calibrate
+from sri_jax.sri.centers import save_centers
 from sri_jax.tracing import read_traces, trace
 from sri_jax.weights.registry import REGISTRY
 from sri_jax.workflow import default_sampler

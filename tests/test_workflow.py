@@ -13,7 +13,8 @@ from detector_oracle import (SCORE_ATOL, SCORE_RTOL, mann_whitney_auc, np_guard_
                              np_quantile_linear)
 from oracles import np_sri
 from sri_jax.sampling import SamplerConfig, generate
-from sri_jax.sri.centers import calibrate, check_compatible, load_centers, save_centers
+from sri_jax.calibration import calibrate
+from sri_jax.sri.centers import check_compatible, load_centers, save_centers
 from sri_jax.sri.signal import Centers, internal_recovery_rate
 from sri_jax.tracing import read_traces, trace
 from sri_jax.workflow import format_table, make_figures, summarize
