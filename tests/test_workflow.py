@@ -341,11 +341,11 @@ def test_shipped_centers_and_guard_fit_the_default_model():
 
     import sri_jax
     from sri_jax.detector import SRIGuard
-    from sri_jax.workflow import DEMO_MODEL, default_sampler
+    from sri_jax.workflow import DEMO_MODEL
 
     root = Path(__file__).resolve().parents[1] / "checkpoints" / DEMO_MODEL
     model = sri_jax.load_model(DEMO_MODEL, dtype="float32")
-    cfg = default_sampler(model)
+    cfg = SamplerConfig.for_model(model)
     centers = load_centers(root / "centers")
     check_compatible(centers, model, cfg)
     assert centers.meta["counts"]["harmful"]["kept"] >= 64

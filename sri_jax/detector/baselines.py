@@ -115,17 +115,6 @@ class PerplexityFilter:
 
 # ----------------------------------------------------------------------------- self-examination
 
-def _answer_cfg(model, cfg, max_new_tokens: int):
-    from ..sampling.config import SamplerConfig
-
-    if cfg is not None:
-        return cfg
-    if model.config.causal:
-        return SamplerConfig.autoregressive(gen_length=max_new_tokens)
-    n = max_new_tokens
-    return SamplerConfig(steps=n, gen_length=n, block_length=n)
-
-
 class SelfExamination:
     """Ask the model whether a response is harmful; flag on "yes".
 
@@ -135,7 +124,13 @@ class SelfExamination:
     def __init__(self, model, cfg=None, *, max_new_tokens: int = 8, batch_size: int = 16,
                  question: str = SELF_EXAM_QUESTION, progress: bool = False):
         self.model, self.batch_size, self.question = model, int(batch_size), question
-        self.cfg = _answer_cfg(model, cfg, max_new_tokens)
+        if cfg is None:  # one step per token for diffusion models too
+            from ..sampling.config import SamplerConfig
+
+            n = max_new_tokens
+            cfg = SamplerConfig.for_model(model, gen_length=n,
+                                          steps=None if model.config.causal else n)
+        self.cfg = cfg
         self.progress = progress
         self.answers_: Optional[list] = None
 
