@@ -53,12 +53,6 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _atomic_write_bytes(path: Path, data: bytes):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional[Sequence[str]] = None,
           set_name: str = "prompts", attack: str = "none", batch_size: int = 16,
           judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
@@ -186,10 +180,6 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
 
 def shard_name(i: int) -> str:
     return f"shard-{i:05d}.parquet"
-
-
-def shard_path(out: Path, i: int) -> Path:
-    return Path(out) / shard_name(i)
 
 
 @contextlib.contextmanager
