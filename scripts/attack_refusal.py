@@ -17,14 +17,14 @@ from sri_jax import load_model  # noqa: E402
 from sri_jax.data.attacks import apply_attack, prefill_prefixes  # noqa: E402
 from sri_jax.detector.evaluate import evaluation_splits  # noqa: E402
 from sri_jax.sampling.api import generate_batched  # noqa: E402
-from sri_jax.sri.judge import is_refusal  # noqa: E402
-from sri_jax.workflow import default_sampler  # noqa: E402
+from sri_jax.sampling.config import SamplerConfig  # noqa: E402
+from sri_jax.judges.keyword import is_refusal  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 only = set(sys.argv[2:])
 m = load_model("smollm2-135m-instruct-safe", dtype="float32")
 m.safe_prompts = True
-cfg = default_sampler(m)
+cfg = SamplerConfig.for_model(m)
 raw = evaluation_splits(n_attack=n)["harmful"]["none"]
 gcg = [a.text for a in apply_attack("gcg_universal", raw)]
 rows = [("none", raw, {}), ("prefill_derived", raw, {"prefix": prefill_prefixes(raw)}),

@@ -771,7 +771,7 @@ def main(argv=None):
             jax.monitoring.register_event_duration_secs_listener(_on_event)
 
         from sri_jax import SamplerConfig
-        from sri_jax.sampling.api import bucket_length
+        from sri_jax.sampling.batching import bucket_length
 
         dcfg, acfg, id_range = model_configs(args.tiny)
         p = sz["prompt_len"]

@@ -381,7 +381,7 @@ def main(argv=None):
 
     import sri_jax
     from sri_jax import Centers, Model, SamplerConfig
-    from sri_jax.sampling.api import bucket_length
+    from sri_jax.sampling.batching import bucket_length
     from sri_jax.sampling.autoregressive import stop_ids
     from sri_jax.weights.hf import load_hf_model
 

@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sri_jax.sri.judge import is_refusal  # noqa: E402
+from sri_jax.judges.keyword import is_refusal  # noqa: E402
 
 DEFAULT_JUDGE_MODEL = "qwen2.5-coder-1.5b-instruct"
 
@@ -191,7 +191,7 @@ def choose_threshold(scores, labels) -> float:
 def _measure(args):
     from sklearn.metrics import roc_auc_score
 
-    from sri_jax.harm_judge import JUDGE_SYSTEM_PROMPT, RUBRIC, HarmJudge, load_agreement
+    from sri_jax.judges.harm import JUDGE_SYSTEM_PROMPT, RUBRIC, HarmJudge, load_agreement
 
     rows = load_agreement(args.file)
     labels = np.array([r["label"] == "harmful" for r in rows])

@@ -6,7 +6,8 @@ from .models.config import ModelConfig, RopeScaling
 from .models.model import ForwardOutput, Model
 from .parallel.mesh import make_mesh
 from .sampling import GenerationResult, SamplerConfig, generate
-from .sri.centers import calibrate, load_centers, save_centers
+from .calibration import calibrate
+from .sri.centers import load_centers, save_centers
 from .sri.signal import Centers, internal_recovery_rate, sri_signal
 from .tracing import read_traces, trace
 
@@ -22,7 +23,7 @@ def load_model(source, *, dtype="bfloat16", **kwargs) -> Model:
 
 def is_refusal(text: str) -> bool:
     """The paper's keyword refusal judge (31 phrases)."""
-    from .sri.judge import is_refusal as _judge
+    from .judges.keyword import is_refusal as _judge
 
     return _judge(text)
 

@@ -419,7 +419,7 @@ SAMPLER_KEYS = ("mode", "gen_length", "steps", "block_length", "temperature", "r
 def _sampler(args, model):
     """The sampler config: the model kind's defaults and the flags given; a flag the model's
     sampler would ignore (e.g. --steps on an AR model) is a usage error."""
-    from .workflow import default_sampler, inapplicable_sampler_options
+    from .sampling.config import SamplerConfig, inapplicable_sampler_options
 
     over = {k: getattr(args, k) for k in SAMPLER_KEYS if getattr(args, k, None) is not None}
     bad, why = inapplicable_sampler_options(model, over)
@@ -429,7 +429,7 @@ def _sampler(args, model):
         raise UsageError(f"{flags}: not used for {model.name or 'this model'}, {why}; leave "
                          f"{'it' if len(bad) == 1 else 'them'} out")
     try:
-        return default_sampler(model, **over)
+        return SamplerConfig.for_model(model, **over)
     except ValueError as e:
         raise UsageError(f"{e}") from None
 
@@ -545,7 +545,8 @@ def _run(args) -> int:
         return 0
     if args.command == "calibrate":
         from .artifacts import check_output
-        from .sri.centers import calibrate, save_centers
+        from .calibration import calibrate
+        from .sri.centers import save_centers
 
         check_output(args.out, "centers", overwrite=args.overwrite)  # before any compute
         mesh = _mesh(args)

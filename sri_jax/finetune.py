@@ -473,7 +473,7 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
     """
     from .data import load_prompt_set, split
     from .data.safety import BENIGN_EDGE, BENIGN_HARMFUL_FORM, refusal_for
-    from .sri.judge import is_refusal
+    from .judges.keyword import is_refusal
 
     adv = load_prompt_set("advbench")
     a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
@@ -564,7 +564,7 @@ def evaluate_refusals(model, sets: dict, *, gen_length: int = 32, batch_size: in
     {set: {"n", "refusal_rate", "samples": [[prompt, answer], ...]}}."""
     from .sampling.api import generate_batched
     from .sampling.config import SamplerConfig
-    from .sri.judge import is_refusal
+    from .judges.keyword import is_refusal
 
     cfg = SamplerConfig.autoregressive(gen_length=gen_length)
     out = {}

@@ -53,12 +53,6 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _atomic_write_bytes(path: Path, data: bytes):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional[Sequence[str]] = None,
           set_name: str = "prompts", attack: str = "none", batch_size: int = 16,
           judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
@@ -85,9 +79,9 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
 
     from .parallel import multihost as mh
     from .parallel.storage import TraceStore
-    from .sampling.api import generate, plan_batches
-    from .sri.centers import check_compatible
-    from .sri.judge import is_refusal
+    from .judges.keyword import is_refusal
+    from .sampling.api import prepare, run_batch, with_prefix
+    from .sampling.batching import plan_batches
 
     judge = judge or is_refusal
     prompts = list(prompts)
@@ -96,18 +90,17 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     ids = [str(i) for i in (ids if ids is not None else range(len(prompts)))]
     if len(ids) != len(prompts) or len(set(ids)) != len(ids):
         raise ValueError("ids must be unique and one per prompt")
-    if prefix is not None:
-        from .sampling.api import prefix_ids
-
-        prefix = list(prefix)
-        prefix_ids(model, prefix, len(prompts), prefix_tokens)  # fail before anything runs
-    check_compatible(centers, model, cfg, system_prompt=system_prompt)
+    # checked and encoded once, before anything runs: prefixes, centers, prompts
+    prefix = None if prefix is None else list(prefix)
+    call = prepare(model, cfg, centers=centers, return_activations=save_activations,
+                   record_snapshots=save_snapshots, system_prompt=system_prompt)
+    seqs = model.chat_ids(prompts, system_prompt)
+    batches = plan_batches([len(q) for q in seqs], batch_size,
+                           model.config.max_position_embeddings - cfg.gen_length)
+    seqs, prefixes = with_prefix(model, cfg, seqs, None, prefix, prefix_tokens)
     store = TraceStore(out_dir)
     store.mkdir()
     with run_lock(store) if mh.process_index() == 0 else contextlib.nullcontext():
-        lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
-        batches = plan_batches(lengths, batch_size,
-                               model.config.max_position_embeddings - cfg.gen_length)
         plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
                 "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
                 "centers": _hash({"meta": dict(centers.meta),
@@ -145,16 +138,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                   disable=not progress or me != 0) as bar:
             for i in todo:
                 idx, rows = batches[i]
-                batch = [prompts[j] for j in idx]
-                batch += [batch[-1]] * (rows - len(batch))
-                pre = None
-                if prefix is not None:
-                    pre = [prefix[j] for j in idx]
-                    pre += [pre[-1]] * (rows - len(pre))
-                res = generate(model, batch, cfg, centers=centers, seed=seed + i,
-                               return_activations=save_activations,
-                               record_snapshots=save_snapshots, system_prompt=system_prompt,
-                               prefix=pre, prefix_tokens=prefix_tokens)
+                res = run_batch(model, call, [seqs[j] for j in idx], rows=rows, seed=seed + i)
                 n = len(idx)
                 if not writes(i):  # SPMD: another process stores this batch
                     bar.update(n)
@@ -162,20 +146,20 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                 cols = {
                     "prompt_id": [ids[j] for j in idx], "set": [set_name] * n,
                     "attack": [attack] * n, "prompt": [prompts[j] for j in idx],
-                    "response": res.texts[:n],
-                    "tokens": pa.array([r.tolist() for r in res.tokens[:n]], pa.list_(pa.int32())),
-                    "sri": pa.array([r.tolist() for r in res.sri[:n]], pa.list_(pa.float32())),
-                    "refused": [bool(judge(t)) for t in res.texts[:n]],
+                    "response": res.texts,
+                    "tokens": pa.array([r.tolist() for r in res.tokens], pa.list_(pa.int32())),
+                    "sri": pa.array([r.tolist() for r in res.sri], pa.list_(pa.float32())),
+                    "refused": [bool(judge(t)) for t in res.texts],
                 }
                 if prefix is not None:
-                    cols["prefix"] = res.prefixes[:n]
+                    cols["prefix"] = [prefixes[j] for j in idx]
                 if save_activations:
                     cols["activations"] = pa.array(
-                        [r.reshape(-1).tolist() for r in res.activations[:n]],
+                        [r.reshape(-1).tolist() for r in res.activations],
                         pa.list_(pa.float32()))
                 if save_snapshots:
                     cols["snapshots"] = pa.array(
-                        [r.reshape(-1).tolist() for r in res.snapshots[:n]], pa.list_(pa.int32()))
+                        [r.reshape(-1).tolist() for r in res.snapshots], pa.list_(pa.int32()))
                 store.write_parquet(shard_name(i), pa.table(cols).replace_schema_metadata(
                     {PLAN_KEY: plan_hash.encode()}))
                 bar.update(n)
@@ -196,10 +180,6 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
 
 def shard_name(i: int) -> str:
     return f"shard-{i:05d}.parquet"
-
-
-def shard_path(out: Path, i: int) -> Path:
-    return Path(out) / shard_name(i)
 
 
 @contextlib.contextmanager

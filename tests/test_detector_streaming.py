@@ -9,7 +9,7 @@ from detector_oracle import SCORE_ATOL, SCORE_RTOL, np_guard_score
 from sri_jax.detector import SRIGuard
 from sri_jax.sampling import SamplerConfig, generate
 from sri_jax.sampling import api as sampling_api
-from sri_jax.sri.centers import calibrate
+from sri_jax.calibration import calibrate
 from tiny_model import tiny_chat_model
 
 CFG = SamplerConfig.autoregressive(gen_length=6)

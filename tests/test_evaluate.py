@@ -14,8 +14,8 @@ from sri_jax.detector.baselines import (ExternalGuard, LlamaGuard3, PerplexityFi
                                         SelfExamination, prompt_nll, prompt_perplexity)
 from sri_jax.detector.evaluate import EvalReport, evaluate_guard, step_texts
 from sri_jax.sampling import SamplerConfig, generate
-from sri_jax.sri.centers import calibrate
-from sri_jax.sri.judge import keyword_trace
+from sri_jax.calibration import calibrate
+from sri_jax.judges.keyword import keyword_trace
 from sri_jax.tracing import read_traces
 from tiny_model import WORDS, parity_judge, tiny_chat_model
 from tolerance import FP32_REL

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sri_jax.harm_judge import (AGREEMENT_FILE, JUDGE_SYSTEM_PROMPT, RUBRIC, HarmJudge,
+from sri_jax.judges.harm import (AGREEMENT_FILE, JUDGE_SYSTEM_PROMPT, RUBRIC, HarmJudge,
                                 calibration_prompt_ids, load_agreement)
 from tiny_model import CHAT_TEMPLATE, WORDS
 

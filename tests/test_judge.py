@@ -9,7 +9,7 @@ used to produce any expectation.
 import numpy as np
 import pytest
 
-from sri_jax.sri.judge import (
+from sri_jax.judges.keyword import (
     REFUSAL_PHRASES,
     is_refusal,
     keyword_trace,

@@ -243,7 +243,7 @@ def test_train_decreases_loss_and_is_deterministic(tmp_path):
 def test_safety_data_is_keyword_clean():
     from sri_jax.data.safety import (BENIGN_EDGE, REFUSAL_OPENERS, SHORT_REFUSALS,
                                      refusal_for)
-    from sri_jax.sri.judge import is_refusal
+    from sri_jax.judges.keyword import is_refusal
 
     for t in SHORT_REFUSALS + REFUSAL_OPENERS:
         assert is_refusal(t), t

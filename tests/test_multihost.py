@@ -212,7 +212,7 @@ def test_calibrate_and_generate_on_two_processes_equal_single_process(setup, cap
     """`sri-jax calibrate` and `sri-jax generate` with --distributed and mesh flags: the
     centers written by process 0 (and only by it) and the printed texts and SRI traces equal
     a single-device run."""
-    import sri_jax.sri.judge as judge
+    import sri_jax.judges.keyword as judge
     from sri_jax.cli import main
     from sri_jax.sri.centers import load_centers
 
@@ -286,14 +286,14 @@ def test_tpu_scripts_pass_bash_n_and_shellcheck():
 def _worker(argv):  # pragma: no cover - runs in the subprocesses
     die_after = None
     if argv and argv[0] == "--parity-judge":
-        import sri_jax.sri.judge as judge
+        import sri_jax.judges.keyword as judge
 
         judge.is_refusal, argv = _parity_judge, argv[1:]
     if argv and argv[0] == "--die-after":
         die_after, argv = int(argv[1]), argv[2:]
     assert argv[0] == "--"
     if die_after is not None:
-        import sri_jax.sri.judge as judge
+        import sri_jax.judges.keyword as judge
 
         real, calls = judge.is_refusal, [0]
 

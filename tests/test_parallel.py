@@ -138,7 +138,8 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
     from sri_jax.parallel import (describe_shardings, kv_cache_spec, param_specs,
                                   sampler_inputs, shard_model)
     from sri_jax.sampling import SamplerConfig, generate
-    from sri_jax.sampling.api import _left_pad, _sample, bucket_length
+    from sri_jax.sampling.api import _sample
+    from sri_jax.sampling.batching import batch_inputs
     from sri_jax.sampling.common import Probe
     from sri_jax.sri import Centers
 
@@ -207,8 +208,8 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
                 # cache answers) and read the KV cache's per-device shape in its partitioned
                 # HLO: [N, B/data, S, K/model, hd].
                 limit = mcfg.max_position_embeddings - scfg.gen_length
-                pids, pmask = _left_pad(ids.astype(np.int32), mask.astype(np.int32),
-                                        bucket_length(ids.shape[1], limit), mcfg.pad_token_id)
+                pids, pmask = batch_inputs(list(ids), mcfg.pad_token_id, limit,
+                                           masks=list(mask))
                 r = direction / np.linalg.norm(direction)
                 probe = Probe(*centers.device_arrays(), jax.numpy.asarray(r))
                 a = sampler_inputs(mesh, pids, pmask, 0, probe)

@@ -116,7 +116,7 @@ def test_decode_reads_the_whole_row_and_cuts_only_on_request():
         [tok.convert_tokens_to_ids(w) for w in "sorry cannot help".split()]
     assert model.decode([row]) == ["tell me about cats sorry cannot help"]
     assert model.decode([row], stop_at_eos=True) == ["tell me about cats"]
-    from sri_jax.sri.judge import is_refusal
+    from sri_jax.judges.keyword import is_refusal
 
     assert is_refusal(model.decode([row])[0]) and not is_refusal(
         model.decode([row], stop_at_eos=True)[0])

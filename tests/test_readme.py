@@ -21,7 +21,8 @@ def python_blocks() -> list:
 
 def test_public_api_is_top_level(tmp_path):
     from sri_jax.detector import SRIGuard
-    from sri_jax.sri.centers import calibrate, load_centers, save_centers
+    from sri_jax.calibration import calibrate
+    from sri_jax.sri.centers import load_centers, save_centers
     from sri_jax.tracing import read_traces, trace
 
     for name, obj in (("SRIGuard", SRIGuard), ("calibrate", calibrate), ("trace", trace),
@@ -54,12 +55,12 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     """Exactly the README's code; only the model (tiny random, for speed and no download)
     and the judge (the random model never writes refusal phrases: every other text counts
     as a refusal, so both classes keep samples) are swapped in."""
-    import sri_jax.sri.judge
+    import sri_jax.judges.keyword
 
     model = tiny_chat_model(seed=3)
     calls = itertools.count()
     monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)
-    monkeypatch.setattr(sri_jax.sri.judge, "is_refusal", lambda text: next(calls) % 2 == 1)
+    monkeypatch.setattr(sri_jax.judges.keyword, "is_refusal", lambda text: next(calls) % 2 == 1)
     monkeypatch.chdir(tmp_path)
     for code in python_blocks():
         scope = {}

@@ -25,8 +25,8 @@ import pytest
 from sri_jax.detector import SRIGuard
 from sri_jax.artifacts import OutputFolderError
 from sri_jax.sampling import SamplerConfig, generate
-from sri_jax.sri.centers import (SIGMA_KEYS, calibrate, check_compatible, load_centers,
-                                 save_centers)
+from sri_jax.calibration import calibrate
+from sri_jax.sri.centers import SIGMA_KEYS, check_compatible, load_centers, save_centers
 from sri_jax.sri.signal import Centers
 from tiny_model import CHAT_TEMPLATE, parity_judge, tiny_chat_model
 

@@ -16,10 +16,10 @@ from sri_jax import cli
 from sri_jax.data.attacks import ATTACKS
 from sri_jax.data.sets import PROMPT_SETS, PromptSetError, load_prompt_set
 from sri_jax.sampling import SamplerConfig
-from sri_jax.sri.centers import calibrate, save_centers
+from sri_jax.calibration import calibrate
+from sri_jax.sri.centers import save_centers
 from sri_jax.tracing import read_traces, trace
 from sri_jax.weights.registry import REGISTRY
-from sri_jax.workflow import default_sampler
 from tiny_model import HARMFUL, HARMLESS, parity_judge, tiny_chat_model
 
 CFG = SamplerConfig.autoregressive(gen_length=6)
@@ -159,8 +159,8 @@ def test_options_a_diffusion_model_ignores_are_refused(monkeypatch, capsys):
 
 def test_python_api_refuses_what_the_cli_refuses(model):
     with pytest.raises(ValueError, match="steps.*autoregressive"):
-        default_sampler(model, steps=8)
-    assert default_sampler(model, gen_length=5, mode="autoregressive").steps == 5
+        SamplerConfig.for_model(model, steps=8)
+    assert SamplerConfig.for_model(model, gen_length=5, mode="autoregressive").steps == 5
     for bad in (dict(tau=math.nan), dict(tau=math.inf), dict(temperature=math.nan),
                 dict(temperature=math.inf), dict(top_p=math.nan), dict(cfg_scale=math.nan),
                 dict(dream_eps=math.nan), dict(dream_alg_temp=math.nan)):

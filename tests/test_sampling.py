@@ -422,7 +422,7 @@ def test_torch_multinomial_is_the_exponential_race():
 
 
 def test_bucket_lengths_and_memory_aware_batch_plan():
-    from sri_jax.sampling.api import bucket_length, plan_batches
+    from sri_jax.sampling.batching import bucket_length, plan_batches
 
     assert [bucket_length(n, 8192) for n in (1, 17, 256, 257, 1000, 1424, 4096, 4097)] == \
         [16, 32, 256, 384, 1024, 1536, 4096, 8192]

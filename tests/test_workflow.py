@@ -13,7 +13,8 @@ from detector_oracle import (SCORE_ATOL, SCORE_RTOL, mann_whitney_auc, np_guard_
                              np_quantile_linear)
 from oracles import np_sri
 from sri_jax.sampling import SamplerConfig, generate
-from sri_jax.sri.centers import calibrate, check_compatible, load_centers, save_centers
+from sri_jax.calibration import calibrate
+from sri_jax.sri.centers import check_compatible, load_centers, save_centers
 from sri_jax.sri.signal import Centers, internal_recovery_rate
 from sri_jax.tracing import read_traces, trace
 from sri_jax.workflow import format_table, make_figures, summarize
@@ -340,11 +341,11 @@ def test_shipped_centers_and_guard_fit_the_default_model():
 
     import sri_jax
     from sri_jax.detector import SRIGuard
-    from sri_jax.workflow import DEMO_MODEL, default_sampler
+    from sri_jax.workflow import DEMO_MODEL
 
     root = Path(__file__).resolve().parents[1] / "checkpoints" / DEMO_MODEL
     model = sri_jax.load_model(DEMO_MODEL, dtype="float32")
-    cfg = default_sampler(model)
+    cfg = SamplerConfig.for_model(model)
     centers = load_centers(root / "centers")
     check_compatible(centers, model, cfg)
     assert centers.meta["counts"]["harmful"]["kept"] >= 64

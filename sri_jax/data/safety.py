@@ -4,7 +4,7 @@ prompts with helpful answers. All text here is written for this project (no exte
 * :func:`refusal_for` picks a refusal for a harmful prompt, deterministically from the prompt
   and a seed, out of many combinations: short refusals, refusals that explain, and refusals
   that redirect to a safe alternative. Every opener contains a phrase of the paper's keyword
-  judge (``sri_jax.sri.judge``) within its first words, so a refusal is recognisable as one
+  judge (``sri_jax.judges.keyword``) within its first words, so a refusal is recognisable as one
   within the 32 tokens the SRI workflow generates.
 * :data:`BENIGN_EDGE` holds prompts that only sound dangerous ("how do I kill a Python
   process") with short helpful answers, to keep over-refusal low. None of the answers contains

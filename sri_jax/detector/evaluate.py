@@ -50,7 +50,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..artifacts import json_default
-from ..sri.judge import is_refusal, keyword_trace
+from ..judges.keyword import is_refusal, keyword_trace
 from ..workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN
 from .autoencoder import SRIClassifier, SRIGuard
 from .baselines import PerplexityFilter, SelfExamination, prompt_perplexity
@@ -512,7 +512,8 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
 def _layer_centers(model, cfg, calibration, path, *, judge, batch_size, progress, seed, log):
     """Centers at ``cfg.layer`` for the layer ablation: loaded from ``path`` when a previous
     run saved them for this model and sampler, else calibrated and saved there."""
-    from ..sri.centers import calibrate, check_compatible, load_centers, save_centers
+    from ..calibration import calibrate
+    from ..sri.centers import check_compatible, load_centers, save_centers
 
     if (path / "centers.npz").is_file():
         c = load_centers(path)
@@ -674,7 +675,8 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
 
 def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log,
                  judge=is_refusal, allow_unverified=False):
-    from ..sri.centers import calibrate, check_compatible, load_centers, save_centers
+    from ..calibration import calibrate
+    from ..sri.centers import check_compatible, load_centers, save_centers
 
     if centers_path and Path(centers_path).exists():
         log(f"centers loaded from {centers_path}")

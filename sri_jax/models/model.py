@@ -36,16 +36,22 @@ def _jit_forward(params, cfg, input_ids, attention_mask, positions, hidden_layer
     return ForwardOutput(out.logits, out.hidden, out.layer_hidden)
 
 
-def left_pad(seqs, pad_id: int, length: Optional[int] = None):
+def left_pad(seqs, pad_id: int, length: Optional[int] = None, *, rows: Optional[int] = None,
+             masks=None):
     """Token rows left-padded to ``length`` (default: the longest): (ids, mask) int32 numpy,
-    mask 1 on real tokens."""
+    mask 1 on real tokens. ``rows`` (default: one per sequence): more rows repeat the last
+    sequence (a short batch runs with the program compiled for a full one). ``masks``: one
+    mask row per sequence, for rows that carry their own (already left-padded) mask."""
     length = max(len(q) for q in seqs) if length is None else length
-    ids = np.full((len(seqs), length), pad_id, np.int32)
-    mask = np.zeros((len(seqs), length), np.int32)
-    for i, q in enumerate(seqs):
+    rows = len(seqs) if rows is None else rows
+    ids = np.full((rows, length), pad_id, np.int32)
+    mask = np.zeros((rows, length), np.int32)
+    for i in range(rows):
+        j = min(i, len(seqs) - 1)
+        q = seqs[j]
         if len(q):
             ids[i, length - len(q):] = q
-            mask[i, length - len(q):] = 1
+            mask[i, length - len(q):] = 1 if masks is None else masks[j]
     return ids, mask
 
 
@@ -142,6 +148,19 @@ class Model:
         so control text inside it (``<|im_start|>system ...``) stays text instead of becoming
         control tokens; the template's own control tokens stay special. A prompt with no
         such text gives the same ids either way."""
+        seqs = self.chat_ids(prompts, system_prompt, safe=safe)
+        length = max(len(s) for s in seqs)
+        if pad_to is not None:
+            if pad_to < length:
+                raise ValueError(f"pad_to={pad_to} is shorter than the longest prompt ({length})")
+            length = pad_to
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        return left_pad(seqs, pad, length)
+
+    def chat_ids(self, prompts, system_prompt: Optional[str] = "default", *,
+                 safe: Optional[bool] = None) -> list[list[int]]:
+        """Each prompt chat-templated and tokenized (unpadded token id lists); see
+        :meth:`encode_chat` for ``safe``."""
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
@@ -151,14 +170,7 @@ class Model:
             if not isinstance(p, str) or not p.strip():
                 raise ValueError(f"prompt {i} is empty or not a string: {p!r}")
         safe = self.safe_prompts if safe is None else safe
-        seqs = [self._encode_one(p, system_prompt, safe) for p in prompts]
-        length = max(len(s) for s in seqs)
-        if pad_to is not None:
-            if pad_to < length:
-                raise ValueError(f"pad_to={pad_to} is shorter than the longest prompt ({length})")
-            length = pad_to
-        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
-        return left_pad(seqs, pad, length)
+        return [self._encode_one(p, system_prompt, safe) for p in prompts]
 
     def _encode_one(self, prompt: str, system_prompt, safe: bool) -> list:
         text = self.chat_prompt(prompt, system_prompt)

@@ -1,4 +1,5 @@
-"""``sri_jax.generate``: chat-template, bucket, and run one fused sampler call per batch."""
+"""``sri_jax.generate``: one fused sampler call per batch; batches planned, padded and put
+back in order by :mod:`sri_jax.sampling.batching`."""
 
 from __future__ import annotations
 
@@ -10,20 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models.model import Model, left_pad
+from ..models.model import Model
 from ..sri.centers import check_compatible
 from ..sri.signal import Centers
 from .autoregressive import ar_sample
+from .batching import batch_inputs, input_order, pad_id, plan_batches
 from .common import Probe
 from .config import SamplerConfig
 from .diffusion import diffusion_sample
 from .dream import dream_sample
-
-BUCKET_STEPS = ((256, 16), (1024, 128), (4096, 256))  # up to 256 tokens: multiples of 16; ...
-# Prompt tokens per compiled call (rows x prompt bucket) above which batches get fewer rows:
-# attention over long prompts (in-the-wild jailbreak templates run to ~1,500 tokens) then
-# stays within a few GB of activations per layer.
-MAX_BATCH_TOKENS = 32768
 
 
 @dataclasses.dataclass
@@ -46,19 +42,6 @@ class GenerationResult:
     detector_scores: Optional[np.ndarray] = None
     flagged: Optional[np.ndarray] = None
     prefixes: Optional[list] = None
-
-
-def bucket_length(n: int, limit: int) -> int:
-    """Prompt length bucket: a multiple of 16 up to 256 tokens, of 128 up to 1024, of 256 up
-    to 4096, then a power of two; capped at ``limit``. Few shapes (few compiles), little
-    padding."""
-    for top, step in BUCKET_STEPS:
-        if n <= top:
-            b = -(-n // step) * step
-            break
-    else:
-        b = 1 << (n - 1).bit_length()
-    return max(n, min(b, limit))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +96,8 @@ def _check_mode(model: Model, cfg: SamplerConfig):
 
 
 def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):
+    """``(seqs, masks)``: each prompt's token ids (``masks`` None), or the rows of ``input_ids``
+    with their mask rows."""
     if prompts is not None and input_ids is not None:
         raise ValueError("pass either prompts or input_ids, not both")
     if prompts is not None:
@@ -120,7 +105,7 @@ def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):
             prompts = [prompts]
         if len(prompts) == 0:
             raise ValueError("prompts is empty: pass at least one prompt")
-        return model.encode_chat(prompts, system_prompt)
+        return model.chat_ids(prompts, system_prompt), None
     if input_ids is None:
         raise ValueError("pass prompts (a list of strings) or input_ids")
     ids = np.asarray(input_ids)
@@ -131,7 +116,7 @@ def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):
         raise ValueError(f"attention_mask {mask.shape} does not match input_ids {ids.shape}")
     if (mask.sum(1) == 0).any():
         raise ValueError("a row of attention_mask has no real token")
-    return ids.astype(np.int32), mask.astype(np.int32)
+    return list(ids.astype(np.int32)), list(mask.astype(np.int32))
 
 
 def prefix_ids(model: Model, prefix, rows: int, max_tokens: Optional[int] = None) -> list:
@@ -160,23 +145,105 @@ def prefix_ids(model: Model, prefix, rows: int, max_tokens: Optional[int] = None
     return out
 
 
-def append_prefix(ids, mask, prefixes, pad_id):
-    """Each row's real tokens followed by its prefix ids, left-padded again: the prefix sits
-    right after the generation prompt, where the response starts."""
-    rows = [np.asarray(r)[np.asarray(m) == 1].tolist() + list(p)
-            for r, m, p in zip(ids, mask, prefixes)]
-    return left_pad(rows, pad_id)
+def with_prefix(model: Model, cfg: SamplerConfig, seqs, masks, prefix, prefix_tokens):
+    """``(seqs, texts)``: each row's real tokens followed by its forced response prefix (cut to
+    ``prefix_tokens``), and the prefixes as decoded from the ids used (None without a
+    tokenizer); ``(seqs, None)`` without ``prefix``."""
+    if prefix is None:
+        if prefix_tokens is not None:
+            raise ValueError("prefix_tokens without prefix: pass the prefixes to cut")
+        return seqs, None
+    if cfg.cfg_scale > 0:
+        raise ValueError("prefill with cfg_scale > 0 is not supported (the unconditional "
+                         "pass would mask the prefix with the prompt); use cfg_scale 0")
+    pids = prefix_ids(model, prefix, len(seqs), prefix_tokens)
+    real = seqs if masks is None else [np.asarray(r)[np.asarray(m) == 1] for r, m in
+                                       zip(seqs, masks)]
+    out = [list(r) + list(p) for r, p in zip(real, pids)]
+    return out, None if model.tokenizer is None else [model.tokenizer.decode(p) for p in pids]
 
 
-def _left_pad(ids, mask, length, pad_id):
-    b, l = ids.shape
-    if l == length:
-        return ids, mask
-    out_ids = np.full((b, length), pad_id, np.int32)
-    out_mask = np.zeros((b, length), np.int32)
-    out_ids[:, length - l:] = ids
-    out_mask[:, length - l:] = mask
-    return out_ids, out_mask
+@dataclasses.dataclass(frozen=True)
+class SamplerCall:
+    """What a run fixes, and checks, once for all its batches: the sampler config, the probe
+    (centers, direction), the detector and what to record. Made by :func:`prepare`."""
+
+    cfg: SamplerConfig
+    probe: Probe
+    hidden_layer: Optional[int]
+    with_sri: bool
+    return_activations: bool
+    record_snapshots: bool
+    detector: tuple = (None, None, None)  # (PureDetector, params, threshold)
+
+
+def prepare(model: Model, cfg: SamplerConfig, *, centers: Optional[Centers] = None,
+            direction=None, detector=None, return_activations: bool = False,
+            record_snapshots: bool = False, system_prompt="default") -> SamplerCall:
+    """Check the mode, the centers (against the model, sampler and system prompt), the
+    direction and the detector once, and fix what every batch of the run shares."""
+    _check_mode(model, cfg)
+    mcfg = model.config
+    probe = Probe()
+    if centers is not None:
+        check_compatible(centers, model, cfg, system_prompt=system_prompt)
+        probe = probe._replace(**dict(zip(("mu_harmless", "mu_harmful"),
+                                          centers.device_arrays())))
+    if direction is not None:
+        r = np.asarray(direction, np.float32)
+        d = mcfg.hidden_size
+        if r.shape != (d,) or not np.all(np.isfinite(r)) or not np.linalg.norm(r) > 0:
+            raise ValueError(f"direction must be a finite non-zero [{d}] vector, got {r.shape}")
+        probe = probe._replace(direction=jnp.asarray(r / np.linalg.norm(r)))
+    det = (None, None, None)
+    if detector is not None:
+        if centers is None:
+            raise ValueError("a detector reads the SRI trace: pass the centers it was "
+                             "trained against as centers=")
+        detector.check_centers(centers, tau=cfg.tau)
+        fn, params, thr = detector.as_pure()
+        det = (PureDetector.wrap(fn), params, thr)
+    return SamplerCall(cfg, probe, None if cfg.layer == "last" else mcfg.resolve_layer(cfg.layer),
+                       centers is not None, return_activations, record_snapshots, det)
+
+
+def run_batch(model: Model, call: SamplerCall, seqs, *, rows: Optional[int] = None,
+              masks=None, seed: int = 0) -> GenerationResult:
+    """One fused sampler call over ``seqs`` (token id lists, or rows with their ``masks``),
+    padded once (:func:`~sri_jax.sampling.batching.batch_inputs`: length bucket, ``rows``,
+    mesh rows); the result holds ``len(seqs)`` rows. Under a mesh (params sharded by
+    sri_jax.parallel) rows are sharded over the data axis, key and probe replicated."""
+    from ..parallel.mesh import model_mesh, sampler_inputs, to_host
+
+    mcfg, cfg = model.config, call.cfg
+    limit = mcfg.max_position_embeddings - cfg.gen_length
+    longest = max(len(s) for s in seqs)
+    if longest > limit:
+        raise ValueError(f"prompt of {longest} tokens + gen_length {cfg.gen_length} "
+                         f"exceeds the model's context {mcfg.max_position_embeddings}; "
+                         "shorten the prompt or lower gen_length")
+    mesh, n = model_mesh(model.params), len(seqs)
+    ids, mask = batch_inputs(seqs, pad_id(model), limit, rows, masks=masks, mesh=mesh)
+    probe = call.probe
+    if mesh is not None:
+        ids, mask, key, probe = sampler_inputs(mesh, ids, mask, seed, probe)
+    else:
+        ids, mask, key = jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed)
+    det_fn, det_params, det_thr = call.detector
+    tokens, sri, recs, scores, flags = _sample(
+        model.params, ids, mask, key, probe, det_params, det_thr, mcfg=mcfg, scfg=cfg,
+        hidden_layer=call.hidden_layer, return_activations=call.return_activations,
+        record_snapshots=call.record_snapshots, detector_fn=det_fn)
+
+    def host(a):
+        return None if a is None else to_host(a)[:n]
+
+    tokens = host(tokens)
+    return GenerationResult(
+        tokens=tokens, texts=model.decode(tokens) if model.tokenizer is not None else None,
+        sri=host(sri) if call.with_sri else None, activations=host(recs.phi),
+        projections=host(recs.projection), snapshots=host(recs.snapshot),
+        detector_scores=host(scores), flagged=host(flags))
 
 
 def generate(model: Model, prompts: Optional[Sequence[str]] = None,
@@ -201,76 +268,14 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
     generates ``gen_length`` tokens after it in ``steps`` steps, and the SRI pools only those
     (the prefix is not a step).
     """
-    _check_mode(model, cfg)
-    ids, mask = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
-    mcfg = model.config
-    pad_id = mcfg.pad_token_id if mcfg.pad_token_id is not None else 0
-    used = None
-    if prefix is not None:
-        if cfg.cfg_scale > 0:
-            raise ValueError("prefill with cfg_scale > 0 is not supported (the unconditional "
-                             "pass would mask the prefix with the prompt); use cfg_scale 0")
-        pids = prefix_ids(model, prefix, ids.shape[0], prefix_tokens)
-        ids, mask = append_prefix(ids, mask, pids, pad_id)
-        used = None if model.tokenizer is None else [model.tokenizer.decode(p) for p in pids]
-    elif prefix_tokens is not None:
-        raise ValueError("prefix_tokens without prefix: pass the prefixes to cut")
-    limit = mcfg.max_position_embeddings - cfg.gen_length
-    if ids.shape[1] > limit:
-        raise ValueError(f"prompt of {ids.shape[1]} tokens + gen_length {cfg.gen_length} "
-                         f"exceeds the model's context {mcfg.max_position_embeddings}; "
-                         "shorten the prompt or lower gen_length")
-    ids, mask = _left_pad(ids, mask, bucket_length(ids.shape[1], limit), pad_id)
-
-    d = mcfg.hidden_size
-    probe = Probe()
-    if centers is not None:
-        check_compatible(centers, model, cfg, system_prompt=system_prompt)
-        probe = probe._replace(**dict(zip(("mu_harmless", "mu_harmful"),
-                                          centers.device_arrays())))
-    if direction is not None:
-        r = np.asarray(direction, np.float32)
-        if r.shape != (d,) or not np.all(np.isfinite(r)) or not np.linalg.norm(r) > 0:
-            raise ValueError(f"direction must be a finite non-zero [{d}] vector, got {r.shape}")
-        probe = probe._replace(direction=jnp.asarray(r / np.linalg.norm(r)))
-    hidden_layer = None if cfg.layer == "last" else mcfg.resolve_layer(cfg.layer)
-    det_fn = det_params = det_thr = None
-    if detector is not None:
-        if centers is None:
-            raise ValueError("a detector reads the SRI trace: pass the centers it was "
-                             "trained against as centers=")
-        detector.check_centers(centers, tau=cfg.tau)
-        fn, det_params, det_thr = detector.as_pure()
-        det_fn = PureDetector.wrap(fn)
-
-    # Under a mesh (params sharded by sri_jax.parallel): rows padded to a multiple of the
-    # data axis and sharded over it, key/probe replicated; padding stripped from the results.
-    from ..parallel.mesh import model_mesh, sampler_inputs, to_host
-
-    mesh, rows = model_mesh(model.params), ids.shape[0]
-    if mesh is not None:
-        ids, mask, key, probe = sampler_inputs(mesh, ids, mask, seed, probe)
-    else:
-        ids, mask, key = jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed)
-    tokens, sri, recs, scores, flags = _sample(
-        model.params, ids, mask, key, probe, det_params, det_thr, mcfg=mcfg, scfg=cfg,
-        hidden_layer=hidden_layer, return_activations=return_activations,
-        record_snapshots=record_snapshots, detector_fn=det_fn)
-
-    def host(a):
-        return None if a is None else to_host(a)[:rows]
-
-    tokens = host(tokens)
-
-    return GenerationResult(
-        tokens=tokens,
-        texts=model.decode(tokens) if model.tokenizer is not None else None,
-        sri=host(sri) if centers is not None else None,
-        activations=host(recs.phi),
-        projections=host(recs.projection),
-        snapshots=host(recs.snapshot), detector_scores=host(scores), flagged=host(flags),
-        prefixes=used)
-
+    call = prepare(model, cfg, centers=centers, direction=direction, detector=detector,
+                   return_activations=return_activations, record_snapshots=record_snapshots,
+                   system_prompt=system_prompt)
+    seqs, masks = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
+    seqs, used = with_prefix(model, cfg, seqs, masks, prefix, prefix_tokens)
+    res = run_batch(model, call, seqs, masks=None if prefix is not None else masks, seed=seed)
+    res.prefixes = used
+    return res
 
 
 def _select(res: GenerationResult, idx) -> GenerationResult:
@@ -292,59 +297,36 @@ def _stack(parts) -> GenerationResult:
     return GenerationResult(**out)
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, limit: int,
-                 max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[list[int], int]]:
-    """Deterministic length-sorted batches (stable for equal lengths) as ``(indices, rows)``:
-    each batch is run padded to ``rows`` rows, ``batch_size`` unless its prompt bucket is so
-    long that ``rows x bucket > max_tokens`` (then fewer, at least 1). Full batches of one
-    bucket share one row count, so they share one compiled program; a partial batch (the
-    last one, or a set smaller than ``batch_size``) is padded only to the next power of two."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.argsort(np.asarray(lengths), kind="stable")
-
-    def rows_for(j):  # rows allowed when order[j] is the batch's longest prompt
-        return max(1, min(batch_size, max_tokens // bucket_length(int(lengths[order[j]]),
-                                                                  limit)))
-
-    out, i = [], 0
-    while i < len(order):
-        j = min(i + batch_size, len(order))
-        while j - i > rows_for(j - 1):
-            j = i + rows_for(j - 1)
-        out.append((order[i:j].tolist(), min(rows_for(j - 1), 1 << (j - i - 1).bit_length())))
-        i = j
-    return out
-
-
-def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *,
+def generate_batched(model: Model, prompts: Optional[Sequence[str]], cfg: SamplerConfig, *,
                      batch_size: int = 16, seed: int = 0, progress: bool = True,
-                     desc: str = "generate", prefix=None, **kwargs) -> GenerationResult:
-    """:func:`generate` over many prompts: sorted by length into batches of ``batch_size``
-    (fewer rows for very long prompts, :func:`plan_batches`; a short batch is padded by
-    repetition, so every call reuses the compiled program of its bucket), results in the
-    input order. Batch i uses ``seed + i``. ``prefix``: one per prompt (see :func:`generate`)."""
+                     desc: str = "generate", prefix=None, prefix_tokens: Optional[int] = None,
+                     token_ids: Optional[Sequence[Sequence[int]]] = None,
+                     system_prompt: Optional[str] = "default", **kwargs) -> GenerationResult:
+    """:func:`generate` over many prompts: each encoded once, sorted by length into batches
+    of ``batch_size`` (fewer rows for very long prompts, :func:`plan_batches`; a short batch
+    is padded by repetition, so every call reuses the compiled program of its bucket), the
+    centers and detector checked once, results in the input order. Batch i uses ``seed + i``.
+    ``prefix``: one per prompt (see :func:`generate`). ``token_ids`` (instead of prompts):
+    each row's prompt ids, already templated. ``kwargs``: :func:`prepare`'s options."""
     from tqdm.auto import tqdm
 
-    prompts = list(prompts)
-    if not prompts:
+    call = prepare(model, cfg, system_prompt=system_prompt, **kwargs)
+    if (prompts is None) == (token_ids is None):
+        raise ValueError("pass either prompts or token_ids")
+    seqs = [list(t) for t in token_ids] if prompts is None else list(prompts)
+    if not seqs:
         raise ValueError("prompts is empty: pass at least one prompt")
-    if prefix is not None:
-        prefix_ids(model, prefix, len(prompts))  # fail before any batch runs
-    system_prompt = kwargs.get("system_prompt", "default")
-    lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
-    batches = plan_batches(lengths, batch_size,
+    if prompts is not None:
+        seqs = model.chat_ids(seqs, system_prompt)
+    batches = plan_batches([len(s) for s in seqs], batch_size,
                            model.config.max_position_embeddings - cfg.gen_length)
+    seqs, used = with_prefix(model, cfg, seqs, None, prefix, prefix_tokens)
     parts = []
-    with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress) as bar:
+    with tqdm(total=len(seqs), desc=desc, unit="prompt", disable=not progress) as bar:
         for i, (idx, rows) in enumerate(batches):
-            batch = [prompts[j] for j in idx]
-            batch += [batch[-1]] * (rows - len(batch))
-            pre = None if prefix is None else [prefix[j] for j in idx]
-            if pre is not None:
-                pre += [pre[-1]] * (rows - len(pre))
-            res = generate(model, batch, cfg, seed=seed + i, prefix=pre, **kwargs)
-            parts.append(_select(res, np.arange(len(idx))))
+            parts.append(run_batch(model, call, [seqs[j] for j in idx], rows=rows,
+                                   seed=seed + i))
             bar.update(len(idx))
-    order = np.concatenate([idx for idx, _ in batches])
-    return _select(_stack(parts), np.argsort(order, kind="stable"))
+    res = _select(_stack(parts), input_order(batches))
+    res.prefixes = used
+    return res

@@ -1,4 +1,4 @@
-"""Calibrating, saving, loading and checking SRI centers.
+"""Saving, loading and checking SRI centers (calibrating them: :mod:`sri_jax.calibration`).
 
 On disk a centers artifact is a directory::
 
@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from .._version import __version__
 from ..artifacts import (ARTIFACT_FILE, ArtifactError, atomic_directory, load_arrays, read_json,
                          recover, save_arrays, write_json)
-from .signal import EPS, Centers, centers_from_activations, sri_signal
+from .signal import EPS, Centers
 
 CENTERS_FORMAT = 2
 SAMPLER_KEYS_IGNORED = ("tau",)  # centers do not depend on it; recorded as its own field
@@ -83,18 +83,6 @@ def sampler_fingerprint(cfg) -> dict:
     return d
 
 
-def judge_name(judge: Optional[Callable]) -> str:
-    """``module.name`` of a judge; the keyword judge also names its phrase list's hash."""
-    from . import judge as J
-
-    judge = judge or J.is_refusal
-    qual = getattr(judge, "__qualname__", type(judge).__name__)
-    name = f"{getattr(judge, '__module__', '?')}.{qual}"
-    if judge is J.is_refusal:
-        name += "@" + hashlib.sha256("\n".join(J.REFUSAL_PHRASES).encode()).hexdigest()[:8]
-    return name
-
-
 def chat_template_hash(model) -> Optional[str]:
     """Hash of the chat template in effect (the model's, else its tokenizer's), or None."""
     t = model.chat_template
@@ -103,9 +91,8 @@ def chat_template_hash(model) -> Optional[str]:
     return hashlib.sha256(t.encode()).hexdigest()[:16] if isinstance(t, str) else None
 
 
-def run_meta(model, cfg, *, system_prompt="default", judge=None) -> dict:
-    """The metadata that must agree between centers and the run that uses them (with
-    ``judge`` also the judge that labelled the calibration samples)."""
+def run_meta(model, cfg, *, system_prompt="default") -> dict:
+    """The metadata that must agree between centers and the run that uses them."""
     sp = model.system_prompt if system_prompt == "default" else system_prompt
     meta = {"model": model.name, "weight_hash": model.weight_hash,
             "sampler": sampler_fingerprint(cfg), "layer": cfg.layer, "pooling": cfg.pooling,
@@ -114,8 +101,6 @@ def run_meta(model, cfg, *, system_prompt="default", judge=None) -> dict:
             "system_prompt": sp or None, "chat_template_hash": chat_template_hash(model),
             "safe_prompts": bool(getattr(model, "safe_prompts", False)),  # recorded, not compared
             "dtype": str(np.dtype(model.dtype)), "version": __version__}
-    if judge is not None:
-        meta["judge"] = judge_name(judge)
     return meta
 
 
@@ -208,47 +193,3 @@ def _check_verifiable(path: Path, meta: Optional[dict]) -> None:
     if missing:
         raise CentersError(f"{path}/meta.json lacks {', '.join(missing)}, so these centers "
                            f"cannot be verified; {trust}")
-
-
-def calibrate(model, harmless_prompts: Sequence[str], harmful_prompts: Sequence[str], cfg, *,
-              judge: Optional[Callable[[str], bool]] = None, batch_size: int = 16,
-              min_per_class: int = 1, progress: bool = True, seed: int = 0,
-              extra_meta: Optional[dict] = None) -> Centers:
-    """Per-step centers: mean phi_t over harmless prompts the model did NOT refuse and over
-    harmful prompts it DID refuse (refusal decided by ``judge``, the keyword judge default)."""
-    from ..sampling.api import generate_batched
-    from .judge import is_refusal
-
-    judge = judge or is_refusal
-    kept = {}
-    counts = {}
-    for cls, prompts, want_refusal in (("harmless", harmless_prompts, False),
-                                       ("harmful", harmful_prompts, True)):
-        prompts = list(prompts)
-        if not prompts:
-            raise ValueError(f"no {cls} prompts given for calibration")
-        res = generate_batched(model, prompts, cfg, batch_size=batch_size,
-                               return_activations=True, seed=seed, progress=progress,
-                               desc=f"calibrate {cls}")
-        refused = np.array([bool(judge(t)) for t in res.texts])
-        sel = refused if want_refusal else ~refused
-        kept[cls] = res.activations[sel]
-        counts[cls] = {"total": len(prompts), "kept": int(sel.sum()),
-                       "refused": int(refused.sum())}
-    for cls, want in (("harmless", "not refused"), ("harmful", "refused")):
-        n = counts[cls]["kept"]
-        if n < min_per_class:
-            raise ValueError(
-                f"only {n} of {counts[cls]['total']} {cls} prompts were {want} "
-                f"(need at least {min_per_class}); use more or different {cls} prompts, a "
-                "model that refuses more (e.g. smollm2-135m-instruct-safe), or another judge")
-    meta = run_meta(model, cfg, judge=judge)
-    meta.update(counts=counts, prompt_sets={"harmless": prompts_hash(harmless_prompts),
-                                            "harmful": prompts_hash(harmful_prompts)})
-    meta.update(extra_meta or {})
-    centers = centers_from_activations(kept["harmless"], kept["harmful"], meta)
-    # Reference curves for plots: mean SRI of the kept calibration traces of each class.
-    curves = {"harmless": sri_signal(kept["harmless"], centers, cfg.tau).mean(0).tolist(),
-              "refusal": sri_signal(kept["harmful"], centers, cfg.tau).mean(0).tolist()}
-    return Centers(centers.harmless, centers.harmful,
-                   {**centers.meta, "reference_curves": curves})

@@ -22,8 +22,9 @@ indicator, the text-based baseline signal of the paper's ablation.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -36,6 +37,7 @@ __all__ = [
     "refusal_phrases_found",
     "make_keyword_judge",
     "keyword_trace",
+    "judge_name",
 ]
 
 #: A refusal judge: any callable that maps a response text to ``True`` (refusal) / ``False``.
@@ -225,3 +227,20 @@ def keyword_trace(step_texts, judge: Judge = is_refusal) -> np.ndarray:
         for i, t in enumerate(row):
             out[b, i] = 1.0 if judge(t) else 0.0
     return out
+
+
+# Centers record judges of this module under the module it first lived in, so centers and
+# guards made before the move still match (the recorded name is part of their identity).
+_RECORDED_MODULE = {__name__: "sri_jax.sri.judge"}
+
+
+def judge_name(judge: Optional[Judge] = None) -> str:
+    """``module.name`` of a judge (default: :func:`is_refusal`) as centers record it; the
+    keyword judge also names its phrase list's hash."""
+    judge = judge or is_refusal
+    qual = getattr(judge, "__qualname__", type(judge).__name__)
+    module = getattr(judge, "__module__", "?")
+    name = f"{_RECORDED_MODULE.get(module, module)}.{qual}"
+    if judge is is_refusal:
+        name += "@" + hashlib.sha256("\n".join(REFUSAL_PHRASES).encode()).hexdigest()[:8]
+    return name
