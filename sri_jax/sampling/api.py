@@ -18,6 +18,7 @@ from .common import Probe
 from .config import SamplerConfig
 from .diffusion import diffusion_sample
 from .dream import dream_sample
+from .fast_diffusion import fast_diffusion_sample
 
 BUCKET_STEPS = ((256, 16), (1024, 128), (4096, 256))  # up to 256 tokens: multiples of 16; ...
 # Prompt tokens per compiled call (rows x prompt bucket) above which batches get fewer rows:
@@ -89,6 +90,8 @@ def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
     one XLA program."""
     if scfg.mode == "autoregressive":
         fn = ar_sample
+    elif scfg.fast:
+        fn = lambda *a, **kw: fast_diffusion_sample(*a, **kw)[:3]  # noqa: E731
     else:
         fn = dream_sample if mcfg.logits_shift else diffusion_sample
     tokens, sri, recs = fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
@@ -110,6 +113,9 @@ def _check_mode(model: Model, cfg: SamplerConfig):
                                       or cfg.block_length != cfg.gen_length):
         raise ValueError("Dream models sample one block: use mode='diffusion' with "
                          "block_length == gen_length (and dream_alg to pick positions)")
+    if model.config.logits_shift and cfg.fast:
+        raise ValueError("cache/threshold decoding is implemented for LLaDA-style models, "
+                         "not Dream: use cache='none', threshold=None")
 
 
 def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):
