@@ -273,3 +273,41 @@ def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="mask
         phis.append(h.mean(1))
         assert (x[:, p0:p] == fixed).all()  # the prefix never changes
     return x[:, p:], np.stack(phis, 1)
+
+
+def llada_threshold_loop(model, input_ids, attention_mask, *, gen_length, block_length,
+                         threshold, steps):
+    """Fast-dLLM's confidence-threshold decoding without a cache (``get_transfer_index``
+    with a threshold: the most confident masked position of the block and every other one
+    whose confidence exceeds the threshold), temperature 0, low_confidence, one row at a
+    time in numpy float64; a block's steps repeat until it has no mask.
+    Returns (tokens [B, G], phi [B, T, D] read at committed fractions t/T by linear
+    interpolation over the row's steps (np.interp: before its first step, that step's phi),
+    nfe [B])."""
+    mask_id = model.config.mask_token_id
+    toks, grids, nfes = [], [], []
+    for row, m in zip(np.asarray(input_ids), np.asarray(attention_mask)):
+        p = len(row)
+        x = np.concatenate([row, np.full(gen_length, mask_id)])[None]
+        amask = np.concatenate([m, np.ones(gen_length, int)])[None]
+        counts, phis = [], []
+        for lo in range(p, p + gen_length, block_length):
+            hi = lo + block_length
+            while (x[0, lo:hi] == mask_id).any():
+                out = model.forward(x, amask)
+                logits = np.asarray(out.logits, np.float64)[0]
+                x0 = logits.argmax(-1)
+                conf = np.take_along_axis(_softmax(logits), x0[:, None], -1)[:, 0]
+                conf[(x[0] != mask_id) | (np.arange(x.shape[1]) >= hi)] = -np.inf
+                order = np.argsort(-conf, kind="stable")
+                sel = [order[0]] + [i for i in order[1:] if conf[i] > threshold]
+                x[0, sel] = x0[sel]
+                counts.append(int((x[0, p:] != mask_id).sum()))
+                phis.append(np.asarray(out.hidden, np.float64)[0, p:].mean(0))
+        phis = np.stack(phis)
+        targets = np.arange(1, steps + 1) * gen_length / steps
+        grids.append(np.stack([np.interp(targets, counts, phis[:, d])
+                               for d in range(phis.shape[1])], -1))
+        toks.append(x[0, p:])
+        nfes.append(len(counts))
+    return np.stack(toks), np.stack(grids), np.array(nfes)

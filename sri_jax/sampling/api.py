@@ -20,6 +20,7 @@ from .common import Probe
 from .config import SamplerConfig
 from .diffusion import diffusion_sample
 from .dream import dream_sample
+from .fast_diffusion import fast_diffusion_sample
 
 
 @dataclasses.dataclass
@@ -72,6 +73,8 @@ def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
     one XLA program."""
     if scfg.mode == "autoregressive":
         fn = ar_sample
+    elif scfg.fast:
+        fn = lambda *a, **kw: fast_diffusion_sample(*a, **kw)[:3]  # noqa: E731
     else:
         fn = dream_sample if mcfg.logits_shift else diffusion_sample
     tokens, sri, recs = fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
@@ -93,6 +96,9 @@ def _check_mode(model: Model, cfg: SamplerConfig):
                                       or cfg.block_length != cfg.gen_length):
         raise ValueError("Dream models sample one block: use mode='diffusion' with "
                          "block_length == gen_length (and dream_alg to pick positions)")
+    if model.config.logits_shift and cfg.fast:
+        raise ValueError("cache/threshold decoding is implemented for LLaDA-style models, "
+                         "not Dream: use cache='none', threshold=None")
 
 
 def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):

@@ -12,6 +12,7 @@ REMASKING = ("low_confidence", "random")
 DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 POOLING = ("all", "committed")
 CFG_POOL = ("cond", "uncond")
+CACHES = ("none", "prefix", "dual")
 
 
 # What each sampler ignores (sri_jax.sampling): the AR sampler decodes one token per step;
@@ -69,6 +70,13 @@ class SamplerConfig:
     ``cfg_pool`` (with ``cfg_scale > 0``): pool the conditional pass ("cond", default) or
     the pass with the prompt masked ("uncond", what the reference's hook reads: the last row
     of its doubled batch); docs/sampling.md says why.
+
+    Fast diffusion decoding (LLaDA, ``mode="diffusion"``, no CFG; sampling/fast_diffusion.py,
+    docs/sampling.md): ``cache`` "prefix" reuses the keys/values before the current block,
+    "dual" also those after it, both computed at each block's first step (Fast-dLLM);
+    ``threshold`` commits every masked position of the block whose confidence exceeds it
+    (at least one per step) until the block is done; ``steps`` is then the number of SRI
+    points, read at committed fractions 1/T, 2/T, ..., 1 of the response.
     """
 
     steps: int = 32
@@ -89,6 +97,8 @@ class SamplerConfig:
     pooling: str = "all"
     tau: float = 0.1
     cfg_pool: str = "cond"
+    cache: str = "none"
+    threshold: Optional[float] = None
 
     def __post_init__(self):
         errs = []
@@ -102,6 +112,14 @@ class SamplerConfig:
             errs.append(f"pooling {self.pooling!r} must be one of {POOLING}")
         if self.cfg_pool not in CFG_POOL:
             errs.append(f"cfg_pool {self.cfg_pool!r} must be one of {CFG_POOL}")
+        if self.cache not in CACHES:
+            errs.append(f"cache {self.cache!r} must be one of {CACHES}")
+        if self.threshold is not None and not (0 < self.threshold <= 1):
+            errs.append(f"threshold must be in (0, 1] or None, got {self.threshold}")
+        if self.fast and (self.mode != "diffusion" or self.cfg_scale > 0):
+            errs.append("cache/threshold decoding needs mode='diffusion' and cfg_scale 0, got "
+                        f"mode {self.mode!r}, cfg_scale {self.cfg_scale}; use cache='none', "
+                        "threshold=None for the others")
         if self.gen_length <= 0 or self.steps <= 0:
             errs.append(f"gen_length ({self.gen_length}) and steps ({self.steps}) must be > 0")
         # written as "not (ok)" so that NaN, which fails every comparison, is refused too
@@ -129,6 +147,11 @@ class SamplerConfig:
                         f"({self.steps}) must equal gen_length ({self.gen_length})")
         if errs:
             raise ValueError("invalid SamplerConfig: " + "; ".join(errs))
+
+    @property
+    def fast(self) -> bool:
+        """Cached or threshold decoding (sampling/fast_diffusion.py) instead of the exact one."""
+        return self.cache != "none" or self.threshold is not None
 
     @property
     def num_blocks(self) -> int:

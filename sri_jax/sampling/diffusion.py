@@ -45,21 +45,65 @@ def transfer_schedule(block_length: int, steps_per_block: int):
     return [base + (1 if j < rem else 0) for j in range(steps_per_block)]
 
 
+def response_weights(resp, mask_id: int, pooling: str):
+    """[B, G] pooling weights over the response tokens ``resp``: every position ("all"), or
+    the committed ones ("committed"; all while none is committed)."""
+    if pooling == "committed":
+        committed = resp != mask_id
+        return committed | ~jnp.any(committed, axis=1, keepdims=True)
+    return jnp.ones(resp.shape, bool)
+
+
 def pool_response(out, hidden_layer, canvas, prompt_len: int, mask_id: int, pooling: str,
                   uncond: bool = False):
-    """phi_t [B, D]: the chosen layer's output averaged over the response ("all" positions,
-    or "committed" ones up to and including this step; all while none is committed).
+    """phi_t [B, D]: the chosen layer's output averaged over the response
+    (:func:`response_weights`, with the canvas after this step's commits).
     ``uncond``: read the rows of the CFG pass with the prompt masked (batch rows B..2B-1)
     instead of the conditional ones. Always formed; XLA drops it when nothing reads it."""
     b = canvas.shape[0]
     h = (out.hidden if hidden_layer is None else out.layer_hidden)
     h = (h[b:] if uncond else h[:b])[:, prompt_len:]
-    if pooling == "committed":
-        committed = canvas[:, prompt_len:] != mask_id
-        weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
-    else:
-        weights = jnp.ones(h.shape[:2], bool)
-    return masked_mean(h, weights)
+    return masked_mean(h, response_weights(canvas[:, prompt_len:], mask_id, pooling))
+
+
+def block_logits(params, mcfg: ModelConfig, scfg: SamplerConfig, h_blk, b: int):
+    """fp32 logits [B, bl, V] of the current block from its final-norm hidden states
+    (CFG rows mixed, EOS at -inf when configured)."""
+    logits = lm_head(params, mcfg, h_blk)
+    if scfg.cfg_scale > 0:
+        cond, uncond = logits[:b], logits[b:]
+        logits = uncond + (scfg.cfg_scale + 1.0) * (cond - uncond)
+    if scfg.logits_eos_inf:
+        logits = logits.at[..., mcfg.eos_token_id].set(NEG_INF)
+    return logits
+
+
+def propose(mcfg: ModelConfig, scfg: SamplerConfig, logits, noise):
+    """Steps 3 of the sampler: (x0 [B, bl] int32, confidence [B, bl] fp32) per position."""
+    x0 = gumbel_argmax(logits, noise.tok, scfg.temperature).astype(jnp.int32)
+    if scfg.confidence_eos_eot_inf:
+        # Upstream sets EOT to -inf in `logits` before the softmax; at temperature 0 its
+        # noisy-logits tensor IS `logits`, so EOS is set to -inf there as well.
+        logits = logits.at[..., mcfg.eot_token_id].set(NEG_INF)
+        if scfg.temperature == 0:
+            logits = logits.at[..., mcfg.eos_token_id].set(NEG_INF)
+    if scfg.remasking == "low_confidence":
+        probs = jax.nn.softmax(logits, axis=-1)
+        return x0, jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]
+    return x0, noise.pos
+
+
+def scheduled_transfer(scfg: SamplerConfig, conf, j):
+    """[B, bl] bool: the top-k masked positions (``conf`` -inf elsewhere), k from the
+    transfer schedule at step j of the block; ties toward the lower index."""
+    bl = conf.shape[1]
+    sched = transfer_schedule(bl, scfg.steps_per_block)
+    kmax = max(sched)
+    k_t = jnp.asarray(sched, jnp.int32)[j]
+    _, top_idx = jax.lax.top_k(conf, kmax)  # [B, kmax], ties -> lower index first
+    chosen = (jnp.arange(kmax) < k_t)[None, :, None] & (
+        top_idx[:, :, None] == jnp.arange(bl)[None, None, :])
+    return jnp.any(chosen, axis=1)
 
 
 def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
@@ -84,41 +128,17 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
     out = forward(params, mcfg, ids, attention_mask=amask, positions=pos,
                   hidden_layer=hidden_layer, compute_logits=False)
     h_blk = jax.lax.dynamic_slice_in_dim(out.hidden, blk_start, bl, axis=1)
-    logits = lm_head(params, mcfg, h_blk)  # [B(x2), bl, V] fp32
-    if scfg.cfg_scale > 0:
-        cond, uncond = logits[:b], logits[b:]
-        logits = uncond + (scfg.cfg_scale + 1.0) * (cond - uncond)
-    if scfg.logits_eos_inf:
-        logits = logits.at[..., mcfg.eos_token_id].set(NEG_INF)
+    logits = block_logits(params, mcfg, scfg, h_blk, b)  # [B, bl, V] fp32
 
     key, k_noise, k_rand = jax.random.split(state.key, 3)
     if noise is None:
         noise = draw_noise(k_noise, k_rand, logits.shape, scfg.temperature > 0,
                            scfg.remasking == "random")
-    x0 = gumbel_argmax(logits, noise.tok, scfg.temperature).astype(jnp.int32)
-    if scfg.confidence_eos_eot_inf:
-        # Upstream sets EOT to -inf in `logits` before the softmax; at temperature 0 its
-        # noisy-logits tensor IS `logits`, so EOS is set to -inf there as well.
-        logits = logits.at[..., mcfg.eot_token_id].set(NEG_INF)
-        if scfg.temperature == 0:
-            logits = logits.at[..., mcfg.eos_token_id].set(NEG_INF)
-    if scfg.remasking == "low_confidence":
-        probs = jax.nn.softmax(logits, axis=-1)
-        conf = jnp.take_along_axis(probs, x0[..., None], axis=-1)[..., 0]
-    else:
-        conf = noise.pos
-
+    x0, conf = propose(mcfg, scfg, logits, noise)
     x_blk = jax.lax.dynamic_slice_in_dim(x, blk_start, bl, axis=1)
     masked = x_blk == mask_id
     x0 = jnp.where(masked, x0, x_blk)
-    conf = jnp.where(masked, conf, NEG_INF)
-    sched = transfer_schedule(bl, spb)
-    kmax = max(sched)
-    k_t = jnp.asarray(sched, jnp.int32)[j]
-    _, top_idx = jax.lax.top_k(conf, kmax)  # [B, kmax], ties -> lower index first
-    chosen = (jnp.arange(kmax) < k_t)[None, :, None] & (
-        top_idx[:, :, None] == jnp.arange(bl)[None, None, :])
-    transfer = jnp.any(chosen, axis=1)
+    transfer = scheduled_transfer(scfg, jnp.where(masked, conf, NEG_INF), j)
     x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_blk), blk_start, 1)
 
     phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling,

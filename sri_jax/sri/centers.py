@@ -80,6 +80,9 @@ def sampler_fingerprint(cfg) -> dict:
     d = cfg.to_dict()
     for k in SAMPLER_KEYS_IGNORED:
         d.pop(k, None)
+    for k, default in (("cache", "none"), ("threshold", None)):  # exact decoding: recorded as
+        if d.get(k) == default:                                  # before these fields existed
+            d.pop(k)
     return d
 
 
