@@ -37,7 +37,7 @@ would pass ``--budget-s``; a batch that runs out of memory ends its sweep. The J
 rewritten atomically after every call; a compact table is printed at the end.
 
 Device (``.whl`` holds the pure-python wheels of the .venv's flax, optax, orbax-checkpoint,
-chex, gguf and prometheus-client; ``--check`` initialises tiny params on the CPU, so a flax that
+gguf and prometheus-client; ``--check`` initialises tiny params on the CPU, so a flax that
 does not work with the device's JAX falls back to the device's own packages)::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl

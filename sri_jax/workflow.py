@@ -11,6 +11,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from .data.attacks import DEMO_ATTACKS
 from .sampling.config import SamplerConfig
 from .sri.signal import internal_recovery_rate
 
@@ -22,10 +23,6 @@ DEMO_MODEL = "smollm2-135m-instruct-safe"
 # safety tune of the default model held out (docs/safety_finetune.md).
 N_CALIB_HARMLESS, N_CALIB_HARMFUL, N_TEST = 128, 128, 32
 N_GUARD_TRAIN, N_GUARD_HOLDOUT = 128, 64
-# Every offline attack (the evaluation's default) and the demo's subset: in-the-wild templates
-# run to ~1,500 prompt tokens and alone would take ~4.5 of the demo's 10 minutes on 2 cores.
-EVAL_ATTACKS = ("refusal_suppression", "flip_attack", "inthewild", "gcg_suffix", "random_search")
-DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "gcg_suffix", "random_search")
 
 
 def summarize(groups: Mapping[str, Mapping[str, np.ndarray]]) -> list[dict]:
@@ -150,7 +147,7 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     be missing, empty or artifacts of those kinds, checked before anything runs). ``system_prompt``: "default" keeps the model's ("You are a helpful assistant"),
     None renders prompts without a system turn. ``safe_prompts``: the prompt sets' text is
     encoded as plain text (control text in a prompt stays text; ``Model.safe_prompts``)."""
-    from . import load_model
+    from .weights.loader import load_model
     from .detector.evaluate import (check_own_outputs, evaluation_splits, fit_and_score_guard,
                                     guard_table)
     from .calibration import calibrate

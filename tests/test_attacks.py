@@ -176,3 +176,17 @@ def test_gcg_universal_carries_its_provenance_and_never_saw_the_held_out_prompts
     assert g["loss"] <= g["initial_loss"]
     held_out = set(evaluation_splits()["ids"]["harmful"])
     assert g["prompt_ids"] and not held_out & set(g["prompt_ids"])
+
+
+def test_attack_lists_live_once():
+    """The evaluation's and the demo's attack lists are declared once, in the registry."""
+    import inspect
+
+    from sri_jax import finetune, workflow
+    from sri_jax.data import attacks
+
+    assert set(attacks.DEMO_ATTACKS) < set(attacks.EVAL_ATTACKS) < set(attacks.ATTACKS)
+    assert "inthewild" in set(attacks.EVAL_ATTACKS) - set(attacks.DEMO_ATTACKS)
+    default = lambda f: inspect.signature(f).parameters["attacks"].default  # noqa: E731
+    assert default(finetune.safety_eval_sets) is attacks.EVAL_ATTACKS
+    assert default(workflow.run_demo) is attacks.DEMO_ATTACKS

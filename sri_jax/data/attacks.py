@@ -40,6 +40,8 @@ __all__ = [
     "AttackedPrompt",
     "AttackResources",
     "ATTACKS",
+    "EVAL_ATTACKS",
+    "DEMO_ATTACKS",
     "FLIP_MODES",
     "DEFAULT_RS_SUFFIX",
     "refusal_suppression",
@@ -546,6 +548,12 @@ ATTACKS: dict[str, AttackFn] = {
     "prefill": lambda prompt, *, seed=0, resources=None, **kw: prefill(prompt, **kw),
     "gcg_universal": lambda prompt, *, seed=0, resources=None: gcg_universal(prompt),
 }
+
+# Every offline attack (the evaluation's and the safety tune's default) and the demo's subset:
+# in-the-wild templates run to ~1,500 prompt tokens and alone would take ~4.5 of the demo's
+# 10 minutes on 2 cores.
+EVAL_ATTACKS = ("refusal_suppression", "flip_attack", "inthewild", "gcg_suffix", "random_search")
+DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "gcg_suffix", "random_search")
 
 
 def apply_attack(

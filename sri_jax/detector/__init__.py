@@ -2,13 +2,13 @@
 MLP baseline, and evaluation metrics."""
 
 from .autoencoder import (MLP, CentersMismatchError, ClassifierConfig,
-                          GuardConfig, SRIClassifier, SRIGuard, centers_hash, classifier_logits,
+                          GuardConfig, SRIClassifier, SRIGuard, classifier_logits,
                           classifier_proba, count_params, guard_score, mlp_forward,
                           validate_traces)
 from .metrics import evaluate_scores, refusal_with_guard, threshold_at_fpr, tpr_at_fpr
 
 __all__ = ["MLP", "CentersMismatchError", "ClassifierConfig",
-           "GuardConfig", "SRIClassifier", "SRIGuard", "centers_hash", "classifier_logits",
+           "GuardConfig", "SRIClassifier", "SRIGuard", "classifier_logits",
            "classifier_proba", "count_params", "evaluate_scores", "guard_score", "mlp_forward",
            "refusal_with_guard", "threshold_at_fpr", "tpr_at_fpr", "validate_traces"]
 from .baselines import (ExternalGuard, LlamaGuard3, PerplexityFilter, SelfExamination,

@@ -74,8 +74,7 @@ from sklearn.exceptions import NotFittedError
 from .._version import __version__
 from ..artifacts import (ArtifactError, atomic_directory, json_default, read_json, recover,
                          restore_tree, save_tree, write_json)
-from ..sri.centers import (SIGMA_KEYS, CentersMismatchError, centers_fingerprint,
-                           compare_meta)
+from ..sri.centers import CentersMismatchError, centers_fingerprint, check_match
 
 FORMAT_VERSION = 1
 
@@ -86,9 +85,6 @@ ACTIVATIONS: dict[str, Callable] = {
     "silu": jax.nn.silu,
     "sigmoid": jax.nn.sigmoid,
 }
-
-centers_hash = centers_fingerprint  # the one fingerprint, defined in sri_jax.sri.centers
-
 
 # ----------------------------------------------------------------------------- pure functions
 
@@ -421,16 +417,12 @@ class _MLPDetector:
                 problems.append(f"center arrays differ (fingerprint {got}, detector trained "
                                 f"against {self.centers_hash})")
         mine = self.centers_meta
-        problems += compare_meta(meta, mine, "detector")
-        problems += [f"{k}: detector {mine[k]!r}, centers have none" for k in SIGMA_KEYS
-                     if k in mine and k not in meta]
         if tau is not None and "tau" in mine and float(mine["tau"]) != float(tau):
             problems.append(f"tau: detector {mine['tau']!r} vs run {tau!r}")
-        if problems:
-            raise CentersMismatchError(
-                f"these centers do not match the ones this {name} was trained "
-                "against: " + "; ".join(problems) + ". Use the centers it was trained with, or "
-                "fit a new detector on SRI traces computed with these centers.")
+        check_match(meta, mine, "detector", what=f"the ones this {name} was trained against",
+                    problems=problems, complete=True,
+                    fix="Use the centers it was trained with, or fit a new detector on SRI "
+                        "traces computed with these centers.")
 
     # --- persistence -------------------------------------------------------------------------
     def _extra_state(self) -> dict:

@@ -179,7 +179,7 @@ class LlamaGuard3:
 
         self.source = self.SOURCES.get(str(source).lower(), source)
         if model is None:
-            from .. import load_model
+            from ..weights.loader import load_model
 
             try:
                 model = load_model(self.source, dtype=dtype)

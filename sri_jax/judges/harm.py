@@ -99,7 +99,7 @@ class HarmJudge:
                  max_response_tokens: int = 256, max_request_tokens: int = 256,
                  progress: bool = True):
         if isinstance(model, str):
-            from .. import load_model
+            from ..weights.loader import load_model
 
             model = load_model(model, dtype="float32")
         name = getattr(model, "name", "") or "model"

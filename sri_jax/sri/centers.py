@@ -128,6 +128,23 @@ def _norm(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
+def check_match(centers_meta: Mapping, other: Mapping, other_name: str, *, what: str,
+                fix: str, problems=(), skip=(), complete: bool = False) -> None:
+    """The one compatibility check of centers against the run or detector (``other_name``)
+    that uses them. Raises :class:`CentersMismatchError` listing every problem: the caller's
+    own ``problems`` (shape, arrays, weights), every :data:`SIGMA_KEYS` field recorded on both
+    sides that differs (:func:`compare_meta`, fields in ``skip`` left to the caller) and, with
+    ``complete``, every such field ``other`` recorded that the centers lack; then ``fix``."""
+    problems = list(problems) + [p for p in compare_meta(centers_meta, other, other_name)
+                                 if p.split(":", 1)[0] not in skip]
+    if complete:
+        problems += [f"{k}: {other_name} {other[k]!r}, centers have none" for k in SIGMA_KEYS
+                     if k in other and k not in centers_meta]
+    if problems:
+        raise CentersMismatchError(f"these centers do not match {what}: "
+                                   + "; ".join(problems) + f". {fix}")
+
+
 def check_compatible(centers: Centers, model, cfg, *, system_prompt="default") -> None:
     """Raise :class:`CentersMismatchError` naming every differing field when centers were
     calibrated for another model, sampler config, tau, system prompt or chat template.
@@ -139,16 +156,14 @@ def check_compatible(centers: Centers, model, cfg, *, system_prompt="default") -
     if not meta:
         return
     have = run_meta(model, cfg, system_prompt=system_prompt)
-    problems = []
+    weights = []
     if meta.get("weight_hash") and have["weight_hash"] and \
             meta["weight_hash"] != have["weight_hash"]:
-        problems.append(f"model weights differ (centers: {meta.get('model')!r} "
-                        f"hash {meta['weight_hash']}, run: {model.name!r} hash "
-                        f"{have['weight_hash']})")
-    problems += [p for p in compare_meta(meta, have, "run") if not p.startswith("weight_hash")]
-    if problems:
-        raise CentersMismatchError("these centers do not match this run: " + "; ".join(problems)
-                                   + f". {FIX_RECALIBRATE[0].upper()}{FIX_RECALIBRATE[1:]}.")
+        weights.append(f"model weights differ (centers: {meta.get('model')!r} "
+                       f"hash {meta['weight_hash']}, run: {model.name!r} hash "
+                       f"{have['weight_hash']})")
+    check_match(meta, have, "run", what="this run", problems=weights, skip=("weight_hash",),
+                fix=f"{FIX_RECALIBRATE[0].upper()}{FIX_RECALIBRATE[1:]}.")
 
 
 def save_centers(centers: Centers, path, *, overwrite: bool = False) -> Path:
