@@ -74,7 +74,6 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     prompt, see :func:`sri_jax.sampling.generate`); the records store the prefix used and
     judge only the generated continuation.
     """
-    import pyarrow as pa
     from tqdm.auto import tqdm
 
     from .parallel import multihost as mh
@@ -82,7 +81,6 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     from .judges.keyword import is_refusal
     from .sampling.api import prepare, run_batch, with_prefix
     from .sampling.batching import plan_batches
-    from .sri.centers import centers_fingerprint
 
     judge = judge or is_refusal
     prompts = list(prompts)
@@ -104,8 +102,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     with run_lock(store) if mh.process_index() == 0 else contextlib.nullcontext():
         plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
                 "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
-                "centers": _hash({"meta": dict(centers.meta),
-                                  "arrays": centers_fingerprint(centers)}),
+                "centers": _centers_hash(centers),
                 "set": set_name, "attack": attack, "seed": seed, "shards": len(batches),
                 "save_activations": save_activations, "records": len(prompts)}
         if save_snapshots:  # only when set, so plans written before this option still match
@@ -114,17 +111,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             plan["prefix"] = _hash([p if p is None or isinstance(p, str) else list(map(int, p))
                                     for p in prefix])
             plan["prefix_tokens"] = prefix_tokens
-        diff = []
-        if store.exists(PLAN):
-            old = json.loads(store.read_text(PLAN))
-            old.setdefault("records", plan["records"])  # plans written before it was recorded
-            diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-        else:
-            store.write_bytes(PLAN, json.dumps(plan, indent=2, sort_keys=True).encode())
-        if not mh.all_across_processes([not diff])[0]:  # all processes check before any runs
-            raise ValueError(f"{store.display} already holds a different trace run (differs in "
-                             f"{diff or 'the folder of another process'}); use a new output "
-                             "directory or delete the old one")
+        _claim_plan(store, plan)
 
         n_proc, me = mh.process_count(), mh.process_index()
         spmd = mh.spans_processes(model.params)  # every process joins every sampler call
@@ -143,24 +130,11 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                 if not writes(i):  # SPMD: another process stores this batch
                     bar.update(n)
                     continue
-                cols = {
-                    "prompt_id": [ids[j] for j in idx], "set": [set_name] * n,
-                    "attack": [attack] * n, "prompt": [prompts[j] for j in idx],
-                    "response": res.texts,
-                    "tokens": pa.array([r.tolist() for r in res.tokens], pa.list_(pa.int32())),
-                    "sri": pa.array([r.tolist() for r in res.sri], pa.list_(pa.float32())),
-                    "refused": [bool(judge(t)) for t in res.texts],
-                }
-                if prefix is not None:
-                    cols["prefix"] = [prefixes[j] for j in idx]
-                if save_activations:
-                    cols["activations"] = pa.array(
-                        [r.reshape(-1).tolist() for r in res.activations],
-                        pa.list_(pa.float32()))
-                if save_snapshots:
-                    cols["snapshots"] = pa.array(
-                        [r.reshape(-1).tolist() for r in res.snapshots], pa.list_(pa.int32()))
-                store.write_parquet(shard_name(i), pa.table(cols).replace_schema_metadata(
+                head = {"prompt_id": [ids[j] for j in idx], "set": [set_name] * n,
+                        "attack": [attack] * n, "prompt": [prompts[j] for j in idx]}
+                table = _records(res, head, judge, call,
+                                 None if prefix is None else [prefixes[j] for j in idx])
+                store.write_parquet(shard_name(i), table.replace_schema_metadata(
                     {PLAN_KEY: plan_hash.encode()}))
                 bar.update(n)
                 bar.set_postfix(prompts_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
@@ -176,6 +150,50 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             store.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
         mh.barrier("sri_jax.trace.done")
         return store.handle()
+
+
+def _centers_hash(centers) -> str:
+    from .sri.centers import centers_fingerprint
+
+    return _hash({"meta": dict(centers.meta), "arrays": centers_fingerprint(centers)})
+
+
+def _claim_plan(store, plan: dict) -> None:
+    """Write the plan into a new folder, or check it against the one there (on every
+    process, before any runs)."""
+    from .parallel import multihost as mh
+
+    diff = []
+    if store.exists(PLAN):
+        old = json.loads(store.read_text(PLAN))
+        old.setdefault("records", plan["records"])  # plans written before it was recorded
+        diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+    else:
+        store.write_bytes(PLAN, json.dumps(plan, indent=2, sort_keys=True).encode())
+    if not mh.all_across_processes([not diff])[0]:
+        raise ValueError(f"{store.display} already holds a different trace run (differs in "
+                         f"{diff or 'the folder of another process'}); use a new output "
+                         "directory or delete the old one")
+
+
+def _records(res, head: dict, judge, call, prefixes):
+    """One shard's table: ``head`` columns, then the generation, its SRI and judged refusal,
+    and (when used or requested) prefixes, activations and snapshots."""
+    import pyarrow as pa
+
+    cols = {**head, "response": res.texts,
+            "tokens": pa.array([r.tolist() for r in res.tokens], pa.list_(pa.int32())),
+            "sri": pa.array([r.tolist() for r in res.sri], pa.list_(pa.float32())),
+            "refused": [bool(judge(t)) for t in res.texts]}
+    if prefixes is not None:
+        cols["prefix"] = prefixes
+    if call.return_activations:
+        cols["activations"] = pa.array([r.reshape(-1).tolist() for r in res.activations],
+                                       pa.list_(pa.float32()))
+    if call.record_snapshots:
+        cols["snapshots"] = pa.array([r.reshape(-1).tolist() for r in res.snapshots],
+                                     pa.list_(pa.int32()))
+    return pa.table(cols)
 
 
 def shard_name(i: int) -> str:
