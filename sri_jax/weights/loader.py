@@ -19,7 +19,7 @@ from typing import Union
 
 from .registry import ModelNotFoundError, list_models, lookup, resolve
 
-__all__ = ["load_model", "list_models", "load_path"]
+__all__ = ["load_model", "list_models", "load_path", "resolve_dtype"]
 
 
 def load_path(path, *, dtype="bfloat16", tokenizer: bool = True, mesh=None):
@@ -99,3 +99,12 @@ def load_model(source: Union[str, os.PathLike], *, dtype="bfloat16", tokenizer: 
 
             model = shard_model(model, mesh)
     return model
+
+
+def resolve_dtype(dtype: str) -> str:
+    """"auto": float32 on CPU (bf16 matmuls are slow there), bfloat16 on accelerators."""
+    if dtype != "auto":
+        return dtype
+    import jax
+
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
