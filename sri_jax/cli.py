@@ -627,7 +627,8 @@ def _run(args) -> int:
                 print("    sri: " + " ".join(f"{s:.2f}" for s in res.sri[i]))
         return 0
     if args.command in ("train-detector", "evaluate"):
-        from .detector import evaluate as ev
+        from .commands.evaluate import check_own_outputs, run_evaluation
+        from .commands.train_detector import train_detector
         from .io import check_output
         from .sri.centers import load_centers
 
@@ -636,29 +637,29 @@ def _run(args) -> int:
             check_output(args.out, "detector", overwrite=args.overwrite)
             centers = load_centers(args.centers, allow_unverified=args.trust_centers)
         else:
-            ev.check_own_outputs(args.out)
+            check_own_outputs(args.out)
         model = _load(args)
         cfg = _sampler(args, model)
         split = lambda v: [x for x in (v or "").split(",") if x]  # noqa: E731
         if args.command == "train-detector":
-            ev.train_detector(model, cfg, args.out, centers=centers, overwrite=args.overwrite,
-                              n_calib_harmless=args.n_calib_harmless, n_train=args.n_train,
-                              n_holdout=args.n_holdout, batch_size=args.batch_size,
-                              guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
-                              progress=progress, seed=args.seed)
+            train_detector(model, cfg, args.out, centers=centers, overwrite=args.overwrite,
+                           n_calib_harmless=args.n_calib_harmless, n_train=args.n_train,
+                           n_holdout=args.n_holdout, batch_size=args.batch_size,
+                           guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
+                           progress=progress, seed=args.seed)
             return 0
         n = {k: getattr(args, k) if args.n is None else args.n
              for k in ("n_train", "n_holdout", "n_test", "n_attack")}
-        ev.run_evaluation(model, cfg, args.out, centers_path=args.centers,
-                          n_calib_harmless=args.n_calib_harmless,
-                          n_calib_harmful=args.n_calib_harmful, attacks=split(args.attacks),
-                          layers=split(args.layers), ablations=split(args.ablations),
-                          baselines=split(args.baselines), llama_guard=args.llama_guard,
-                          classifier=not args.no_classifier, batch_size=args.batch_size,
-                          guard_kwargs={"epochs": args.epochs}, ppl_quantile=args.ppl_quantile,
-                          n_timing=args.n_timing, timing_repeats=args.timing_repeats,
-                          progress=progress, seed=args.seed,
-                          allow_unverified=args.trust_centers, **n)
+        run_evaluation(model, cfg, args.out, centers_path=args.centers,
+                       n_calib_harmless=args.n_calib_harmless,
+                       n_calib_harmful=args.n_calib_harmful, attacks=split(args.attacks),
+                       layers=split(args.layers), ablations=split(args.ablations),
+                       baselines=split(args.baselines), llama_guard=args.llama_guard,
+                       classifier=not args.no_classifier, batch_size=args.batch_size,
+                       guard_kwargs={"epochs": args.epochs}, ppl_quantile=args.ppl_quantile,
+                       n_timing=args.n_timing, timing_repeats=args.timing_repeats,
+                       progress=progress, seed=args.seed,
+                       allow_unverified=args.trust_centers, **n)
         return 0
     raise AssertionError(args.command)
 

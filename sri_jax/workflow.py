@@ -205,7 +205,9 @@ def run_demo(out_dir="sri_out", *, model_name: str = DEMO_MODEL, dtype: str = "a
     None renders prompts without a system turn. ``safe_prompts``: the prompt sets' text is
     encoded as plain text (control text in a prompt stays text; ``Model.safe_prompts``)."""
     from . import load_model
-    from .detector.evaluate import check_own_outputs, fit_and_score_guard, guard_table
+    from .commands.evaluate import check_own_outputs
+    from .detector.protocol import fit_and_score_guard
+    from .detector.report import guard_table
     from .sri.centers import calibrate, check_compatible, load_centers, save_centers
     from .tracing import read_traces, trace
 

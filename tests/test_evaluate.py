@@ -129,7 +129,7 @@ def test_run_evaluation_writes_report_and_resumes(tmp_path, model):
     """``sri-jax evaluate``'s driver on the real offline prompt sets (tiny model, stand-in
     judge): report, guard, centers, per-set and per-layer traces on disk; a second run
     reuses all of it (no file rewritten) and reproduces the report."""
-    from sri_jax.detector.evaluate import run_evaluation
+    from sri_jax.commands.evaluate import run_evaluation
 
     kw = dict(n_calib_harmless=8, n_calib_harmful=8, n_train=8, n_holdout=8, n_test=4,
               n_attack=4, attacks=("refusal_suppression",), judge=parity_judge,

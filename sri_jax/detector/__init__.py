@@ -13,7 +13,8 @@ __all__ = ["MLP", "CentersMismatchError", "ClassifierConfig",
            "refusal_with_guard", "threshold_at_fpr", "tpr_at_fpr", "validate_traces"]
 from .baselines import (ExternalGuard, LlamaGuard3, PerplexityFilter, SelfExamination,
                         prompt_nll, prompt_perplexity)
-from .evaluate import EvalReport, evaluate_guard
+from .evaluate import EvalConfig, evaluate_guard
+from .report import EvalReport
 
-__all__ += ["EvalReport", "ExternalGuard", "LlamaGuard3", "PerplexityFilter", "SelfExamination",
+__all__ += ["EvalConfig", "EvalReport", "ExternalGuard", "LlamaGuard3", "PerplexityFilter", "SelfExamination",
             "evaluate_guard", "prompt_nll", "prompt_perplexity"]
