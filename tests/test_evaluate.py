@@ -290,6 +290,33 @@ def test_self_examination_and_guard_interfaces(model):
         LlamaGuard3(str(os.path.join(os.path.dirname(__file__), "no-such-checkpoint")))
 
 
+def test_text_detectors_share_one_estimator_interface(model):
+    """Perplexity filter, self-examination and a plain callable guard: fit / score_samples /
+    threshold_ / predict, sklearn get_params and clone (an unfitted copy sharing the model)."""
+    from sklearn.base import clone
+
+    from sri_jax.detector.baselines import CallableGuard, TextDetector, as_detector
+
+    pf = PerplexityFilter(model, quantile=0.95, batch_size=8)
+    se = SelfExamination(model, max_new_tokens=3, batch_size=8)
+    ext = as_detector(FlagEveryOther())
+    assert isinstance(ext, CallableGuard) and as_detector(pf) is pf
+    for det in (pf, se, ext):
+        assert isinstance(det, TextDetector)
+        c = clone(det)
+        assert type(c) is type(det) and c is not det
+        assert c.get_params().keys() == det.get_params().keys()
+        if "model" in c.get_params():
+            assert c.model is model
+    assert clone(pf.fit(TEST)).threshold_ is None and pf.threshold_ is not None
+    assert clone(pf).set_params(quantile=0.5).quantile == 0.5
+    # the wrapped callable flags the even rows: scores 1/0 above / below threshold_ 0.5
+    s = ext.score_samples(TEST, TEST)
+    assert s.tolist() == [1.0, 0.0] * 4 and ext.predict(TEST, TEST).tolist() == [True, False] * 4
+    flags = se.predict(["a", "b"], ["w1 w2", ""])
+    assert flags.tolist() == ["yes" in a.lower().split() for a in se.answers_]
+
+
 def test_step_texts_give_the_keyword_trace(model, centers, report):
     res = generate(model, TEST, CFG, centers=centers, return_activations=True,
                    record_snapshots=True)

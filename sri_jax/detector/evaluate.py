@@ -41,7 +41,7 @@ import numpy as np
 
 from ..sri.judge import is_refusal
 from . import ablations as abl
-from .baselines import PerplexityFilter, SelfExamination, prompt_perplexity
+from .baselines import PerplexityFilter, SelfExamination, as_detector
 from .metrics import evaluate_scores
 from .protocol import (Traced, fit_and_score_guard, jailbreak_sets, leave_one_attack_out,
                        step_texts, trace_set)
@@ -204,7 +204,7 @@ def _defenses(model, centers, cfg, g, sets, harmful, traced: Mapping[str, Traced
                                           batch_size=c.batch_size, repeats=c.timing_repeats,
                                           seed=c.seed)
     jb = jailbreak_sets(harmful)
-    te = traced["benign_test"]
+    te, ho = traced["benign_test"], traced["benign_holdout"]
     atk = {a: traced[f"attack:{a}"] for a in harmful}
     refused = {a: t.refused for a, t in atk.items()}
 
@@ -214,36 +214,38 @@ def _defenses(model, centers, cfg, g, sets, harmful, traced: Mapping[str, Traced
     table = {"undefended": row(0.0, np.zeros(len(te.refused), bool),
                                {a: np.zeros(len(t.refused), bool) for a, t in atk.items()})}
     details = {}
-    t_plain = timing["t_plain_s"]
-    if "perplexity" in c.baselines:
-        c.say("baseline: perplexity filter")
-        pf = PerplexityFilter(model, quantile=c.ppl_quantile, batch_size=c.batch_size)
-        pf.fit(sets["benign_holdout"])
-        ppl_b = pf.score(sets["benign_test"])
-        ppl_a = {a: pf.score(p) for a, p in harmful.items()}
-        t_ppl = min_times({"p": lambda: prompt_perplexity(model, tp, batch_size=c.batch_size)},
-                          c.timing_repeats)["p"]
-        table["perplexity"] = row(pct(t_ppl, t_plain), pf.predict(scores=ppl_b),
-                                  {a: pf.predict(scores=s) for a, s in ppl_a.items()},
-                                  {"threshold": pf.threshold_, "quantile": c.ppl_quantile,
-                                   "time_s": t_ppl})
-        details["perplexity"] = {"benign_holdout": pf.benign_scores_.tolist(),
-                                 "benign_test": ppl_b.tolist(),
-                                 "attacks": {a: s.tolist() for a, s in ppl_a.items()},
-                                 "auroc": {a: evaluate_scores(ppl_b, s, pf.threshold_)["auroc"]
-                                           for a, s in ppl_a.items()}}
-    guards = dict(c.external_guards or {})
-    if "self_exam" in c.baselines:
-        guards = {"self_exam": SelfExamination(model, max_new_tokens=c.self_exam_tokens,
-                                               batch_size=c.batch_size), **guards}
-    for name, det in guards.items():
+    for name, det in _baseline_detectors(model, c).items():
         c.say(f"baseline: {name}")
-        fl_b = np.asarray(det(sets["benign_test"], te.texts), bool)
-        fl_a = {a: np.asarray(det(harmful[a], atk[a].texts), bool) for a in harmful}
-        t_g = min_times({"g": lambda: det(tp, responses)}, c.timing_repeats)["g"]
-        table[name] = row(pct(t_g, t_plain), fl_b, fl_a, {"time_s": t_g})
+        det.fit(sets["benign_holdout"], ho.texts)
+        s_b = det.score_samples(sets["benign_test"], te.texts)
+        s_a = {a: det.score_samples(harmful[a], atk[a].texts) for a in harmful}
+        t = min_times({name: lambda: det.score_samples(tp, responses)}, c.timing_repeats)[name]
+        thr = det.threshold_
+        extra = {"threshold": thr, **{k: v for k, v in det.get_params(deep=False).items()
+                                      if k == "quantile"}, "time_s": t}
+        table[name] = row(pct(t, timing["t_plain_s"]), s_b > thr,
+                          {a: s > thr for a, s in s_a.items()}, extra)
+        details[name] = {**({"benign_holdout": det.benign_scores_.tolist()}
+                            if hasattr(det, "benign_scores_") else {}),
+                         "benign_test": s_b.tolist(),
+                         "attacks": {a: s.tolist() for a, s in s_a.items()},
+                         "auroc": {a: evaluate_scores(s_b, s, thr)["auroc"]
+                                   for a, s in s_a.items()}}
     table.update(_guard_rows(g, timing, row))
     return {"table13": table, "timing": timing, "details": details, "jailbreak_sets": jb}
+
+
+def _baseline_detectors(model, c: EvalConfig) -> dict:
+    """The baseline defenses, in table order, behind one interface (``TextDetector``)."""
+    dets = {}
+    if "perplexity" in c.baselines:
+        dets["perplexity"] = PerplexityFilter(model, quantile=c.ppl_quantile,
+                                              batch_size=c.batch_size)
+    if "self_exam" in c.baselines:
+        dets["self_exam"] = SelfExamination(model, max_new_tokens=c.self_exam_tokens,
+                                            batch_size=c.batch_size)
+    dets.update({k: as_detector(v) for k, v in dict(c.external_guards or {}).items()})
+    return dets
 
 
 def _guard_rows(g, timing: dict, row) -> dict:
