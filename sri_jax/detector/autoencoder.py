@@ -383,8 +383,10 @@ class _MLPDetector(BaseEstimator):
         reconstruction error or attack logit), through the same Flax forward it trains with."""
         self._check_fitted()
         x = validate_traces(traces, n_features=self.n_features_)
-        graphdef, state = nnx.split(self.model_, nnx.Param)
-        out = _module_output(graphdef, state, jnp.asarray(x, jnp.float32),
+        split = self.__dict__.get("_split")  # nnx.split of the fitted (read-only) module
+        if split is None or split[0] is not self.model_:
+            split = self._split = (self.model_, *nnx.split(self.model_, nnx.Param))
+        out = _module_output(split[1], split[2], jnp.asarray(x, jnp.float32),
                              kind=self._loss_kind)
         return np.asarray(out).astype(np.float64)
 
