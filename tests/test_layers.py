@@ -51,3 +51,21 @@ def test_safety_tune_holds_out_the_demo_guard_holdout_and_test_prompts():
     assert not (set(demo["calib"].ids) | set(demo["train"].ids)) & held
     assert set(demo["calib"].ids) | set(demo["train"].ids) == set(tune["calib"].ids)
     assert N_GUARD_HOLDOUT + N_TEST <= 128
+
+
+def test_cli_is_a_dispatch_table_over_the_command_modules():
+    """Every command is a module of sri_jax.commands with add_arguments and run, listed in
+    the order `sri-jax --help` has always shown; no command module imports the CLI back."""
+    import importlib
+
+    from sri_jax import cli
+
+    assert list(cli.COMMANDS) == ["demo", "calibrate", "trace", "plot", "report", "finetune",
+                                  "generate", "train-detector", "evaluate"]
+    assert list(cli._subcommands(cli.build_parser())) == list(cli.COMMANDS)
+    for name, mod in cli.COMMANDS.items():
+        m = importlib.import_module(f"sri_jax.commands.{mod}")
+        assert callable(m.add_arguments) and callable(m.run) and m.HELP, name
+    back = {str(f.relative_to(PKG)): sorted(m for m in _imports(f) if m.startswith("sri_jax.cli"))
+            for f in (PKG / "commands").glob("*.py")}
+    assert {k: v for k, v in back.items() if v} == {}

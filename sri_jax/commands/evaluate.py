@@ -10,6 +10,71 @@ from pathlib import Path
 from ..data.splits import (N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN,
                            evaluation_splits)
 from ..sri.judge import is_refusal
+from . import args as A
+
+HELP = "SRI Guard evaluation: AUROC per attack, ablations, baselines (Table 13); docs/detector.md"
+
+
+def add_arguments(p) -> None:
+    from ..data.attacks import ATTACKS
+    from ..data.splits import EVAL_ATTACKS
+
+    A.model_flags(p)
+    A.sampler_flags(p)
+    p.add_argument("--centers", help="centers folder (default: calibrate, saved in --out)")
+    A.trust_flag(p)
+    p.add_argument("--n", type=A.POSITIVE,
+                   help="set --n-train/--n-holdout/--n-test/--n-attack at once")
+    p.add_argument("--n-train", type=A.POSITIVE, default=N_GUARD_TRAIN)
+    p.add_argument("--n-holdout", type=A.POSITIVE, default=N_GUARD_HOLDOUT)
+    p.add_argument("--n-test", type=A.POSITIVE, default=64)
+    p.add_argument("--n-attack", type=A.POSITIVE, default=64, help="prompts per attack set")
+    p.add_argument("--n-calib-harmless", type=A.NON_NEGATIVE, default=N_CALIB_HARMLESS)
+    p.add_argument("--n-calib-harmful", type=A.NON_NEGATIVE, default=N_CALIB_HARMFUL)
+    p.add_argument("--attacks", type=A.attack_list, default=",".join(EVAL_ATTACKS),
+                   help=f"comma-separated attacks, of: {A.names(ATTACKS)} (raw harmful 'none' "
+                        "is always included)")
+    p.add_argument("--ablations", default="first_step,text",
+                   help="comma-separated: first_step,text (empty: none)")
+    p.add_argument("--layers", default="",
+                   help="other SRI layers to ablate, e.g. middle,first (recalibrates and "
+                        "retraces everything per layer)")
+    p.add_argument("--baselines", default="perplexity,self_exam",
+                   help="comma-separated: perplexity,self_exam (empty: none)")
+    p.add_argument("--llama-guard", help="also run Llama Guard 3: 1b, 8b, a hub id or a "
+                                         "local directory")
+    p.add_argument("--no-classifier", action="store_true",
+                   help="skip the supervised leave-one-attack-out SRIClassifier")
+    p.add_argument("--ppl-quantile", type=A.finite_float(0, 1, lo_open=True, hi_open=True),
+                   default=0.99, help="perplexity filter threshold quantile (0.99 or 0.95)")
+    p.add_argument("--epochs", type=A.POSITIVE, default=200, help="autoencoder training epochs")
+    p.add_argument("--n-timing", type=A.POSITIVE, default=16,
+                   help="prompts for the overhead timing")
+    p.add_argument("--timing-repeats", type=A.POSITIVE, default=2)
+    p.add_argument("--out", required=True, help="folder for report.json, report.md, guard/")
+
+
+def _split(value) -> list:
+    return [x for x in (value or "").split(",") if x]
+
+
+def run(args) -> int:
+    check_own_outputs(args.out)  # before the model loads: fail fast
+    model = A.load(args)
+    cfg = A.sampler(args, model)
+    n = {k: getattr(args, k) if args.n is None else args.n
+         for k in ("n_train", "n_holdout", "n_test", "n_attack")}
+    run_evaluation(model, cfg, args.out, centers_path=args.centers,
+                   n_calib_harmless=args.n_calib_harmless,
+                   n_calib_harmful=args.n_calib_harmful, attacks=_split(args.attacks),
+                   llama_guard=args.llama_guard, allow_unverified=args.trust_centers,
+                   layers=_split(args.layers), ablations=_split(args.ablations),
+                   baselines=_split(args.baselines), classifier=not args.no_classifier,
+                   batch_size=args.batch_size, guard_kwargs={"epochs": args.epochs},
+                   ppl_quantile=args.ppl_quantile, n_timing=args.n_timing,
+                   timing_repeats=args.timing_repeats, progress=not args.no_progress,
+                   seed=args.seed, **n)
+    return 0
 
 
 def check_own_outputs(out) -> None:

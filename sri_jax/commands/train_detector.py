@@ -7,6 +7,44 @@ from pathlib import Path
 
 from ..data.splits import N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN, benign_splits
 from ..sri.judge import is_refusal
+from . import args as A
+
+HELP = "fit the SRI Guard on benign traces and save it"
+
+
+def add_arguments(p) -> None:
+    A.model_flags(p)
+    A.sampler_flags(p)
+    p.add_argument("--centers", required=True, help="centers folder from `calibrate`/`demo`")
+    p.add_argument("--n-calib-harmless", type=A.NON_NEGATIVE, default=N_CALIB_HARMLESS,
+                   help="benign prompts reserved for calibration (skipped; as in demo)")
+    p.add_argument("--n-train", type=A.POSITIVE, default=N_GUARD_TRAIN,
+                   help="benign training traces")
+    p.add_argument("--n-holdout", type=A.POSITIVE, default=N_GUARD_HOLDOUT,
+                   help="benign threshold traces")
+    p.add_argument("--epochs", type=A.POSITIVE, default=200, help="autoencoder training epochs")
+    p.add_argument("--quantile", type=A.finite_float(0, 1, lo_open=True, hi_open=True),
+                   default=0.99, help="threshold quantile")
+    p.add_argument("--out", required=True, help="folder to write the guard to (orbax; new or "
+                                                "empty, see --overwrite)")
+    A.overwrite_flag(p, "detector")
+    A.trust_flag(p)
+
+
+def run(args) -> int:
+    from ..io import check_output
+    from ..sri.centers import load_centers
+
+    check_output(args.out, "detector", overwrite=args.overwrite)  # before the model loads
+    centers = load_centers(args.centers, allow_unverified=args.trust_centers)
+    model = A.load(args)
+    cfg = A.sampler(args, model)
+    train_detector(model, cfg, args.out, centers=centers, overwrite=args.overwrite,
+                   n_calib_harmless=args.n_calib_harmless, n_train=args.n_train,
+                   n_holdout=args.n_holdout, batch_size=args.batch_size,
+                   guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
+                   progress=not args.no_progress, seed=args.seed)
+    return 0
 
 
 def train_detector(model, cfg, out, *, centers_path=None, centers=None,
