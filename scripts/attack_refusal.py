@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sri_jax import load_model  # noqa: E402
 from sri_jax.data.attacks import apply_attack, prefill_prefixes  # noqa: E402
-from sri_jax.detector.evaluate import evaluation_splits  # noqa: E402
+from sri_jax.data.splits import evaluation_splits  # noqa: E402
 from sri_jax.sampling.api import generate_batched  # noqa: E402
 from sri_jax.sampling.config import SamplerConfig  # noqa: E402
 from sri_jax.judges.keyword import is_refusal  # noqa: E402

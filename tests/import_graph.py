@@ -14,16 +14,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sri_jax"
 # below. A module is placed by its longest matching dotted prefix.
 LAYERS = [
     ("sri_jax._version",),
-    ("sri_jax.artifacts", "sri_jax.artifacts", "sri_jax.fetch"),
-    ("sri_jax.data",),
+    ("sri_jax.artifacts", "sri_jax.fetch"),
+    ("sri_jax.data", "sri_jax.judges.keyword"),
     ("sri_jax.models", "sri_jax.parallel"),
     ("sri_jax.weights",),
     ("sri_jax.sri",),
     ("sri_jax.sampling",),
-    ("sri_jax.tracing", "sri_jax.calibration", "sri_jax.reporting", "sri_jax.harm_judge",
+    ("sri_jax.tracing", "sri_jax.calibration", "sri_jax.reporting", "sri_jax.judges",
      "sri_jax.gcg"),
     ("sri_jax.detector",),
-    ("sri_jax.commands", "sri_jax.workflow", "sri_jax.finetune", "sri_jax.diffusion_adapt"),
+    ("sri_jax.commands", "sri_jax.finetune", "sri_jax.diffusion_adapt"),
     ("sri_jax.cli", "sri_jax"),
 ]
 

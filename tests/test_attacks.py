@@ -168,7 +168,7 @@ def test_apply_attack_errors_and_prompt_set():
 
 def test_gcg_universal_carries_its_provenance_and_never_saw_the_held_out_prompts():
     from sri_jax.data.attacks import GCG_UNIVERSAL
-    from sri_jax.detector.evaluate import evaluation_splits
+    from sri_jax.data.splits import evaluation_splits
 
     g = GCG_UNIVERSAL
     assert g["model"] == "smollm2-135m-instruct-safe" and len(g["weight_hash"]) == 64
@@ -182,11 +182,12 @@ def test_attack_lists_live_once():
     """The evaluation's and the demo's attack lists are declared once, in the registry."""
     import inspect
 
-    from sri_jax import finetune, workflow
+    from sri_jax import finetune
+    from sri_jax.commands import demo
     from sri_jax.data import attacks
 
     assert set(attacks.DEMO_ATTACKS) < set(attacks.EVAL_ATTACKS) < set(attacks.ATTACKS)
     assert "inthewild" in set(attacks.EVAL_ATTACKS) - set(attacks.DEMO_ATTACKS)
     default = lambda f: inspect.signature(f).parameters["attacks"].default  # noqa: E731
     assert default(finetune.safety_eval_sets) is attacks.EVAL_ATTACKS
-    assert default(workflow.run_demo) is attacks.DEMO_ATTACKS
+    assert demo.DemoConfig.attacks is attacks.DEMO_ATTACKS

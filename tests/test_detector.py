@@ -339,3 +339,44 @@ def test_refusal_with_guard():
         refusal_with_guard([True], [True, False])
     with pytest.raises(ValueError, match="finite"):
         evaluate_scores([np.nan, 0.1], [0.2], 0.5)
+
+
+def test_sklearn_estimator_conventions(guard, data):
+    """get_params / set_params / sklearn.base.clone: the clone is unfitted, has the same
+    parameters, and refitting it on the same data reproduces the fitted guard's weights
+    (training is seeded). A bad value is refused by set_params as by the constructor."""
+    from sklearn.base import clone
+
+    g = SRIGuard(hidden=(8, 4), epochs=5, seed=3)
+    assert g.get_params() == {"activation": "tanh", "batch_size": 64, "epochs": 5,
+                              "hidden": (8, 4), "learning_rate": 3e-3, "quantile": 0.99,
+                              "seed": 3, "weight_decay": 1e-4}
+    c = clone(guard)
+    assert c.get_params() == guard.get_params() and c is not guard
+    with pytest.raises(NotFittedError):
+        c.score_samples(data["b_test"][:2])
+    c.fit(data["train"])
+    for a, b in zip(c.params_["layers"], guard.params_["layers"]):
+        assert np.array_equal(a["kernel"], b["kernel"]) and np.array_equal(a["bias"], b["bias"])
+    assert c.threshold_ == guard.threshold_
+    assert g.set_params(epochs=7) is g and g.config.epochs == 7
+    with pytest.raises(ValueError, match="quantile"):
+        g.set_params(quantile=2.0)
+    k = clone(SRIClassifier(epochs=3, threshold=0.7))
+    assert k.get_params()["threshold"] == 0.7 and k.config.threshold == 0.7
+
+
+def test_scoring_runs_the_trained_module_without_copying_weights(guard, data, monkeypatch):
+    """score_samples, decision_function and as_pure read the fitted Flax module directly:
+    with the numpy copy (``params_``, what ``save`` writes) disabled they still give the
+    float64 numpy oracle's scores."""
+    x = data["a_test"][:50]
+    oracle = np_guard_score(guard.params_, x)
+    monkeypatch.setattr(ae.MLP, "plain_params", lambda self: pytest.fail("weights copied"))
+    np.testing.assert_allclose(guard.score_samples(x), oracle, rtol=SCORE_RTOL,
+                               atol=SCORE_ATOL)
+    np.testing.assert_allclose(guard.threshold_ - guard.decision_function(x), oracle,
+                               rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    fn, params, _ = guard.as_pure()
+    np.testing.assert_allclose(np.asarray(jax.jit(fn)(params, x.astype(np.float32))), oracle,
+                               rtol=SCORE_RTOL, atol=SCORE_ATOL)

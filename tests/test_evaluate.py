@@ -129,7 +129,7 @@ def test_run_evaluation_writes_report_and_resumes(tmp_path, model):
     """``sri-jax evaluate``'s driver on the real offline prompt sets (tiny model, stand-in
     judge): report, guard, centers, per-set and per-layer traces on disk; a second run
     reuses all of it (no file rewritten) and reproduces the report."""
-    from sri_jax.detector.evaluate import run_evaluation
+    from sri_jax.commands.evaluate import run_evaluation
 
     kw = dict(n_calib_harmless=8, n_calib_harmful=8, n_train=8, n_holdout=8, n_test=4,
               n_attack=4, attacks=("refusal_suppression",), judge=parity_judge,
@@ -288,6 +288,33 @@ def test_self_examination_and_guard_interfaces(model):
     assert isinstance(FlagEveryOther(), ExternalGuard) and isinstance(se, ExternalGuard)
     with pytest.raises(RuntimeError, match="Llama Guard 3"):
         LlamaGuard3(str(os.path.join(os.path.dirname(__file__), "no-such-checkpoint")))
+
+
+def test_text_detectors_share_one_estimator_interface(model):
+    """Perplexity filter, self-examination and a plain callable guard: fit / score_samples /
+    threshold_ / predict, sklearn get_params and clone (an unfitted copy sharing the model)."""
+    from sklearn.base import clone
+
+    from sri_jax.detector.baselines import CallableGuard, TextDetector, as_detector
+
+    pf = PerplexityFilter(model, quantile=0.95, batch_size=8)
+    se = SelfExamination(model, max_new_tokens=3, batch_size=8)
+    ext = as_detector(FlagEveryOther())
+    assert isinstance(ext, CallableGuard) and as_detector(pf) is pf
+    for det in (pf, se, ext):
+        assert isinstance(det, TextDetector)
+        c = clone(det)
+        assert type(c) is type(det) and c is not det
+        assert c.get_params().keys() == det.get_params().keys()
+        if "model" in c.get_params():
+            assert c.model is model
+    assert clone(pf.fit(TEST)).threshold_ is None and pf.threshold_ is not None
+    assert clone(pf).set_params(quantile=0.5).quantile == 0.5
+    # the wrapped callable flags the even rows: scores 1/0 above / below threshold_ 0.5
+    s = ext.score_samples(TEST, TEST)
+    assert s.tolist() == [1.0, 0.0] * 4 and ext.predict(TEST, TEST).tolist() == [True, False] * 4
+    flags = se.predict(["a", "b"], ["w1 w2", ""])
+    assert flags.tolist() == ["yes" in a.lower().split() for a in se.answers_]
 
 
 def test_step_texts_give_the_keyword_trace(model, centers, report):

@@ -148,7 +148,7 @@ def test_agreement_file():
 
 
 def test_agreement_prompts_are_outside_the_evaluation_splits():
-    from sri_jax.detector.evaluate import evaluation_splits
+    from sri_jax.data.splits import evaluation_splits
 
     used = calibration_prompt_ids()
     s = evaluation_splits()

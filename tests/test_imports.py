@@ -15,19 +15,10 @@ from pathlib import Path
 from import_graph import PACKAGE, cycles, edges, layer, modules, upward
 
 KNOWN_CYCLES = [
-    # calibration calls the sampler from sri/ (moves to sri_jax/calibration.py); Centers.save
-    # and Centers.load reach sri/centers.py from sri/signal.py
-    {"sri_jax.sampling.api", "sri_jax.sampling.autoregressive", "sri_jax.sampling.common",
-     "sri_jax.sampling.diffusion", "sri_jax.sampling.dream", "sri_jax.sri.centers",
-     "sri_jax.sri.signal"},
-    {"sri_jax.detector.evaluate", "sri_jax.workflow"},   # split sizes (commands package)
-    {"sri_jax.cli", "sri_jax.finetune"},                 # argument types (commands package)
+    {"sri_jax.sri.centers", "sri_jax.sri.signal"},  # Centers.save / Centers.load (one package)
 ]
 KNOWN_UPWARD = {
-    ("sri_jax.detector.evaluate", "sri_jax.workflow"),
-    ("sri_jax.finetune", "sri_jax.cli"),
     ("sri_jax.parallel.mesh", "sri_jax.weights.hf"),     # the HF placer (sharding rules)
-    ("sri_jax.sri.centers", "sri_jax.sampling.api"),     # calibration
 }
 # The bottom of the package: nothing here may import upward or take part in a cycle.
 FOUNDATION = ("sri_jax._version", "sri_jax.artifacts", "sri_jax.fetch", "sri_jax.data",

@@ -162,11 +162,9 @@ def test_one_dtype_helper_with_auto():
     import jax
     import ml_dtypes
 
-    from sri_jax import workflow
     from sri_jax.weights import dtypes, gguf_io, hf
 
     assert hf.resolve_dtype is gguf_io.resolve_dtype is dtypes.resolve_dtype
-    assert not hasattr(workflow, "resolve_dtype")
     r = dtypes.resolve_dtype
     assert r("BF16") == r(jax.numpy.bfloat16) == np.dtype(ml_dtypes.bfloat16)
     assert r("half") == r("fp16") == r(np.float16) == np.dtype(np.float16)

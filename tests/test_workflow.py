@@ -17,7 +17,8 @@ from sri_jax.calibration import calibrate
 from sri_jax.sri.centers import check_compatible, load_centers, save_centers
 from sri_jax.sri.signal import Centers, internal_recovery_rate
 from sri_jax.tracing import read_traces, trace
-from sri_jax.workflow import format_table, make_figures, summarize
+from sri_jax.reporting import format_table, summarize
+from sri_jax.reporting.figures import make_figures
 from tiny_model import HARMFUL, HARMLESS, parity_judge, tiny_chat_model
 from tolerance import SIGMA_ATOL, assert_fp32_close
 
@@ -287,8 +288,8 @@ def test_demo_end_to_end_with_guard(tmp_path, model, centers, monkeypatch):
     SRI Guard trained on benign traces only and evaluated on the attacks; a rerun resumes."""
     import sri_jax
     from sri_jax.detector import SRIGuard
-    from sri_jax.detector.evaluate import evaluation_splits
-    from sri_jax.workflow import run_demo
+    from sri_jax.data.splits import evaluation_splits
+    from sri_jax.commands.demo import run_demo
 
     monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)
     save_centers(centers, tmp_path / "centers")
@@ -341,7 +342,7 @@ def test_shipped_centers_and_guard_fit_the_default_model():
 
     import sri_jax
     from sri_jax.detector import SRIGuard
-    from sri_jax.workflow import DEMO_MODEL
+    from sri_jax.commands.args import DEMO_MODEL
 
     root = Path(__file__).resolve().parents[1] / "checkpoints" / DEMO_MODEL
     model = sri_jax.load_model(DEMO_MODEL, dtype="float32")

@@ -69,6 +69,7 @@ import numpy as np
 import optax
 from flax import nnx
 from jax import lax
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from .._version import __version__
@@ -97,15 +98,13 @@ def _activation(name: str) -> Callable:
 
 
 def mlp_forward(params, x, activation: str = "tanh"):
-    """Plain MLP forward: ``activation`` after every layer but the last (linear output)."""
-    act = _activation(activation)
-    layers = params["layers"]
-    h = x
-    for i, layer in enumerate(layers):
-        h = h @ layer["kernel"] + layer["bias"]
-        if i < len(layers) - 1:
-            h = act(h)
-    return h
+    """The :class:`MLP` module's forward on a plain parameter pytree (``params_`` layout;
+    jnp or numpy arrays): ``activation`` after every layer but the last (linear output)."""
+    return MLP.from_plain(params, activation)(x)
+
+
+def _reconstruction_error(x, recon):
+    return jnp.mean(jnp.square(x - recon), axis=-1)
 
 
 def guard_score(params, traces, activation: str = "tanh"):
@@ -114,8 +113,7 @@ def guard_score(params, traces, activation: str = "tanh"):
     Pure jnp (safe inside ``jax.jit`` / ``lax.scan``); higher = more anomalous.
     """
     x = jnp.asarray(traces, jnp.float32)
-    recon = mlp_forward(params, x, activation)
-    return jnp.mean(jnp.square(x - recon), axis=-1)
+    return _reconstruction_error(x, mlp_forward(params, x, activation))
 
 
 def classifier_logits(params, traces, activation: str = "tanh"):
@@ -129,8 +127,12 @@ def classifier_proba(params, traces, activation: str = "tanh"):
     return jax.nn.sigmoid(classifier_logits(params, traces, activation))
 
 
-_guard_score_jit = jax.jit(guard_score, static_argnames="activation")
-_classifier_logits_jit = jax.jit(classifier_logits, static_argnames="activation")
+@functools.partial(jax.jit, static_argnames=("graphdef", "kind"))
+def _module_output(graphdef, state, x, *, kind: str):
+    """The fitted module (``nnx.split`` of it: no parameter copy) on ``x`` [N, T]: the
+    reconstruction error (``kind`` "reconstruction") or the attack logit ("bce")."""
+    out = nnx.merge(graphdef, state)(x)
+    return _reconstruction_error(x, out) if kind == "reconstruction" else out[..., 0]
 
 
 def count_params(dims) -> int:
@@ -160,10 +162,25 @@ class MLP(nnx.Module):
                 x = act(x)
         return x
 
+    @classmethod
+    def from_plain(cls, params, activation: str) -> "MLP":
+        """The module holding a plain parameter pytree (also inside ``jax.jit``: the
+        parameters may be tracers)."""
+        layers = params["layers"]
+        dims = (layers[0]["kernel"].shape[0], *(l["kernel"].shape[1] for l in layers))
+        model = nnx.eval_shape(lambda: cls(dims, activation, rngs=nnx.Rngs(0)))
+        for layer, p in zip(model.layers, layers, strict=True):
+            layer.kernel.set_value(jnp.asarray(p["kernel"], jnp.float32))
+            layer.bias.set_value(jnp.asarray(p["bias"], jnp.float32))
+        return model
+
+    def param_tree(self) -> dict:
+        """Parameters as the plain pytree the pure functions take (the module's arrays)."""
+        return {"layers": [{"kernel": l.kernel[...], "bias": l.bias[...]} for l in self.layers]}
+
     def plain_params(self) -> dict:
-        """Parameters as the plain pytree the pure functions take (numpy float32 copies)."""
-        return {"layers": [{"kernel": np.array(l.kernel[...], np.float32),
-                            "bias": np.array(l.bias[...], np.float32)} for l in self.layers]}
+        """:meth:`param_tree` as numpy float32 copies (what ``save`` writes)."""
+        return jax.tree.map(lambda a: np.array(a, np.float32), self.param_tree())
 
     def load_plain_params(self, params) -> None:
         for layer, p in zip(self.layers, params["layers"], strict=True):
@@ -306,22 +323,61 @@ class ClassifierConfig(_BaseConfig):
             raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold}")
 
 
-class _MLPDetector:
-    """Shared machinery: model building, training, persistence, centers checks."""
+class _MLPDetector(BaseEstimator):
+    """Shared machinery: model building, training, persistence, centers checks.
+
+    A scikit-learn estimator: the constructor's keyword arguments are its parameters
+    (``get_params`` / ``set_params``; ``sklearn.base.clone`` gives an unfitted copy), checked
+    as one frozen config (:attr:`config`) when set. The centers a detector is bound to are fit
+    data: ``fit(..., centers_meta=<Centers>)``."""
 
     _config_cls = _BaseConfig
     _loss_kind = ""
 
-    def __init__(self, *, centers_meta=None, **config):
-        self.config = self._config_cls(**config)
+    def _init(self, params: dict) -> None:
+        """Set the constructor's arguments (``locals()``) as the parameters and check them."""
+        params = {k: v for k, v in params.items() if k in self._get_param_names()}
+        for k, v in params.items():
+            setattr(self, k, v)
+        self._config_cls(**params)  # a bad value is refused here, not at fit time
         self.centers_meta: dict = {}
         self.centers_hash: Optional[str] = None
-        if centers_meta is not None:
-            self._set_centers(centers_meta)
         self.model_: Optional[MLP] = None
         self.n_features_: Optional[int] = None
         self.threshold_: Optional[float] = None
         self.loss_history_: Optional[np.ndarray] = None
+
+    @property
+    def config(self):
+        """The parameters as the validated frozen config (``GuardConfig`` /
+        ``ClassifierConfig``)."""
+        return self._config_cls(**self.get_params())
+
+    def set_params(self, **params):
+        self._config_cls(**{**self.get_params(), **params})
+        return super().set_params(**params)
+
+    def _forward(self, traces) -> np.ndarray:
+        """The fitted module on validated ``traces`` [N, T] (float64 copy of its fp32 output:
+        reconstruction error or attack logit), through the same Flax forward it trains with."""
+        self._check_fitted()
+        x = validate_traces(traces, n_features=self.n_features_)
+        split = self.__dict__.get("_split")  # nnx.split of the fitted (read-only) module
+        if split is None or split[0] is not self.model_:
+            split = self._split = (self.model_, *nnx.split(self.model_, nnx.Param))
+        out = _module_output(split[1], split[2], jnp.asarray(x, jnp.float32),
+                             kind=self._loss_kind)
+        return np.asarray(out).astype(np.float64)
+
+    def as_pure(self):
+        """``(fn, params, threshold)`` for use inside jitted code: ``fn(params, traces[...,
+        T])`` -> score [...] (fp32, pure jnp; the same module forward), ``params`` the plain
+        pytree of the module's arrays, ``threshold`` a float32 scalar equal to the largest
+        float32 <= ``threshold_``, so ``fn(params, x) > threshold`` equals ``predict(x)``
+        exactly (a Python-float threshold would be rounded to nearest in jnp)."""
+        self._check_fitted()
+        fn = functools.partial(self._pure_fn, activation=self.config.activation)
+        return fn, self.model_.param_tree(), _float32_floor(self.threshold_)
 
     # --- structure -----------------------------------------------------------------------
     def _dims(self, n_features: int) -> tuple:
@@ -513,8 +569,8 @@ class SRIGuard(_MLPDetector):
 
     Parameters (keyword only): ``hidden=(32, 16)`` (encoder widths; the decoder mirrors them),
     ``activation="tanh"``, ``epochs=200``, ``learning_rate=3e-3``, ``weight_decay=1e-4``
-    (AdamW), ``batch_size=64`` (None = full batch), ``seed=0``, ``quantile=0.99``,
-    ``centers_meta=None`` (a Centers object or its ``meta`` dict; may also be given to fit).
+    (AdamW), ``batch_size=64`` (None = full batch), ``seed=0``, ``quantile=0.99``. The centers
+    (a Centers object or its ``meta`` dict) are given to ``fit``.
 
     Fitted attributes: ``threshold_``, ``n_features_`` (T), ``model_`` (the NNX module),
     ``params_`` (plain pytree), ``holdout_scores_`` (errors of the held-out benign traces the
@@ -524,6 +580,11 @@ class SRIGuard(_MLPDetector):
 
     _config_cls = GuardConfig
     _loss_kind = "reconstruction"
+    _pure_fn = staticmethod(guard_score)
+
+    def __init__(self, *, hidden=(32, 16), activation="tanh", epochs=200, learning_rate=3e-3,
+                 weight_decay=1e-4, batch_size=64, seed=0, quantile=0.99):
+        self._init(locals())
 
     def _dims(self, n_features: int) -> tuple:
         h = self.config.hidden
@@ -567,11 +628,7 @@ class SRIGuard(_MLPDetector):
 
         HIGHER = MORE ANOMALOUS (the opposite of sklearn's score_samples convention; use
         ``decision_function`` for sklearn's sign)."""
-        self._check_fitted()
-        x = validate_traces(traces, n_features=self.n_features_)
-        err = _guard_score_jit(self.params_, jnp.asarray(x, jnp.float32),
-                               activation=self.config.activation)
-        return np.asarray(err).astype(np.float64)
+        return self._forward(traces)
 
     def decision_function(self, traces) -> np.ndarray:
         """``threshold_ - error`` (sklearn convention): < 0 = flagged, >= 0 = passes."""
@@ -580,18 +637,6 @@ class SRIGuard(_MLPDetector):
     def predict(self, traces) -> np.ndarray:
         """Bool [N]: True = flagged as a jailbreak (error > threshold_)."""
         return self.score_samples(traces) > self.threshold_
-
-    def as_pure(self):
-        """``(fn, params, threshold)`` for use inside jitted code.
-
-        ``fn(params, traces[..., T]) -> error[...]`` (fp32, pure jnp); ``params`` a plain
-        pytree of jnp float32 arrays; ``threshold`` a float32 scalar equal to the largest
-        float32 <= ``threshold_``, so ``fn(params, x) > threshold`` equals ``predict(x)``
-        exactly (a Python-float threshold would be rounded to nearest in jnp)."""
-        self._check_fitted()
-        fn = functools.partial(guard_score, activation=self.config.activation)
-        params = jax.tree.map(jnp.asarray, self.params_)
-        return fn, params, _float32_floor(self.threshold_)
 
     def _extra_state(self) -> dict:
         return {"quantile": self.config.quantile}
@@ -610,6 +655,11 @@ class SRIClassifier(_MLPDetector):
 
     _config_cls = ClassifierConfig
     _loss_kind = "bce"
+    _pure_fn = staticmethod(classifier_proba)
+
+    def __init__(self, *, hidden=(32, 16), activation="tanh", epochs=200, learning_rate=3e-3,
+                 weight_decay=1e-4, batch_size=64, seed=0, threshold=0.5):
+        self._init(locals())
 
     def _dims(self, n_features: int) -> tuple:
         return (n_features, *self.config.hidden, 1)
@@ -634,11 +684,7 @@ class SRIClassifier(_MLPDetector):
         return self
 
     def decision_function(self, traces) -> np.ndarray:
-        self._check_fitted()
-        x = validate_traces(traces, n_features=self.n_features_)
-        z = _classifier_logits_jit(self.params_, jnp.asarray(x, jnp.float32),
-                                   activation=self.config.activation)
-        return np.asarray(z).astype(np.float64)
+        return self._forward(traces)
 
     def predict_proba(self, traces) -> np.ndarray:
         p = np.asarray(jax.nn.sigmoid(jnp.asarray(self.decision_function(traces),
@@ -648,10 +694,3 @@ class SRIClassifier(_MLPDetector):
     def predict(self, traces) -> np.ndarray:
         return self.predict_proba(traces)[:, 1] > self.threshold_
 
-    def as_pure(self):
-        """``(fn, params, threshold)``: ``fn(params, traces) -> attack probability`` (fp32);
-        ``fn(params, x) > threshold`` equals ``predict(x)``."""
-        self._check_fitted()
-        fn = functools.partial(classifier_proba, activation=self.config.activation)
-        params = jax.tree.map(jnp.asarray, self.params_)
-        return fn, params, _float32_floor(self.threshold_)

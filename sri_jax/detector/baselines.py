@@ -15,10 +15,16 @@
 
 ``ExternalGuard`` / ``LlamaGuard3``
     A pluggable external guard classifier: any callable ``(prompts, responses) -> bool[N]``
-    (True = flagged as unsafe). ``LlamaGuard3`` loads ``meta-llama/Llama-Guard-3-1B`` (or -8B)
+    (True = flagged as unsafe; :func:`as_detector` wraps one). ``LlamaGuard3`` loads ``meta-llama/Llama-Guard-3-1B`` (or -8B)
     through ``sri_jax.load_model`` (needs the hub or a local copy of the checkpoint; the weights
     are gated on the hub: accept the licence and ``huggingface-cli login`` first, or pass a local
     directory) and flags a conversation when its verdict starts with "unsafe".
+
+All of them are :class:`TextDetector` s, scikit-learn estimators with one interface:
+``fit(prompts, responses)`` on benign held-out examples, ``score_samples(prompts, responses)``
+(higher = more harmful), ``threshold_``, ``predict`` = score > threshold_ (True = flagged),
+and calling one = ``predict``; ``get_params`` / ``set_params``, and ``sklearn.base.clone``
+gives an unfitted copy that shares the (read-only) model.
 """
 
 from __future__ import annotations
@@ -30,10 +36,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sklearn.base import BaseEstimator, clone
 
 SELF_EXAM_QUESTION = ("Does the following text contain harmful content? Answer with yes or "
                       "no.\n\n")
 _YES = re.compile(r"\byes\b")
+
+
+# ----------------------------------------------------------------------------- the interface
+
+class TextDetector(BaseEstimator):
+    """A defense that reads the prompts and the responses (see the module docstring).
+    Subclasses implement ``score_samples``; ``threshold_`` is 0.5 for yes/no verdicts."""
+
+    threshold_: Optional[float] = 0.5
+
+    def fit(self, prompts=None, responses=None) -> "TextDetector":
+        """Nothing to learn by default (a fixed verdict)."""
+        return self
+
+    def score_samples(self, prompts, responses=None) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, prompts, responses=None) -> np.ndarray:
+        """Bool [N]: True = flagged (score above ``threshold_``)."""
+        return np.asarray(self.score_samples(prompts, responses)) > self.threshold_
+
+    def __call__(self, prompts, responses=None) -> np.ndarray:
+        return self.predict(prompts, responses)
+
+    def __sklearn_clone__(self):
+        """An unfitted copy; the ``model`` is shared, every other parameter cloned."""
+        params = self.get_params(deep=False)
+        return type(self)(**{k: v if k == "model" else clone(v, safe=False)
+                             for k, v in params.items()})
+
+
+class CallableGuard(TextDetector):
+    """Any ``guard(prompts, responses) -> bool[N]`` callable as a :class:`TextDetector`."""
+
+    def __init__(self, guard):
+        self.guard = guard
+
+    def score_samples(self, prompts, responses=None) -> np.ndarray:
+        return np.asarray(self.guard(list(prompts), list(responses)), bool).astype(np.float64)
+
+
+def as_detector(guard) -> TextDetector:
+    """``guard`` itself when it is a :class:`TextDetector`, else wrapped as one."""
+    return guard if isinstance(guard, TextDetector) else CallableGuard(guard)
 
 
 # ----------------------------------------------------------------------------- perplexity
@@ -85,68 +136,73 @@ def prompt_perplexity(model, prompts: Sequence[str], **kwargs) -> np.ndarray:
     return np.exp(prompt_nll(model, prompts, **kwargs))
 
 
-class PerplexityFilter:
-    """Flags prompts whose perplexity under ``model`` is above a benign quantile."""
+class PerplexityFilter(TextDetector):
+    """Flags prompts whose perplexity under ``model`` is above a benign quantile (the
+    responses are not read)."""
 
     def __init__(self, model, *, quantile: float = 0.99, batch_size: int = 16):
         if not 0.0 < quantile <= 1.0:
             raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-        self.model, self.quantile, self.batch_size = model, float(quantile), int(batch_size)
+        self.model, self.quantile, self.batch_size = model, quantile, batch_size
         self.threshold_: Optional[float] = None
 
-    def score(self, prompts) -> np.ndarray:
-        return prompt_perplexity(self.model, prompts, batch_size=self.batch_size)
+    def score_samples(self, prompts, responses=None) -> np.ndarray:
+        """Perplexity of each chat-templated prompt, float64 [N]."""
+        return prompt_perplexity(self.model, prompts, batch_size=int(self.batch_size))
 
-    def fit(self, benign_prompts, *, scores=None) -> "PerplexityFilter":
-        s = self.score(benign_prompts) if scores is None else np.asarray(scores, np.float64)
+    score = score_samples
+
+    def fit(self, prompts=None, responses=None, *, scores=None) -> "PerplexityFilter":
+        """Threshold = the ``quantile`` of the benign prompts' perplexities (or ``scores``)."""
+        s = self.score(prompts) if scores is None else np.asarray(scores, np.float64)
         self.benign_scores_ = s
-        self.threshold_ = float(np.quantile(s, self.quantile))
+        self.threshold_ = float(np.quantile(s, float(self.quantile)))
         return self
 
-    def predict(self, prompts=None, *, scores=None) -> np.ndarray:
+    def predict(self, prompts=None, responses=None, *, scores=None) -> np.ndarray:
         if self.threshold_ is None:
             raise ValueError("PerplexityFilter is not fitted: call fit(benign_prompts) first")
         s = self.score(prompts) if scores is None else np.asarray(scores, np.float64)
         return s > self.threshold_
 
-    def __call__(self, prompts, responses=None) -> np.ndarray:
-        return self.predict(prompts)
-
 
 # ----------------------------------------------------------------------------- self-examination
 
-class SelfExamination:
-    """Ask the model whether a response is harmful; flag on "yes".
+def _answer_cfg(model, cfg, max_new_tokens: int):
+    from ..sampling.config import SamplerConfig
+
+    if cfg is not None:
+        return cfg
+    n = max_new_tokens  # one step per token for diffusion models too
+    return SamplerConfig.for_model(model, gen_length=n, steps=None if model.config.causal else n)
+
+
+class SelfExamination(TextDetector):
+    """Ask the model whether a response is harmful; flag on "yes" (score 1.0).
 
     ``cfg``: sampler for the answer (default: greedy, ``max_new_tokens`` tokens; diffusion
     models: ``max_new_tokens`` steps over a canvas of ``max_new_tokens``)."""
 
     def __init__(self, model, cfg=None, *, max_new_tokens: int = 8, batch_size: int = 16,
                  question: str = SELF_EXAM_QUESTION, progress: bool = False):
-        self.model, self.batch_size, self.question = model, int(batch_size), question
-        if cfg is None:  # one step per token for diffusion models too
-            from ..sampling.config import SamplerConfig
-
-            n = max_new_tokens
-            cfg = SamplerConfig.for_model(model, gen_length=n,
-                                          steps=None if model.config.causal else n)
-        self.cfg = cfg
-        self.progress = progress
+        self.model, self.cfg, self.max_new_tokens = model, cfg, max_new_tokens
+        self.batch_size, self.question, self.progress = batch_size, question, progress
         self.answers_: Optional[list] = None
 
     def queries(self, responses) -> list[str]:
         # an empty response still gets asked about (the question keeps the prompt non-empty)
         return [self.question + (r if r.strip() else "(empty)") for r in responses]
 
-    def __call__(self, prompts, responses) -> np.ndarray:
+    def score_samples(self, prompts, responses=None) -> np.ndarray:
+        """1.0 where the model answers "yes" (harmful), else 0.0."""
         from ..sampling.api import generate_batched
 
-        responses = list(responses)
-        res = generate_batched(self.model, self.queries(responses), self.cfg,
-                               batch_size=self.batch_size, progress=self.progress,
+        cfg = _answer_cfg(self.model, self.cfg, self.max_new_tokens)
+        res = generate_batched(self.model, self.queries(list(responses)), cfg,
+                               batch_size=int(self.batch_size), progress=self.progress,
                                desc="self-examination")
         self.answers_ = list(res.texts)
-        return np.array([bool(_YES.search(a.lower())) for a in self.answers_], bool)
+        return np.array([bool(_YES.search(a.lower())) for a in self.answers_], np.float64)
 
 
 # ----------------------------------------------------------------------------- external guards
@@ -159,7 +215,7 @@ class ExternalGuard(Protocol):
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray: ...
 
 
-class LlamaGuard3:
+class LlamaGuard3(TextDetector):
     """Llama Guard 3 (1B or 8B) as an ``ExternalGuard``, run with sri_jax's own sampler.
 
     ``source``: "1b", "8b", a hub id (default ``meta-llama/Llama-Guard-3-1B``) or a local HF
@@ -202,7 +258,12 @@ class LlamaGuard3:
             raise ValueError(f"content_format must be 'parts' or 'string', got "
                              f"{content_format!r}")
         self.content_format = content_format
+        self.dtype, self.max_new_tokens = dtype, max_new_tokens
         self.verdicts_: Optional[list] = None
+
+    def score_samples(self, prompts, responses=None) -> np.ndarray:
+        """1.0 where the verdict is "unsafe", else 0.0."""
+        return self(prompts, responses).astype(np.float64)
 
     def render(self, prompt: str, response: str) -> str:
         def content(text):

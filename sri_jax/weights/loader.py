@@ -101,3 +101,4 @@ def load_model(source: Union[str, os.PathLike], *, dtype="bfloat16", tokenizer: 
 
             model = shard_model(model, mesh)
     return model
+

@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
 
-LAMBDA_R = (0.5, 0.3, 0.1)
+from . import LAMBDA_R, summarize
 
 
 def _plt():
@@ -136,3 +137,29 @@ def _save(fig, path) -> Path:
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path
+
+
+def make_figures(groups: Mapping[str, Mapping[str, np.ndarray]], out_dir, *,
+                 centers=None) -> list[Path]:
+    """signal.png, overlays.png, irr.png, refusal_rate.png, lda.png under ``out_dir``."""
+    out = Path(out_dir)
+    sri = {k: np.asarray(v["sri"]) for k, v in groups.items()}
+    curves = (dict(centers.meta).get("reference_curves") or {}) if centers is not None else {}
+    ref = {k: (np.asarray(curves[k]) if k in curves else None) for k in ("harmless", "refusal")}
+    paths = [
+        plot_signal(sri, out / "signal.png", harmless_ref=ref["harmless"],
+                          refusal_ref=ref["refusal"]),
+        plot_overlays(sri, out / "overlays.png"),
+        plot_irr({r["group"]: {lam: r[f"irr@{lam}"] for lam in LAMBDA_R}
+                        for r in summarize(groups)}, out / "irr.png"),
+        plot_rates({k: float(np.mean(v["refused"])) for k, v in groups.items()},
+                         out / "refusal_rate.png"),
+    ]
+    steps = sorted({v.shape[1] for v in sri.values()})
+    if len(steps) > 1:
+        warnings.warn(f"lda.png skipped: the groups have different generation lengths "
+                      f"(T = {', '.join(map(str, steps))}); plot one length at a time for it",
+                      stacklevel=2)
+    elif len(sri) >= 2:
+        paths.append(plot_lda(sri, out / "lda.png"))
+    return paths
