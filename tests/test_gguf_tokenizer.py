@@ -164,3 +164,24 @@ def test_real_gguf_tokenizer_equals_transformers(name):
     if not path.is_file():
         pytest.skip(f"{name} is not cached")
     assert_same_tokenizer(load_gguf_tokenizer(path), _oracle(path))
+
+
+def test_gguf_tokenizer_needs_no_torch(tiny_tokenizer_gguf):
+    """With PyTorch unimportable, load_gguf_tokenizer still builds the tokenizer and its chat
+    prompt (the demo's install has no torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from sri_jax.weights.gguf_io import load_gguf_tokenizer\n"
+            f"tok = load_gguf_tokenizer({str(tiny_tokenizer_gguf)!r})\n"
+            "text = tok.apply_chat_template([{'role': 'user', 'content': 'the world'}],"
+            " tokenize=False, add_generation_prompt=True)\n"
+            "print(tok(text)['input_ids'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ref = _oracle(tiny_tokenizer_gguf)
+    text = ref.apply_chat_template([{"role": "user", "content": "the world"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert out.stdout.strip() == str(ref(text)["input_ids"])

@@ -490,7 +490,7 @@ def load_gguf_tokenizer(path, arch: Optional[str] = None):
     :class:`GGUFFile`): what ``AutoTokenizer.from_pretrained(dir, gguf_file=name)`` returns.
 
     Byte-level BPE files (SmolLM2, Qwen2.5, Llama-3) and Gemma-3 files are built from the
-    metadata by :mod:`sri_jax.weights.gguf_tokenizer` (no PyTorch; ~1-20 s faster). Other
+    metadata by :mod:`sri_jax.weights.gguf_tokenizer` (no PyTorch). Other
     files, or a folder with tokenizer/config files of its own (which transformers prefers),
     take transformers' route: the class AutoTokenizer would pick
     (:func:`_direct_tokenizer_class`, when ``arch`` is given), else AutoTokenizer; that route
