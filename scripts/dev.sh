@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 cmd=${1:-demo}
 shift || true
-# The demo needs the runtime packages (+ torch for the GGUF tokenizer); the tests add the
+# The demo needs the runtime packages only (no PyTorch); the tests add the
 # oracles. Re-install only when pyproject.toml changed since the last install of that set.
 target=".[gguf]"
 [ "$cmd" = test ] && target=".[test]"

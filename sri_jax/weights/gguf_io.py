@@ -466,7 +466,7 @@ def load_gguf(path, *, dtype="bfloat16", tokenizer: bool = True):
     params = load_gguf_params(g, cfg, dtype=dtype)  # one parameter on the host at a time
     weight_hash = gguf_weight_hash(g)
     chat_template = g.get("tokenizer.chat_template")
-    tok = (load_gguf_tokenizer(path, g.get("general.architecture"))
+    tok = (load_gguf_tokenizer(g, g.get("general.architecture"))
            if tokenizer and "tokenizer.ggml.tokens" in g.metadata else None)
     return cfg, params, tok, weight_hash, chat_template
 
@@ -487,20 +487,37 @@ def _direct_tokenizer_class(arch: str):
 
 
 def load_gguf_tokenizer(path, arch: Optional[str] = None):
-    """A transformers tokenizer built from the vocabulary embedded in a GGUF file: what
-    ``AutoTokenizer.from_pretrained(dir, gguf_file=name)`` returns.
+    """A transformers tokenizer built from the vocabulary embedded in a GGUF file (a path or a
+    :class:`GGUFFile`): what ``AutoTokenizer.from_pretrained(dir, gguf_file=name)`` returns.
 
-    AutoTokenizer parses the whole file once more with ``gguf.GGUFReader`` (~6 s for a 49k
-    vocabulary) only to pick the tokenizer class from the model type. When ``arch`` is given
-    and the folder holds no tokenizer/config files of its own, the class AutoTokenizer would
-    pick (:func:`_direct_tokenizer_class`) is built directly (~0.5 s; the test suite checks
-    the result equals AutoTokenizer's). Otherwise, or if the shortcut fails, AutoTokenizer.
+    Byte-level BPE files (SmolLM2, Qwen2.5, Llama-3) and Gemma-3 files are built from the
+    metadata by :mod:`sri_jax.weights.gguf_tokenizer` (no PyTorch). Other
+    files, or a folder with tokenizer/config files of its own (which transformers prefers),
+    take transformers' route: the class AutoTokenizer would pick
+    (:func:`_direct_tokenizer_class`, when ``arch`` is given), else AutoTokenizer; that route
+    needs PyTorch.
     """
-    from transformers import AutoTokenizer
+    from .gguf_tokenizer import build_gguf_tokenizer, supported
 
-    path = Path(path)
+    g = open_gguf(path)
+    path = g.path
     own_files = any((path.parent / f).exists()
                     for f in ("tokenizer_config.json", "tokenizer.json", "config.json"))
+    if not own_files and supported(g.metadata):
+        try:
+            return build_gguf_tokenizer(g.metadata)
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise GGUFError(f"{path}: the embedded tokenizer metadata is not usable "
+                            f"({type(e).__name__}: {e}); {_REDOWNLOAD}") from e
+    return _transformers_gguf_tokenizer(path, arch, own_files)
+
+
+def _transformers_gguf_tokenizer(path: Path, arch: Optional[str], own_files: bool):
+    """transformers' own GGUF tokenizer (needs PyTorch). AutoTokenizer parses the whole file
+    once more only to pick the tokenizer class from the model type, so when ``arch`` is given
+    and the folder holds no files of its own the class it would pick is built directly."""
+    from transformers import AutoTokenizer
+
     if arch is not None and not own_files:
         try:
             cls = _direct_tokenizer_class(arch)
@@ -514,7 +531,6 @@ def load_gguf_tokenizer(path, arch: Optional[str] = None):
         import importlib.util
 
         hint = ("" if importlib.util.find_spec("torch") is not None else
-                "; transformers needs PyTorch to read a GGUF tokenizer: pip install "
-                "'sri_jax[gguf]' (or torch)")
+                "; transformers needs PyTorch to read this GGUF tokenizer: pip install torch")
         raise GGUFError(f"{path}: transformers could not build the embedded tokenizer "
                         f"({type(e).__name__}: {e}){hint}") from e
