@@ -57,6 +57,8 @@ def test_graph_reader_on_a_planted_package(tmp_path):
 
 IMPORT_NAMES = {"scikit-learn": "sklearn", "pyyaml": "yaml", "huggingface-hub": "huggingface_hub",
                 "orbax-checkpoint": "orbax"}
+# used at run time through a package we import, behind one of its optional extras
+USED_THROUGH = {"jinja2": "transformers' apply_chat_template renders every chat template"}
 
 
 def test_every_runtime_dependency_is_imported():
@@ -74,7 +76,7 @@ def test_every_runtime_dependency_is_imported():
     needed_by_deps = {re.split(r"[<>=\[ ;!~]", r, maxsplit=1)[0].lower()
                       for r in md.requires("transformers") or [] if "extra ==" not in r}
     unused = [n for n in names if IMPORT_NAMES.get(n.lower(), n.replace("-", "_")) not in imported
-              and n.lower() not in needed_by_deps]
+              and n.lower() not in needed_by_deps and n.lower() not in USED_THROUGH]
     assert unused == [], unused
-    # torch: transformers builds a GGUF tokenizer through it (until a torch-free tokenizer)
-    assert meta["optional-dependencies"]["gguf"] == ["torch==2.13.0"]
+    # the GGUF tokenizer is built from the file's metadata: the demo install has no PyTorch
+    assert meta["optional-dependencies"]["gguf"] == []

@@ -88,7 +88,7 @@ def test_cli_no_system_prompt_flag(monkeypatch):
         seen["model"] = m
         return m
 
-    monkeypatch.setattr("sri_jax.load_model", fake_load)
+    monkeypatch.setattr("sri_jax.weights.loader.load_model", fake_load)
     for argv, expected in ((["generate", "hi"], "You are a helpful assistant"),
                            (["generate", "hi", "--no-system-prompt"], None)):
         args = cli.build_parser().parse_args(argv)
@@ -274,7 +274,7 @@ def test_safe_mode_finds_the_user_text_through_llada_trim(llada_tokenizer):
 def test_cli_prompt_encoding_defaults(monkeypatch, argv, safe):
     from sri_jax import cli
 
-    monkeypatch.setattr("sri_jax.load_model", lambda name, **kw: tiny_chat_model())
+    monkeypatch.setattr("sri_jax.weights.loader.load_model", lambda name, **kw: tiny_chat_model())
     assert cli._load(cli.build_parser().parse_args(argv)).safe_prompts is safe
 
 

@@ -59,7 +59,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 
     model = tiny_chat_model(seed=3)
     calls = itertools.count()
-    monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)
+    monkeypatch.setattr("sri_jax.weights.loader.load_model", lambda *a, **k: model)
     monkeypatch.setattr(sri_jax.judges.keyword, "is_refusal", lambda text: next(calls) % 2 == 1)
     monkeypatch.chdir(tmp_path)
     for code in python_blocks():

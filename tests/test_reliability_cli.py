@@ -42,12 +42,12 @@ def no_model(monkeypatch):
     """Usage errors must be found before any model is loaded."""
     def refuse(*a, **k):
         raise AssertionError("a model was loaded for a usage error")
-    monkeypatch.setattr(sri_jax, "load_model", refuse)
+    monkeypatch.setattr("sri_jax.weights.loader.load_model", refuse)
 
 
 @pytest.fixture
 def tiny_loader(monkeypatch, model):
-    monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)
+    monkeypatch.setattr("sri_jax.weights.loader.load_model", lambda *a, **k: model)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_diffusion_options_on_an_ar_model_are_refused(extra, flag, tiny_loader, 
 
 def test_options_a_diffusion_model_ignores_are_refused(monkeypatch, capsys):
     diff = tiny_chat_model(seed=1, diffusion=True)
-    monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: diff)
+    monkeypatch.setattr("sri_jax.weights.loader.load_model", lambda *a, **k: diff)
     rc, out, err = run_cli(["generate", "hi", "--gen-length", "4", "--steps", "4",
                             "--top-k", "5"], capsys)
     assert rc == 2 and "--top-k" in one_line(err), err

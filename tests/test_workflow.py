@@ -197,7 +197,7 @@ def test_a_second_trace_on_the_same_folder_fails_at_once(tmp_path, model, center
         # the CLI: one line, exit 1
         save_centers(centers, tmp_path / "c")
         (tmp_path / "p.txt").write_text("\n".join(HARMLESS))
-        monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)
+        monkeypatch.setattr("sri_jax.weights.loader.load_model", lambda *a, **k: model)
         argv = ["trace", "--centers", str(tmp_path / "c"), "--prompts", str(tmp_path / "p.txt"),
                 "--gen-length", "6", "--no-progress", "--out", str(d)]
         assert cli.main(argv) == 1
@@ -291,7 +291,7 @@ def test_demo_end_to_end_with_guard(tmp_path, model, centers, monkeypatch):
     from sri_jax.data.splits import evaluation_splits
     from sri_jax.commands.demo import run_demo
 
-    monkeypatch.setattr(sri_jax, "load_model", lambda *a, **k: model)
+    monkeypatch.setattr("sri_jax.weights.loader.load_model", lambda *a, **k: model)
     save_centers(centers, tmp_path / "centers")
     kw = dict(n_test=3, n_guard_train=8, n_guard_holdout=4, attacks=("flip_attack",),
               gen_length=CFG.gen_length, batch_size=8, progress=False,
