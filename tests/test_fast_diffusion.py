@@ -153,3 +153,17 @@ def test_dream_models_are_refused(model):
     cfg = SamplerConfig(steps=8, gen_length=8, block_length=8, cache="prefix")
     with pytest.raises(ValueError, match="not Dream"):
         generate(dream, input_ids=IDS, attention_mask=MASK, cfg=cfg)
+
+
+def test_threshold_stops_when_a_row_keeps_committing_the_mask_id():
+    """Untrained weights may predict the mask id; committing it leaves the position masked.
+    The block then ends after block_length steps instead of looping forever."""
+    cfg = DIFF_CFG.replace(vocab_size=4, mask_token_id=0, pad_token_id=1, num_layers=1)
+    params = random_params(cfg, seed=0, init_std=0.5)
+    params["lm_head"] = params["lm_head"] * 0  # every logit 0: the argmax is id 0, the mask
+    scfg = SamplerConfig(steps=4, gen_length=8, block_length=4, threshold=0.9)
+    tokens, _, _, nfe = fast_diffusion_sample(params, cfg, scfg, jnp.array([[1, 2, 1]]),
+                                              jnp.ones((1, 3), jnp.int32), jax.random.key(0),
+                                              Probe())
+    np.testing.assert_array_equal(tokens, 0)
+    np.testing.assert_array_equal(nfe, 8)  # 4 steps in each of the 2 blocks

@@ -165,9 +165,12 @@ def _block(ctx: _Ctx, state: FastState, lo: int, refresh: bool):
     state = _step(ctx, state, lo, 0, full=True)
     step = functools.partial(_step, ctx, lo=lo, full=scfg.cache == "none", refresh=refresh)
     if scfg.threshold is not None:
+        # At most block_length steps: each commits >= 1 token per unfinished row, unless a
+        # row commits the mask id itself (untrained weights), which must not loop forever.
         mask_id, bl = ctx.mcfg.mask_token_id, scfg.block_length
-        return jax.lax.while_loop(lambda s: jnp.any(s.canvas[:, lo:lo + bl] == mask_id),
-                                  lambda s: step(s, j=None), state)
+        return jax.lax.while_loop(
+            lambda c: (c[1] < bl) & jnp.any(c[0].canvas[:, lo:lo + bl] == mask_id),
+            lambda c: (step(c[0], j=None), c[1] + 1), (state, 1))[0]
     return jax.lax.scan(lambda s, j: (step(s, j=j), None), state,
                         jnp.arange(1, scfg.steps_per_block))[0]
 
