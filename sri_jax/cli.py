@@ -86,9 +86,10 @@ def _attack_list(text):
     if bad:
         raise argparse.ArgumentTypeError(f"unknown attack(s) {bad}; give a comma-separated "
                                          f"list of {', '.join(sorted(ATTACKS))}")
-    if "prefill" in names:
-        raise argparse.ArgumentTypeError("prefill is traced with `sri-jax trace --attack "
-                                         "prefill`; demo and evaluate do not run it yet")
+    for a in ("prefill", "infill"):
+        if a in names:
+            raise argparse.ArgumentTypeError(f"{a} is traced with `sri-jax trace --attack "
+                                             f"{a}`; demo and evaluate do not run it yet")
     return ",".join(names)
 
 
@@ -581,10 +582,15 @@ def _run(args) -> int:
         prompts = list(ps.prompts) if args.attack in ("none", "prefill") else [
             a.text for a in apply_attack(args.attack, list(ps.prompts), seed=args.seed)]
         prefix = prefill_prefixes(ps, args.prefix_source or "auto") if prefill else None
+        kw = {"prefix": prefix} if prefill else {}
+        if args.attack == "infill":  # diffusion: the template; AR: its head as a prefix
+            from .data.attacks import response_kwargs
+
+            kw = response_kwargs(apply_attack("infill", list(ps.prompts)), model.config.causal)
         out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
                     set_name=ps.name, attack=args.attack, batch_size=args.batch_size,
                     save_activations=args.save_activations, seed=args.seed, progress=progress,
-                    prefix=prefix, prefix_tokens=args.prefix_tokens)
+                    prefix_tokens=args.prefix_tokens, **kw)
         print(f"traces in {out}")
         return 0
     if args.command == "plot":

@@ -21,7 +21,8 @@ Multi-host (``jax.distributed``): shard i is written by process ``i % process_co
 processes agree on which shards exist before starting, so a restarted job skips them; process
 0 holds the lock. The folder may be a ``gs://`` (or other fsspec) URL.
 Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused; prefix in prefilled
-runs (the forced response start; response and tokens are what was generated after it); and,
+runs (the forced response start; response and tokens are what was generated after it);
+template in infill runs (the response template; response and tokens include its tokens); and,
 when requested, activations [T*D] float32 and snapshots [T*G] int32, both row-major. pandas
 and polars read the directory directly.
 """
@@ -64,7 +65,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
           judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
           save_snapshots: bool = False, seed: int = 0, progress: bool = True, shard_filter: Optional[Callable[[int], bool]] = None,
           system_prompt="default", prefix: Optional[Sequence] = None,
-          prefix_tokens: Optional[int] = None) -> Path:
+          prefix_tokens: Optional[int] = None, template: Optional[Sequence] = None) -> Path:
     """Generate, read SRI, judge refusals and write records under ``out_dir``. Returns the dir.
 
     ``save_activations`` stores the pooled phi [T, D] per record, ``save_snapshots`` the
@@ -78,7 +79,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
 
     ``prefix`` / ``prefix_tokens``: the prefilling attack (one forced response start per
     prompt, see :func:`sri_jax.sampling.generate`); the records store the prefix used and
-    judge only the generated continuation.
+    judge only the generated continuation. ``template``: the masked-infill attack (diffusion
+    models; one response template per prompt), stored in the records.
     """
     import pyarrow as pa
     from tqdm.auto import tqdm
@@ -101,6 +103,11 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
 
         prefix = list(prefix)
         prefix_ids(model, prefix, len(prompts), prefix_tokens)  # fail before anything runs
+    if template is not None:
+        from .sampling.api import template_ids
+
+        template = list(template)
+        template_ids(model, template, len(prompts), cfg.gen_length)
     check_compatible(centers, model, cfg, system_prompt=system_prompt)
     store = TraceStore(out_dir)
     store.mkdir()
@@ -121,6 +128,9 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             plan["prefix"] = _hash([p if p is None or isinstance(p, str) else list(map(int, p))
                                     for p in prefix])
             plan["prefix_tokens"] = prefix_tokens
+        if template is not None:
+            plan["template"] = _hash([t if isinstance(t, str) else list(map(int, t))
+                                      for t in template])
         diff = []
         if store.exists(PLAN):
             old = json.loads(store.read_text(PLAN))
@@ -147,14 +157,13 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                 idx, rows = batches[i]
                 batch = [prompts[j] for j in idx]
                 batch += [batch[-1]] * (rows - len(batch))
-                pre = None
-                if prefix is not None:
-                    pre = [prefix[j] for j in idx]
-                    pre += [pre[-1]] * (rows - len(pre))
+                pre, tpl = (None if x is None else
+                            [x[j] for j in idx] + [x[idx[-1]]] * (rows - len(idx))
+                            for x in (prefix, template))
                 res = generate(model, batch, cfg, centers=centers, seed=seed + i,
                                return_activations=save_activations,
                                record_snapshots=save_snapshots, system_prompt=system_prompt,
-                               prefix=pre, prefix_tokens=prefix_tokens)
+                               prefix=pre, prefix_tokens=prefix_tokens, template=tpl)
                 n = len(idx)
                 if not writes(i):  # SPMD: another process stores this batch
                     bar.update(n)
@@ -169,6 +178,9 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                 }
                 if prefix is not None:
                     cols["prefix"] = res.prefixes[:n]
+                if template is not None:
+                    cols["template"] = [t if isinstance(t, str) else json.dumps(list(map(int, t)))
+                                        for t in res.templates[:n]]
                 if save_activations:
                     cols["activations"] = pa.array(
                         [r.reshape(-1).tolist() for r in res.activations[:n]],
@@ -289,8 +301,8 @@ def read_traces(out_dir) -> dict:
     """All records of a trace directory as numpy arrays / lists, ordered by shard then row.
 
     Keys: prompt_id, set, attack, prompt, response, refused [N] bool, sri [N, T], tokens
-    [N, G], and when saved activations [N, T*D], snapshots [N, T, G] and prefix (prefilled
-    runs).
+    [N, G], and when saved activations [N, T*D], snapshots [N, T, G], prefix (prefilled
+    runs) and template (infill runs).
     """
     import pyarrow as pa
 
@@ -314,8 +326,9 @@ def read_traces(out_dir) -> dict:
     rec["refused"] = np.asarray(t.column("refused").to_pylist(), bool)
     rec["sri"] = np.asarray(t.column("sri").to_pylist(), np.float32)
     rec["tokens"] = np.asarray(t.column("tokens").to_pylist(), np.int32)
-    if "prefix" in t.column_names:
-        rec["prefix"] = t.column("prefix").to_pylist()
+    for col in ("prefix", "template"):
+        if col in t.column_names:
+            rec[col] = t.column(col).to_pylist()
     if "activations" in t.column_names:
         rec["activations"] = np.asarray(t.column("activations").to_pylist(), np.float32)
     if "snapshots" in t.column_names:

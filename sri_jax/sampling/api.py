@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data.attacks import MASK_SLOT
 from ..models.model import Model, left_pad
 from ..sri.centers import check_compatible
 from ..sri.signal import Centers
@@ -35,7 +36,8 @@ class GenerationResult:
     direction was given; snapshots [B, T, G] response tokens after each step when requested;
     detector_scores [B] and flagged [B] bool when a detector was given; prefixes (prefill:
     each row's forced response start as decoded from the ids used; ``tokens`` and ``texts``
-    hold only what was generated after it)."""
+    hold only what was generated after it); templates (infill: each row's response template
+    as given; ``tokens`` / ``texts`` are the whole response, template tokens included)."""
 
     tokens: np.ndarray
     texts: Optional[list] = None
@@ -46,6 +48,7 @@ class GenerationResult:
     detector_scores: Optional[np.ndarray] = None
     flagged: Optional[np.ndarray] = None
     prefixes: Optional[list] = None
+    templates: Optional[list] = None
 
 
 def bucket_length(n: int, limit: int) -> int:
@@ -83,17 +86,18 @@ class PureDetector:
                                              "return_activations", "record_snapshots",
                                              "detector_fn"))
 def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
-            detector_threshold=None, *, mcfg, scfg, hidden_layer, return_activations,
-            record_snapshots, detector_fn=None):
+            detector_threshold=None, template=None, *, mcfg, scfg, hidden_layer,
+            return_activations, record_snapshots, detector_fn=None):
     """The whole sampler, SRI included, and the detector's verdict at the end of the trace:
     one XLA program."""
+    kw = {} if template is None else {"template": template}
     if scfg.mode == "autoregressive":
         fn = ar_sample
     else:
         fn = dream_sample if mcfg.logits_shift else diffusion_sample
     tokens, sri, recs = fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
                            hidden_layer=hidden_layer, return_activations=return_activations,
-                           record_snapshots=record_snapshots)
+                           record_snapshots=record_snapshots, **kw)
     scores = None if detector_fn is None else detector_fn(detector_params, sri)
     flags = None if detector_fn is None else scores > detector_threshold
     return tokens, sri, recs, scores, flags
@@ -160,6 +164,39 @@ def prefix_ids(model: Model, prefix, rows: int, max_tokens: Optional[int] = None
     return out
 
 
+def template_ids(model: Model, template, rows: int, gen_length: int) -> np.ndarray:
+    """Each row's infill response template as a [rows, gen_length] canvas: a string's text
+    between :data:`MASK_SLOT` markers is tokenized as plain text and each marker becomes one
+    mask id; a sequence of ints is taken as ids (the mask id marks generated positions).
+    Positions after the template up to ``gen_length`` are generated too."""
+    if isinstance(template, str) or len(template) != rows:
+        raise ValueError(f"template must be a list with one entry (str or token ids) per "
+                         f"prompt: {rows} prompts, got "
+                         f"{'a single str' if isinstance(template, str) else len(template)}")
+    mask_id = model.config.mask_token_id
+    out = np.full((rows, gen_length), mask_id, np.int32)
+    for i, t in enumerate(template):
+        if isinstance(t, str):
+            if model.tokenizer is None:
+                raise ValueError(f"template {i} is text but {model.name or 'the model'} has "
+                                 "no tokenizer: pass token ids")
+            ids = []
+            for k, piece in enumerate(t.split(MASK_SLOT)):
+                ids += ([mask_id] if k else []) + (
+                    model._tokens(piece, split_special_tokens=True) if piece else [])
+        else:
+            ids = [int(x) for x in t]
+            if any(not 0 <= x < model.config.vocab_size for x in ids):
+                raise ValueError(f"template {i} holds ids outside the vocabulary "
+                                 f"[0, {model.config.vocab_size})")
+        if len(ids) > gen_length or (len(ids) == gen_length and mask_id not in ids):
+            raise ValueError(f"template {i} is {len(ids)} tokens and leaves nothing to "
+                             f"generate in gen_length {gen_length}: raise gen_length or "
+                             "shorten the template")
+        out[i, :len(ids)] = ids
+    return out
+
+
 def append_prefix(ids, mask, prefixes, pad_id):
     """Each row's real tokens followed by its prefix ids, left-padded again: the prefix sits
     right after the generation prompt, where the response starts."""
@@ -184,7 +221,7 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
              centers: Optional[Centers] = None, return_activations: bool = False,
              direction=None, record_snapshots: bool = False, seed: int = 0,
              system_prompt: Optional[str] = "default", detector=None, prefix=None,
-             prefix_tokens: Optional[int] = None) -> GenerationResult:
+             prefix_tokens: Optional[int] = None, template=None) -> GenerationResult:
     """Sample a batch in one fused XLA program and read the SRI signal on the way.
 
     ``prompts`` are chat-templated with the model's template (system prompt "You are a
@@ -200,8 +237,16 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
     canvas, where the sampler never touches them (as prompt tokens). The sampler then
     generates ``gen_length`` tokens after it in ``steps`` steps, and the SRI pools only those
     (the prefix is not a step).
+
+    ``template`` (masked-infill attack, diffusion models): one response template per prompt
+    (see :func:`template_ids`) laid into the response canvas; its tokens are never remasked,
+    the sampler fills its mask slots (and any positions after it) and the SRI pools only
+    those generated positions. The AR analogue is ``prefix`` = the template's head.
     """
     _check_mode(model, cfg)
+    if template is not None and model.config.causal:
+        raise ValueError("template (infill) needs a diffusion model; for an autoregressive "
+                         "model pass its head as prefix= (sri_jax.data.attacks.infill_head)")
     ids, mask = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
     mcfg = model.config
     pad_id = mcfg.pad_token_id if mcfg.pad_token_id is not None else 0
@@ -215,6 +260,9 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
         used = None if model.tokenizer is None else [model.tokenizer.decode(p) for p in pids]
     elif prefix_tokens is not None:
         raise ValueError("prefix_tokens without prefix: pass the prefixes to cut")
+    canvas = None
+    if template is not None:
+        canvas = template_ids(model, template, ids.shape[0], cfg.gen_length)
     limit = mcfg.max_position_embeddings - cfg.gen_length
     if ids.shape[1] > limit:
         raise ValueError(f"prompt of {ids.shape[1]} tokens + gen_length {cfg.gen_length} "
@@ -245,15 +293,17 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
 
     # Under a mesh (params sharded by sri_jax.parallel): rows padded to a multiple of the
     # data axis and sharded over it, key/probe replicated; padding stripped from the results.
-    from ..parallel.mesh import model_mesh, sampler_inputs, to_host
+    from ..parallel.mesh import model_mesh, sampler_inputs, shard_rows, to_host
 
     mesh, rows = model_mesh(model.params), ids.shape[0]
     if mesh is not None:
         ids, mask, key, probe = sampler_inputs(mesh, ids, mask, seed, probe)
+        canvas = None if canvas is None else shard_rows(mesh, canvas)
     else:
         ids, mask, key = jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed)
+        canvas = None if canvas is None else jnp.asarray(canvas)
     tokens, sri, recs, scores, flags = _sample(
-        model.params, ids, mask, key, probe, det_params, det_thr, mcfg=mcfg, scfg=cfg,
+        model.params, ids, mask, key, probe, det_params, det_thr, canvas, mcfg=mcfg, scfg=cfg,
         hidden_layer=hidden_layer, return_activations=return_activations,
         record_snapshots=record_snapshots, detector_fn=det_fn)
 
@@ -269,7 +319,7 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
         activations=host(recs.phi),
         projections=host(recs.projection),
         snapshots=host(recs.snapshot), detector_scores=host(scores), flagged=host(flags),
-        prefixes=used)
+        prefixes=used, templates=None if template is None else list(template))
 
 
 
@@ -319,11 +369,13 @@ def plan_batches(lengths: Sequence[int], batch_size: int, limit: int,
 
 def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *,
                      batch_size: int = 16, seed: int = 0, progress: bool = True,
-                     desc: str = "generate", prefix=None, **kwargs) -> GenerationResult:
+                     desc: str = "generate", prefix=None, template=None,
+                     **kwargs) -> GenerationResult:
     """:func:`generate` over many prompts: sorted by length into batches of ``batch_size``
     (fewer rows for very long prompts, :func:`plan_batches`; a short batch is padded by
     repetition, so every call reuses the compiled program of its bucket), results in the
-    input order. Batch i uses ``seed + i``. ``prefix``: one per prompt (see :func:`generate`)."""
+    input order. Batch i uses ``seed + i``. ``prefix`` / ``template``: one per prompt (see
+    :func:`generate`)."""
     from tqdm.auto import tqdm
 
     prompts = list(prompts)
@@ -331,6 +383,8 @@ def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *
         raise ValueError("prompts is empty: pass at least one prompt")
     if prefix is not None:
         prefix_ids(model, prefix, len(prompts))  # fail before any batch runs
+    if template is not None:
+        template_ids(model, template, len(prompts), cfg.gen_length)
     system_prompt = kwargs.get("system_prompt", "default")
     lengths = [model.encode_chat([p], system_prompt)[0].shape[1] for p in prompts]
     batches = plan_batches(lengths, batch_size,
@@ -340,10 +394,9 @@ def generate_batched(model: Model, prompts: Sequence[str], cfg: SamplerConfig, *
         for i, (idx, rows) in enumerate(batches):
             batch = [prompts[j] for j in idx]
             batch += [batch[-1]] * (rows - len(batch))
-            pre = None if prefix is None else [prefix[j] for j in idx]
-            if pre is not None:
-                pre += [pre[-1]] * (rows - len(pre))
-            res = generate(model, batch, cfg, seed=seed + i, prefix=pre, **kwargs)
+            pre, tpl = (None if x is None else [x[j] for j in idx] + [x[idx[-1]]] * (rows - len(idx))
+                        for x in (prefix, template))
+            res = generate(model, batch, cfg, seed=seed + i, prefix=pre, template=tpl, **kwargs)
             parts.append(_select(res, np.arange(len(idx))))
             bar.update(len(idx))
     order = np.concatenate([idx for idx, _ in batches])

@@ -8,9 +8,9 @@ host inside the loop. Per step (t = 0..steps-1, block b = t // steps_per_block):
 2. logits only for the current block (positions outside it can never be committed);
 3. x0 = argmax of Gumbel-perturbed logits; confidence = softmax(logits)[x0] (low_confidence)
    or uniform (random); committed positions get -inf;
-4. commit the top-k masked positions of the block, k from LLaDA's transfer schedule
-   (block_length // steps_per_block, one more for the first block_length % steps_per_block
-   steps);
+4. commit the top-k masked positions of the block, k from LLaDA's transfer schedule of the
+   block's mask count M per row (M // steps_per_block, one more for the first
+   M % steps_per_block steps; M = block_length unless a response template fixes some);
 5. pool the chosen layer's output over the response and write sigma_t.
 
 Confidences are fp32 (upstream computes them in bf16 and ties there are frequent);
@@ -19,7 +19,7 @@ Confidences are fp32 (upstream computes them in bf16 and ties there are frequent
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,8 @@ class DiffusionState(NamedTuple):
     canvas: jax.Array  # [B, P + G] int32
     key: jax.Array
     sri: jax.Array     # [B, T] fp32 (zeros when no centers)
+    fixed: Optional[jax.Array] = None  # [B, G] bool: response-template tokens (infill), never
+    #                                    remasked or pooled; None: every response slot generated
 
 
 def transfer_schedule(block_length: int, steps_per_block: int):
@@ -46,19 +48,21 @@ def transfer_schedule(block_length: int, steps_per_block: int):
 
 
 def pool_response(out, hidden_layer, canvas, prompt_len: int, mask_id: int, pooling: str,
-                  uncond: bool = False):
+                  uncond: bool = False, fixed=None):
     """phi_t [B, D]: the chosen layer's output averaged over the response ("all" positions,
     or "committed" ones up to and including this step; all while none is committed).
     ``uncond``: read the rows of the CFG pass with the prompt masked (batch rows B..2B-1)
-    instead of the conditional ones. Always formed; XLA drops it when nothing reads it."""
+    instead of the conditional ones. ``fixed`` [B, G]: template positions left out (only
+    generated positions are pooled). Always formed; XLA drops it when nothing reads it."""
     b = canvas.shape[0]
     h = (out.hidden if hidden_layer is None else out.layer_hidden)
     h = (h[b:] if uncond else h[:b])[:, prompt_len:]
+    gen = jnp.ones(h.shape[:2], bool) if fixed is None else ~fixed
     if pooling == "committed":
-        committed = canvas[:, prompt_len:] != mask_id
-        weights = committed | ~jnp.any(committed, axis=1, keepdims=True)
+        committed = (canvas[:, prompt_len:] != mask_id) & gen
+        weights = committed | (gen & ~jnp.any(committed, axis=1, keepdims=True))
     else:
-        weights = jnp.ones(h.shape[:2], bool)
+        weights = gen
     return masked_mean(h, weights)
 
 
@@ -112,29 +116,35 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
     masked = x_blk == mask_id
     x0 = jnp.where(masked, x0, x_blk)
     conf = jnp.where(masked, conf, NEG_INF)
-    sched = transfer_schedule(bl, spb)
-    kmax = max(sched)
-    k_t = jnp.asarray(sched, jnp.int32)[j]
+    kmax = max(transfer_schedule(bl, spb))
+    # per row: ceil(masked left in the block / steps left in it) = LLaDA's schedule of the
+    # block's mask count (transfer_schedule when the block starts fully masked)
+    left = jnp.sum(masked, axis=1, dtype=jnp.int32)
+    k_t = -(-left // (spb - j))
     _, top_idx = jax.lax.top_k(conf, kmax)  # [B, kmax], ties -> lower index first
-    chosen = (jnp.arange(kmax) < k_t)[None, :, None] & (
+    chosen = (jnp.arange(kmax)[None, :] < k_t[:, None])[:, :, None] & (
         top_idx[:, :, None] == jnp.arange(bl)[None, None, :])
     transfer = jnp.any(chosen, axis=1)
     x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_blk), blk_start, 1)
 
     phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling,
-                        uncond=scfg.cfg_scale > 0 and scfg.cfg_pool == "uncond")
+                        uncond=scfg.cfg_scale > 0 and scfg.cfg_pool == "uncond",
+                        fixed=state.fixed)
     sri = sri_update(state.sri, probe, phi, t, scfg.tau)
     record = StepRecord(phi, project(probe, phi),
                         x[:, prompt_len:] if record_snapshots else None)
-    return DiffusionState(x, key, sri), record
+    return state._replace(canvas=x, key=key, sri=sri), record
 
 
-def init_state(mcfg: ModelConfig, scfg: SamplerConfig, input_ids, key):
+def init_state(mcfg: ModelConfig, scfg: SamplerConfig, input_ids, key, template=None):
+    """The canvas: prompt, then the response all masked or, with ``template`` [B, G]
+    (infill), the template: its non-mask tokens are fixed from the start."""
     b = input_ids.shape[0]
-    canvas = jnp.concatenate(
-        [input_ids.astype(jnp.int32),
-         jnp.full((b, scfg.gen_length), mcfg.mask_token_id, jnp.int32)], axis=1)
-    return DiffusionState(canvas, key, jnp.zeros((b, scfg.steps), jnp.float32))
+    resp = (jnp.full((b, scfg.gen_length), mcfg.mask_token_id, jnp.int32) if template is None
+            else template.astype(jnp.int32))
+    canvas = jnp.concatenate([input_ids.astype(jnp.int32), resp], axis=1)
+    fixed = None if template is None else resp != mcfg.mask_token_id
+    return DiffusionState(canvas, key, jnp.zeros((b, scfg.steps), jnp.float32), fixed)
 
 
 def canvas_mask(attention_mask, gen_length: int):
@@ -146,15 +156,16 @@ def canvas_mask(attention_mask, gen_length: int):
 def diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
                      attention_mask, key, probe: Probe, *, hidden_layer=None,
                      return_activations=False, record_snapshots=False,
-                     step_fn=diffusion_step, noise=None):
+                     step_fn=diffusion_step, noise=None, template=None):
     """The fused sampler. Returns (response tokens [B, G], sri [B, T], StepRecord of [B, T, ...]).
     ``step_fn`` is one iteration over the canvas (LLaDA's by default, Dream's in dream.py).
     ``noise``: a :class:`~.common.StepNoise` of arrays with a leading [T] axis, consumed
-    instead of the key's draws (tests feed the oracles the same numbers)."""
+    instead of the key's draws (tests feed the oracles the same numbers).
+    ``template`` [B, G] (infill): the response canvas to start from, see :func:`init_state`."""
     prompt_len = input_ids.shape[1]
     amask = canvas_mask(attention_mask, scfg.gen_length)
     positions = default_positions(mcfg, amask)
-    state = init_state(mcfg, scfg, input_ids, key)
+    state = init_state(mcfg, scfg, input_ids, key, template)
 
     def body(state, xs):
         t, noise_t = xs
