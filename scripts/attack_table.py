@@ -162,7 +162,8 @@ def judge_phase(args):
 
 def table(args) -> str:
     lines = ["| model | attack | sent as | refusal % (keyword) | attack success % "
-             "(not refused AND harm judge) | mean sigma | IRR |", "|---|---|---|---:|---:|---:|---:|"]
+             "(not refused AND harm judge) | mean sigma | sigma std across prompts | IRR |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for name in args.models:
         for a in args.attacks:
             f = args.out / name / f"{a}.json"
@@ -174,8 +175,40 @@ def table(args) -> str:
             succ = (f"{100 * sum(rec['harmful']) / n:.1f} ({sum(rec['harmful'])}/{n})"
                     if "harmful" in rec else "not judged")
             lines.append(f"| {name} | {a} | {rec['variant']} | {100 * ref / n:.1f} ({ref}/{n}) "
-                         f"| {succ} | {sri.mean():.3f} | {internal_recovery_rate(sri):.3f} |")
+                         f"| {succ} | {sri.mean():.3f} | {sri.std(0).mean():.3f} "
+                         f"| {internal_recovery_rate(sri):.3f} |")
     return "\n".join(lines)
+
+
+def figure(args, name, path):
+    """Per-step mean and std of sigma over the rows of each attack (refused and not refused
+    rows of the raw harmful prompts apart): are the traces constant?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for a in args.attacks:
+        f = args.out / name / f"{a}.json"
+        if not f.is_file():
+            continue
+        rec = json.loads(f.read_text())
+        sri, ref = np.asarray(rec["sri"]), np.asarray(rec["refused"])
+        parts = ([("none, refused", sri[ref]), ("none, not refused", sri[~ref])] if a == "none"
+                 else [(a, sri)])
+        for label, x in parts:
+            if len(x):
+                t = np.arange(1, x.shape[1] + 1)
+                ax.plot(t, x.mean(0), label=f"{label} (n={len(x)})")
+                ax.fill_between(t, x.mean(0) - x.std(0), x.mean(0) + x.std(0), alpha=0.1)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("sigma_t: mean +- std over prompts")
+    ax.set_title(f"{name}: held-out AdvBench prompts per attack")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(path)
 
 
 def write_docs(args, text, seconds):
@@ -205,6 +238,7 @@ def main():
     p.add_argument("--follow", action="store_true",
                    help="judge phase: wait for the files another process is generating")
     p.add_argument("--docs", default="", help="markdown file to write the table into")
+    p.add_argument("--figures", type=Path, help="folder for one sigma-per-step figure per model")
     args = p.parse_args()
     args.models = [m for m in args.models.split(",") if m]
     args.attacks = [a for a in args.attacks.split(",") if a]
@@ -220,6 +254,11 @@ def main():
         judge_phase(args)
     text = table(args)
     print(text)
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for name in args.models:
+            if (args.out / name).is_dir():
+                figure(args, name, args.figures / f"attacks_{name}.png")
     if args.docs:
         write_docs(args, text, time.time() - t0)
 
