@@ -21,7 +21,8 @@ Multi-host (``jax.distributed``): shard i is written by process ``i % process_co
 processes agree on which shards exist before starting, so a restarted job skips them; process
 0 holds the lock. The folder may be a ``gs://`` (or other fsspec) URL.
 Columns: prompt_id, set, attack, prompt, response, tokens, sri, refused; prefix in prefilled
-runs (the forced response start; response and tokens are what was generated after it); and,
+runs (the forced response start; response and tokens are what was generated after it);
+template in infill runs (the response template; response and tokens include its tokens); and,
 when requested, activations [T*D] float32 and snapshots [T*G] int32, both row-major. pandas
 and polars read the directory directly.
 """
@@ -58,7 +59,7 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
           judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
           save_snapshots: bool = False, seed: int = 0, progress: bool = True, shard_filter: Optional[Callable[[int], bool]] = None,
           system_prompt="default", prefix: Optional[Sequence] = None,
-          prefix_tokens: Optional[int] = None) -> Path:
+          prefix_tokens: Optional[int] = None, template: Optional[Sequence] = None) -> Path:
     """Generate, read SRI, judge refusals and write records under ``out_dir``. Returns the dir.
 
     ``save_activations`` stores the pooled phi [T, D] per record, ``save_snapshots`` the
@@ -72,14 +73,15 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
 
     ``prefix`` / ``prefix_tokens``: the prefilling attack (one forced response start per
     prompt, see :func:`sri_jax.sampling.generate`); the records store the prefix used and
-    judge only the generated continuation.
+    judge only the generated continuation. ``template``: the masked-infill attack (diffusion
+    models; one response template per prompt), stored in the records.
     """
     from tqdm.auto import tqdm
 
     from .parallel import multihost as mh
     from .parallel.storage import TraceStore
     from .judges.keyword import is_refusal
-    from .sampling.api import prepare, run_batch, with_prefix
+    from .sampling.api import check_template, prepare, run_batch, with_prefix
     from .sampling.batching import plan_batches
 
     judge = judge or is_refusal
@@ -97,6 +99,9 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
     batches = plan_batches([len(q) for q in seqs], batch_size,
                            model.config.max_position_embeddings - cfg.gen_length)
     seqs, prefixes = with_prefix(model, cfg, seqs, None, prefix, prefix_tokens)
+    if template is not None:
+        template = list(template)
+        check_template(model, cfg, template, len(prompts))
     store = TraceStore(out_dir)
     store.mkdir()
     with run_lock(store) if mh.process_index() == 0 else contextlib.nullcontext():
@@ -111,6 +116,9 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
             plan["prefix"] = _hash([p if p is None or isinstance(p, str) else list(map(int, p))
                                     for p in prefix])
             plan["prefix_tokens"] = prefix_tokens
+        if template is not None:
+            plan["template"] = _hash([t if isinstance(t, str) else list(map(int, t))
+                                      for t in template])
         _claim_plan(store, plan)
 
         n_proc, me = mh.process_count(), mh.process_index()
@@ -125,7 +133,8 @@ def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional
                   disable=not progress or me != 0) as bar:
             for i in todo:
                 idx, rows = batches[i]
-                res = run_batch(model, call, [seqs[j] for j in idx], rows=rows, seed=seed + i)
+                res = run_batch(model, call, [seqs[j] for j in idx], rows=rows, seed=seed + i,
+                                template=None if template is None else [template[j] for j in idx])
                 n = len(idx)
                 if not writes(i):  # SPMD: another process stores this batch
                     bar.update(n)
@@ -187,6 +196,9 @@ def _records(res, head: dict, judge, call, prefixes):
             "refused": [bool(judge(t)) for t in res.texts]}
     if prefixes is not None:
         cols["prefix"] = prefixes
+    if res.templates is not None:
+        cols["template"] = [t if isinstance(t, str) else json.dumps(list(map(int, t)))
+                            for t in res.templates]
     if call.return_activations:
         cols["activations"] = pa.array([r.reshape(-1).tolist() for r in res.activations],
                                        pa.list_(pa.float32()))
@@ -287,8 +299,8 @@ def read_traces(out_dir) -> dict:
     """All records of a trace directory as numpy arrays / lists, ordered by shard then row.
 
     Keys: prompt_id, set, attack, prompt, response, refused [N] bool, sri [N, T], tokens
-    [N, G], and when saved activations [N, T*D], snapshots [N, T, G] and prefix (prefilled
-    runs).
+    [N, G], and when saved activations [N, T*D], snapshots [N, T, G], prefix (prefilled
+    runs) and template (infill runs).
     """
     import pyarrow as pa
 
@@ -312,8 +324,9 @@ def read_traces(out_dir) -> dict:
     rec["refused"] = np.asarray(t.column("refused").to_pylist(), bool)
     rec["sri"] = np.asarray(t.column("sri").to_pylist(), np.float32)
     rec["tokens"] = np.asarray(t.column("tokens").to_pylist(), np.int32)
-    if "prefix" in t.column_names:
-        rec["prefix"] = t.column("prefix").to_pylist()
+    for col in ("prefix", "template"):
+        if col in t.column_names:
+            rec[col] = t.column(col).to_pylist()
     if "activations" in t.column_names:
         rec["activations"] = np.asarray(t.column("activations").to_pylist(), np.float32)
     if "snapshots" in t.column_names:

@@ -54,7 +54,7 @@ def _block_noise(arr, t, shape, lo, hi, fill=0.5):
 def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_length,
                temperature=0.0, remasking="low_confidence", cfg_scale=0.0,
                logits_eos_inf=False, confidence_eos_eot_inf=False, noise=None, layer=None,
-               pooling="all", cfg_pool="cond", prefix=None):
+               pooling="all", cfg_pool="cond", prefix=None, template=None):
     """LLaDA's ``generate()`` as upstream writes it, in numpy float64, one forward per step.
     Returns (tokens [B, G], phi [B, T, D]).
 
@@ -65,13 +65,17 @@ def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_len
     hook reads the last row of the doubled batch).
     ``prefix`` [B, n] (prefilling): the response canvas is n + gen_length long, its first n
     positions hold the prefix from the start and are never masked or chosen; the blocks and
-    the pooled positions are the gen_length after it. Returns only those."""
+    the pooled positions are the gen_length after it. Returns only those.
+    ``template`` [B, G] (infill): the response canvas starts as it; its non-mask tokens are
+    never chosen (asserted every step) and are left out of the pooling."""
     mcfg = model.config
     mask_id, eos, eot = mcfg.mask_token_id, mcfg.eos_token_id, mcfg.eot_token_id
     ids = np.asarray(input_ids)
     b, p0 = ids.shape
     fixed = np.zeros((b, 0), int) if prefix is None else np.asarray(prefix)
-    x = np.concatenate([ids, fixed, np.full((b, gen_length), mask_id)], 1)
+    resp = np.full((b, gen_length), mask_id) if template is None else np.array(template)
+    gen = resp == mask_id
+    x = np.concatenate([ids, fixed, resp], 1)
     amask = np.concatenate([np.asarray(attention_mask), np.ones((b, fixed.shape[1] + gen_length),
                                                                 int)], 1)
     prompt_index = np.zeros_like(x, bool)
@@ -121,12 +125,14 @@ def llada_loop(model, input_ids, attention_mask, *, steps, gen_length, block_len
             hid = np.asarray(out.hidden if layer is None else out.layer_hidden, np.float64)
             h = (hid[b:] if cfg_scale > 0 and cfg_pool == "uncond" else hid[:b])[:, p:]
             if pooling == "committed":
-                w = (x[:, p:] != mask_id).astype(np.float64)
-                w[w.sum(1) == 0] = 1.0
+                w = ((x[:, p:] != mask_id) & gen).astype(np.float64)
+                none = w.sum(1) == 0
+                w[none] = gen[none]
             else:
-                w = np.ones((b, gen_length))
+                w = gen.astype(np.float64)
             phis.append((h * w[..., None]).sum(1) / w.sum(1, keepdims=True))
             assert (x[:, p0:p] == fixed).all()  # the prefix never changes
+            assert (x[:, p:][~gen] == resp[~gen]).all()  # nor the template
     return x[:, p:], np.stack(phis, 1)
 
 
@@ -212,7 +218,7 @@ def dream_sample_tokens(logits, temperature=0.0, top_p=None, top_k=None,
 
 def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="maskgit_plus",
                eps=1e-3, temperature=0.0, top_p=None, top_k=None, alg_temp=0.0, noise=None,
-               prefix=None):
+               prefix=None, template=None):
     """Dream's ``_sample()`` as upstream writes it, in numpy float64. Returns (tokens, phi).
 
     ``noise``: the random numbers, given explicitly: ``noise.tok[i]`` [B, G, V] uniforms of
@@ -221,13 +227,17 @@ def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="mask
     ``alg_temp``'s ``torch.multinomial`` without replacement, which is ``topk(p / E)`` with
     E = -log u (ATen's path without replacement).
     ``prefix`` [B, n]: fixed tokens at the start of the response canvas (never masked);
-    the pooled positions and the result are the gen_length after them."""
+    the pooled positions and the result are the gen_length after them.
+    ``template`` [B, G] (infill): the response canvas starts as it; its non-mask tokens never
+    change (asserted every step) and are left out of the pooling."""
     mcfg = model.config
     mask_id = mcfg.mask_token_id
     ids = np.asarray(input_ids)
     b, p0 = ids.shape
     fixed = np.zeros((b, 0), int) if prefix is None else np.asarray(prefix)
-    x = np.concatenate([ids, fixed, np.full((b, gen_length), mask_id)], 1)
+    resp = np.full((b, gen_length), mask_id) if template is None else np.array(template)
+    gen = resp == mask_id
+    x = np.concatenate([ids, fixed, resp], 1)
     amask = np.concatenate([np.asarray(attention_mask), np.ones((b, fixed.shape[1] + gen_length),
                                                                 int)], 1)
     p = p0 + fixed.shape[1]  # first generated position
@@ -270,8 +280,9 @@ def dream_loop(model, input_ids, attention_mask, *, steps, gen_length, alg="mask
                 rows = np.arange(b)[:, None]
                 x[rows, transfer_index] = x_[rows, transfer_index]
         h = np.asarray(out.hidden, np.float64)[:, p:]
-        phis.append(h.mean(1))
+        phis.append((h * gen[..., None]).sum(1) / gen.sum(1, keepdims=True))
         assert (x[:, p0:p] == fixed).all()  # the prefix never changes
+        assert (x[:, p:][~gen] == resp[~gen]).all()  # nor the template
     return x[:, p:], np.stack(phis, 1)
 
 

@@ -48,10 +48,14 @@ def run(args) -> int:
     cfg = A.sampler(args, model)
     prompts = list(ps.prompts) if args.attack in ("none", "prefill") else [
         a.text for a in apply_attack(args.attack, list(ps.prompts), seed=args.seed)]
-    prefix = prefill_prefixes(ps, args.prefix_source or "auto") if prefill else None
+    kw = {"prefix": prefill_prefixes(ps, args.prefix_source or "auto")} if prefill else {}
+    if args.attack == "infill":  # diffusion: the template; AR: its head as a prefix
+        from ..data.attacks import response_kwargs
+
+        kw = response_kwargs(apply_attack("infill", list(ps.prompts)), model.config.causal)
     out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
                 set_name=ps.name, attack=args.attack, batch_size=args.batch_size,
                 save_activations=args.save_activations, seed=args.seed,
-                progress=not args.no_progress, prefix=prefix, prefix_tokens=args.prefix_tokens)
+                progress=not args.no_progress, prefix_tokens=args.prefix_tokens, **kw)
     print(f"traces in {out}")
     return 0

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data.attacks import MASK_SLOT
 from ..models.model import Model
 from ..sri.centers import check_compatible
 from ..sri.signal import Centers
@@ -32,7 +33,8 @@ class GenerationResult:
     direction was given; snapshots [B, T, G] response tokens after each step when requested;
     detector_scores [B] and flagged [B] bool when a detector was given; prefixes (prefill:
     each row's forced response start as decoded from the ids used; ``tokens`` and ``texts``
-    hold only what was generated after it)."""
+    hold only what was generated after it); templates (infill: each row's response template
+    as given; ``tokens`` / ``texts`` are the whole response, template tokens included)."""
 
     tokens: np.ndarray
     texts: Optional[list] = None
@@ -43,6 +45,7 @@ class GenerationResult:
     detector_scores: Optional[np.ndarray] = None
     flagged: Optional[np.ndarray] = None
     prefixes: Optional[list] = None
+    templates: Optional[list] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +70,11 @@ class PureDetector:
                                              "return_activations", "record_snapshots",
                                              "detector_fn"))
 def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
-            detector_threshold=None, *, mcfg, scfg, hidden_layer, return_activations,
-            record_snapshots, detector_fn=None):
+            detector_threshold=None, template=None, *, mcfg, scfg, hidden_layer,
+            return_activations, record_snapshots, detector_fn=None):
     """The whole sampler, SRI included, and the detector's verdict at the end of the trace:
     one XLA program."""
+    kw = {} if template is None else {"template": template}
     if scfg.mode == "autoregressive":
         fn = ar_sample
     elif scfg.fast:
@@ -79,7 +83,7 @@ def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
         fn = dream_sample if mcfg.logits_shift else diffusion_sample
     tokens, sri, recs = fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
                            hidden_layer=hidden_layer, return_activations=return_activations,
-                           record_snapshots=record_snapshots)
+                           record_snapshots=record_snapshots, **kw)
     scores = None if detector_fn is None else detector_fn(detector_params, sri)
     flags = None if detector_fn is None else scores > detector_threshold
     return tokens, sri, recs, scores, flags
@@ -151,6 +155,39 @@ def prefix_ids(model: Model, prefix, rows: int, max_tokens: Optional[int] = None
     return out
 
 
+def template_ids(model: Model, template, rows: int, gen_length: int) -> np.ndarray:
+    """Each row's infill response template as a [rows, gen_length] canvas: a string's text
+    between :data:`MASK_SLOT` markers is tokenized as plain text and each marker becomes one
+    mask id; a sequence of ints is taken as ids (the mask id marks generated positions).
+    Positions after the template up to ``gen_length`` are generated too."""
+    if isinstance(template, str) or len(template) != rows:
+        raise ValueError(f"template must be a list with one entry (str or token ids) per "
+                         f"prompt: {rows} prompts, got "
+                         f"{'a single str' if isinstance(template, str) else len(template)}")
+    mask_id = model.config.mask_token_id
+    out = np.full((rows, gen_length), mask_id, np.int32)
+    for i, t in enumerate(template):
+        if isinstance(t, str):
+            if model.tokenizer is None:
+                raise ValueError(f"template {i} is text but {model.name or 'the model'} has "
+                                 "no tokenizer: pass token ids")
+            ids = []
+            for k, piece in enumerate(t.split(MASK_SLOT)):
+                ids += ([mask_id] if k else []) + (
+                    model._tokens(piece, split_special_tokens=True) if piece else [])
+        else:
+            ids = [int(x) for x in t]
+            if any(not 0 <= x < model.config.vocab_size for x in ids):
+                raise ValueError(f"template {i} holds ids outside the vocabulary "
+                                 f"[0, {model.config.vocab_size})")
+        if len(ids) > gen_length or (len(ids) == gen_length and mask_id not in ids):
+            raise ValueError(f"template {i} is {len(ids)} tokens and leaves nothing to "
+                             f"generate in gen_length {gen_length}: raise gen_length or "
+                             "shorten the template")
+        out[i, :len(ids)] = ids
+    return out
+
+
 def with_prefix(model: Model, cfg: SamplerConfig, seqs, masks, prefix, prefix_tokens):
     """``(seqs, texts)``: each row's real tokens followed by its forced response prefix (cut to
     ``prefix_tokens``), and the prefixes as decoded from the ids used (None without a
@@ -213,13 +250,24 @@ def prepare(model: Model, cfg: SamplerConfig, *, centers: Optional[Centers] = No
                        centers is not None, return_activations, record_snapshots, det)
 
 
+def check_template(model: Model, cfg: SamplerConfig, template, rows: int) -> None:
+    """Infill templates need the exact diffusion sampler and one valid entry per row."""
+    if model.config.causal:
+        raise ValueError("template (infill) needs a diffusion model; for an autoregressive "
+                         "model pass its head as prefix= (sri_jax.data.attacks.infill_head)")
+    if cfg.fast:
+        raise ValueError("template (infill) runs with the exact diffusion sampler: leave out "
+                         "the cache and the confidence threshold")
+    template_ids(model, template, rows, cfg.gen_length)
+
+
 def run_batch(model: Model, call: SamplerCall, seqs, *, rows: Optional[int] = None,
-              masks=None, seed: int = 0) -> GenerationResult:
+              masks=None, seed: int = 0, template=None) -> GenerationResult:
     """One fused sampler call over ``seqs`` (token id lists, or rows with their ``masks``),
     padded once (:func:`~sri_jax.sampling.batching.batch_inputs`: length bucket, ``rows``,
     mesh rows); the result holds ``len(seqs)`` rows. Under a mesh (params sharded by
     sri_jax.parallel) rows are sharded over the data axis, key and probe replicated."""
-    from ..parallel.mesh import model_mesh, sampler_inputs, to_host
+    from ..parallel.mesh import model_mesh, sampler_inputs, shard_rows, to_host
 
     mcfg, cfg = model.config, call.cfg
     limit = mcfg.max_position_embeddings - cfg.gen_length
@@ -230,14 +278,20 @@ def run_batch(model: Model, call: SamplerCall, seqs, *, rows: Optional[int] = No
                          "shorten the prompt or lower gen_length")
     mesh, n = model_mesh(model.params), len(seqs)
     ids, mask = batch_inputs(seqs, pad_id(model), limit, rows, masks=masks, mesh=mesh)
+    canvas = None
+    if template is not None:  # the response canvas, rows padded as the prompts are
+        canvas = template_ids(model, template, n, cfg.gen_length)
+        canvas = np.concatenate([canvas, np.repeat(canvas[-1:], ids.shape[0] - n, axis=0)])
     probe = call.probe
     if mesh is not None:
         ids, mask, key, probe = sampler_inputs(mesh, ids, mask, seed, probe)
+        canvas = None if canvas is None else shard_rows(mesh, canvas)
     else:
         ids, mask, key = jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed)
+        canvas = None if canvas is None else jnp.asarray(canvas)
     det_fn, det_params, det_thr = call.detector
     tokens, sri, recs, scores, flags = _sample(
-        model.params, ids, mask, key, probe, det_params, det_thr, mcfg=mcfg, scfg=cfg,
+        model.params, ids, mask, key, probe, det_params, det_thr, canvas, mcfg=mcfg, scfg=cfg,
         hidden_layer=call.hidden_layer, return_activations=call.return_activations,
         record_snapshots=call.record_snapshots, detector_fn=det_fn)
 
@@ -249,7 +303,8 @@ def run_batch(model: Model, call: SamplerCall, seqs, *, rows: Optional[int] = No
         tokens=tokens, texts=model.decode(tokens) if model.tokenizer is not None else None,
         sri=host(sri) if call.with_sri else None, activations=host(recs.phi),
         projections=host(recs.projection), snapshots=host(recs.snapshot),
-        detector_scores=host(scores), flagged=host(flags))
+        detector_scores=host(scores), flagged=host(flags),
+        templates=None if template is None else list(template))
 
 
 def generate(model: Model, prompts: Optional[Sequence[str]] = None,
@@ -257,7 +312,7 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
              centers: Optional[Centers] = None, return_activations: bool = False,
              direction=None, record_snapshots: bool = False, seed: int = 0,
              system_prompt: Optional[str] = "default", detector=None, prefix=None,
-             prefix_tokens: Optional[int] = None) -> GenerationResult:
+             prefix_tokens: Optional[int] = None, template=None) -> GenerationResult:
     """Sample a batch in one fused XLA program and read the SRI signal on the way.
 
     ``prompts`` are chat-templated with the model's template (system prompt "You are a
@@ -273,13 +328,21 @@ def generate(model: Model, prompts: Optional[Sequence[str]] = None,
     canvas, where the sampler never touches them (as prompt tokens). The sampler then
     generates ``gen_length`` tokens after it in ``steps`` steps, and the SRI pools only those
     (the prefix is not a step).
+
+    ``template`` (masked-infill attack, diffusion models): one response template per prompt
+    (see :func:`template_ids`) laid into the response canvas; its tokens are never remasked,
+    the sampler fills its mask slots (and any positions after it) and the SRI pools only
+    those generated positions. The AR analogue is ``prefix`` = the template's head.
     """
     call = prepare(model, cfg, centers=centers, direction=direction, detector=detector,
                    return_activations=return_activations, record_snapshots=record_snapshots,
                    system_prompt=system_prompt)
     seqs, masks = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
     seqs, used = with_prefix(model, cfg, seqs, masks, prefix, prefix_tokens)
-    res = run_batch(model, call, seqs, masks=None if prefix is not None else masks, seed=seed)
+    if template is not None:
+        check_template(model, cfg, template, len(seqs))
+    res = run_batch(model, call, seqs, masks=None if prefix is not None else masks, seed=seed,
+                    template=template)
     res.prefixes = used
     return res
 
@@ -306,13 +369,14 @@ def _stack(parts) -> GenerationResult:
 def generate_batched(model: Model, prompts: Optional[Sequence[str]], cfg: SamplerConfig, *,
                      batch_size: int = 16, seed: int = 0, progress: bool = True,
                      desc: str = "generate", prefix=None, prefix_tokens: Optional[int] = None,
+                     template=None,
                      token_ids: Optional[Sequence[Sequence[int]]] = None,
                      system_prompt: Optional[str] = "default", **kwargs) -> GenerationResult:
     """:func:`generate` over many prompts: each encoded once, sorted by length into batches
     of ``batch_size`` (fewer rows for very long prompts, :func:`plan_batches`; a short batch
     is padded by repetition, so every call reuses the compiled program of its bucket), the
     centers and detector checked once, results in the input order. Batch i uses ``seed + i``.
-    ``prefix``: one per prompt (see :func:`generate`). ``token_ids`` (instead of prompts):
+    ``prefix`` / ``template``: one per prompt (see :func:`generate`). ``token_ids`` (instead of prompts):
     each row's prompt ids, already templated. ``kwargs``: :func:`prepare`'s options."""
     from tqdm.auto import tqdm
 
@@ -322,6 +386,8 @@ def generate_batched(model: Model, prompts: Optional[Sequence[str]], cfg: Sample
     seqs = [list(t) for t in token_ids] if prompts is None else list(prompts)
     if not seqs:
         raise ValueError("prompts is empty: pass at least one prompt")
+    if template is not None:
+        check_template(model, call.cfg, template, len(seqs))
     if prompts is not None:
         seqs = model.chat_ids(seqs, system_prompt)
     batches = plan_batches([len(s) for s in seqs], batch_size,
@@ -330,8 +396,9 @@ def generate_batched(model: Model, prompts: Optional[Sequence[str]], cfg: Sample
     parts = []
     with tqdm(total=len(seqs), desc=desc, unit="prompt", disable=not progress) as bar:
         for i, (idx, rows) in enumerate(batches):
+            tpl = None if template is None else [template[j] for j in idx]
             parts.append(run_batch(model, call, [seqs[j] for j in idx], rows=rows,
-                                   seed=seed + i))
+                                   seed=seed + i, template=tpl))
             bar.update(len(idx))
     res = _select(_stack(parts), input_order(batches))
     res.prefixes = used

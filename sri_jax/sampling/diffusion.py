@@ -8,9 +8,9 @@ host inside the loop. Per step (t = 0..steps-1, block b = t // steps_per_block):
 2. logits only for the current block (positions outside it can never be committed);
 3. x0 = argmax of Gumbel-perturbed logits; confidence = softmax(logits)[x0] (low_confidence)
    or uniform (random); committed positions get -inf;
-4. commit the top-k masked positions of the block, k from LLaDA's transfer schedule
-   (block_length // steps_per_block, one more for the first block_length % steps_per_block
-   steps);
+4. commit the top-k masked positions of the block, k from LLaDA's transfer schedule of the
+   block's mask count M per row (M // steps_per_block, one more for the first
+   M % steps_per_block steps; M = block_length unless a response template fixes some);
 5. pool the chosen layer's output over the response and write sigma_t.
 
 Confidences are fp32 (upstream computes them in bf16 and ties there are frequent);
@@ -19,7 +19,7 @@ Confidences are fp32 (upstream computes them in bf16 and ties there are frequent
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,8 @@ class DiffusionState(NamedTuple):
     canvas: jax.Array  # [B, P + G] int32
     key: jax.Array
     sri: jax.Array     # [B, T] fp32 (zeros when no centers)
+    fixed: Optional[jax.Array] = None  # [B, G] bool: response-template tokens (infill), never
+    #                                    remasked or pooled; None: every response slot generated
 
 
 def transfer_schedule(block_length: int, steps_per_block: int):
@@ -45,25 +47,28 @@ def transfer_schedule(block_length: int, steps_per_block: int):
     return [base + (1 if j < rem else 0) for j in range(steps_per_block)]
 
 
-def response_weights(resp, mask_id: int, pooling: str):
+def response_weights(resp, mask_id: int, pooling: str, fixed=None):
     """[B, G] pooling weights over the response tokens ``resp``: every position ("all"), or
-    the committed ones ("committed"; all while none is committed)."""
+    the committed ones ("committed"; all while none is committed). ``fixed`` [B, G]:
+    response-template positions (infill), never pooled."""
+    gen = jnp.ones(resp.shape, bool) if fixed is None else ~fixed
     if pooling == "committed":
-        committed = resp != mask_id
-        return committed | ~jnp.any(committed, axis=1, keepdims=True)
-    return jnp.ones(resp.shape, bool)
+        committed = (resp != mask_id) & gen
+        return committed | (gen & ~jnp.any(committed, axis=1, keepdims=True))
+    return gen
 
 
 def pool_response(out, hidden_layer, canvas, prompt_len: int, mask_id: int, pooling: str,
-                  uncond: bool = False):
+                  uncond: bool = False, fixed=None):
     """phi_t [B, D]: the chosen layer's output averaged over the response
     (:func:`response_weights`, with the canvas after this step's commits).
     ``uncond``: read the rows of the CFG pass with the prompt masked (batch rows B..2B-1)
-    instead of the conditional ones. Always formed; XLA drops it when nothing reads it."""
+    instead of the conditional ones. ``fixed`` [B, G]: template positions left out (only
+    generated positions are pooled). Always formed; XLA drops it when nothing reads it."""
     b = canvas.shape[0]
     h = (out.hidden if hidden_layer is None else out.layer_hidden)
     h = (h[b:] if uncond else h[:b])[:, prompt_len:]
-    return masked_mean(h, response_weights(canvas[:, prompt_len:], mask_id, pooling))
+    return masked_mean(h, response_weights(canvas[:, prompt_len:], mask_id, pooling, fixed))
 
 
 def block_logits(params, mcfg: ModelConfig, scfg: SamplerConfig, h_blk, b: int):
@@ -93,15 +98,19 @@ def propose(mcfg: ModelConfig, scfg: SamplerConfig, logits, noise):
     return x0, noise.pos
 
 
-def scheduled_transfer(scfg: SamplerConfig, conf, j):
+def scheduled_transfer(scfg: SamplerConfig, conf, j, left=None):
     """[B, bl] bool: the top-k masked positions (``conf`` -inf elsewhere), k from the
-    transfer schedule at step j of the block; ties toward the lower index."""
+    transfer schedule at step j of the block; ties toward the lower index. ``left`` [B]
+    (a response template fixes some positions): each row's masked count in the block, k =
+    ceil(left / steps left) = LLaDA's schedule of the block's mask count (the same as
+    :func:`transfer_schedule` for a block that starts fully masked)."""
     bl = conf.shape[1]
     sched = transfer_schedule(bl, scfg.steps_per_block)
     kmax = max(sched)
-    k_t = jnp.asarray(sched, jnp.int32)[j]
+    k_t = (jnp.asarray(sched, jnp.int32)[j][None] if left is None
+           else -(-left // (scfg.steps_per_block - j)))
     _, top_idx = jax.lax.top_k(conf, kmax)  # [B, kmax], ties -> lower index first
-    chosen = (jnp.arange(kmax) < k_t)[None, :, None] & (
+    chosen = (jnp.arange(kmax)[None, :] < k_t[:, None])[:, :, None] & (
         top_idx[:, :, None] == jnp.arange(bl)[None, None, :])
     return jnp.any(chosen, axis=1)
 
@@ -138,23 +147,28 @@ def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: i
     x_blk = jax.lax.dynamic_slice_in_dim(x, blk_start, bl, axis=1)
     masked = x_blk == mask_id
     x0 = jnp.where(masked, x0, x_blk)
-    transfer = scheduled_transfer(scfg, jnp.where(masked, conf, NEG_INF), j)
+    left = None if state.fixed is None else jnp.sum(masked, axis=1, dtype=jnp.int32)
+    transfer = scheduled_transfer(scfg, jnp.where(masked, conf, NEG_INF), j, left)
     x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_blk), blk_start, 1)
 
     phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling,
-                        uncond=scfg.cfg_scale > 0 and scfg.cfg_pool == "uncond")
+                        uncond=scfg.cfg_scale > 0 and scfg.cfg_pool == "uncond",
+                        fixed=state.fixed)
     sri = sri_update(state.sri, probe, phi, t, scfg.tau)
     record = StepRecord(phi, project(probe, phi),
                         x[:, prompt_len:] if record_snapshots else None)
-    return DiffusionState(x, key, sri), record
+    return state._replace(canvas=x, key=key, sri=sri), record
 
 
-def init_state(mcfg: ModelConfig, scfg: SamplerConfig, input_ids, key):
+def init_state(mcfg: ModelConfig, scfg: SamplerConfig, input_ids, key, template=None):
+    """The canvas: prompt, then the response all masked or, with ``template`` [B, G]
+    (infill), the template: its non-mask tokens are fixed from the start."""
     b = input_ids.shape[0]
-    canvas = jnp.concatenate(
-        [input_ids.astype(jnp.int32),
-         jnp.full((b, scfg.gen_length), mcfg.mask_token_id, jnp.int32)], axis=1)
-    return DiffusionState(canvas, key, jnp.zeros((b, scfg.steps), jnp.float32))
+    resp = (jnp.full((b, scfg.gen_length), mcfg.mask_token_id, jnp.int32) if template is None
+            else template.astype(jnp.int32))
+    canvas = jnp.concatenate([input_ids.astype(jnp.int32), resp], axis=1)
+    fixed = None if template is None else resp != mcfg.mask_token_id
+    return DiffusionState(canvas, key, jnp.zeros((b, scfg.steps), jnp.float32), fixed)
 
 
 def canvas_mask(attention_mask, gen_length: int):
@@ -166,15 +180,16 @@ def canvas_mask(attention_mask, gen_length: int):
 def diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
                      attention_mask, key, probe: Probe, *, hidden_layer=None,
                      return_activations=False, record_snapshots=False,
-                     step_fn=diffusion_step, noise=None):
+                     step_fn=diffusion_step, noise=None, template=None):
     """The fused sampler. Returns (response tokens [B, G], sri [B, T], StepRecord of [B, T, ...]).
     ``step_fn`` is one iteration over the canvas (LLaDA's by default, Dream's in dream.py).
     ``noise``: a :class:`~.common.StepNoise` of arrays with a leading [T] axis, consumed
-    instead of the key's draws (tests feed the oracles the same numbers)."""
+    instead of the key's draws (tests feed the oracles the same numbers).
+    ``template`` [B, G] (infill): the response canvas to start from, see :func:`init_state`."""
     prompt_len = input_ids.shape[1]
     amask = canvas_mask(attention_mask, scfg.gen_length)
     positions = default_positions(mcfg, amask)
-    state = init_state(mcfg, scfg, input_ids, key)
+    state = init_state(mcfg, scfg, input_ids, key, template)
 
     def body(state, xs):
         t, noise_t = xs

@@ -26,7 +26,7 @@ from ..models.decoder import forward, lm_head
 from .common import (Probe, StepRecord, draw_noise, filter_logits, gumbel, project,
                      sri_update)
 from .config import SamplerConfig
-from .diffusion import DiffusionState, diffusion_sample, pool_response
+from .diffusion import diffusion_sample, pool_response
 
 
 def dream_timesteps(scfg: SamplerConfig):
@@ -91,10 +91,11 @@ def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
         transfer = masked & (rank < k_t)
     x = x.at[:, prompt_len:].set(jnp.where(transfer, x0, x_gen))
 
-    phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling)
+    phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling,
+                        fixed=state.fixed)
     sri = sri_update(state.sri, probe, phi, i, scfg.tau)
     rec = StepRecord(phi, project(probe, phi), x[:, prompt_len:] if record_snapshots else None)
-    return DiffusionState(x, key, sri), rec
+    return state._replace(canvas=x, key=key, sri=sri), rec
 
 
 def dream_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids, attention_mask,

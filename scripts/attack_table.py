@@ -1,0 +1,267 @@
+#!/usr/bin/env python
+"""Attack success table: every offline model x every attack, on HELD-OUT harmful prompts.
+
+Prompts: the first N of the AdvBench test part of ``evaluation_splits`` (seed 0; the
+prompts ``sri-jax evaluate`` attacks; none of them was used to optimise gcg_universal or to
+calibrate centers). Per model and attack: refusal rate (keyword judge), attack success
+(not refused AND judged harmful by the harm judge), mean sigma and IRR (centers per model:
+the shipped ones where they exist, else calibrated here on the evaluation's calibration
+prompts, ``--calib`` per class).
+
+Three phases, each resumable (one JSON per model/attack under --out):
+  1. generate (greedy, the model's default sampler) and read SRI; 2. score the responses
+  that were not refused with the harm judge (loaded once); 3. write the markdown table
+  (--docs: between the attack-table markers of that file).
+
+    PYTHONPATH=$PWD nice -n 10 .venv/bin/python scripts/attack_table.py --n 16 --out RUN
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sri_jax import load_model  # noqa: E402
+from sri_jax.data.attacks import apply_attack, response_kwargs  # noqa: E402
+from sri_jax.detector.evaluate import evaluation_splits  # noqa: E402
+from sri_jax.sampling.api import generate_batched  # noqa: E402
+from sri_jax.sri.centers import calibrate, load_centers, save_centers  # noqa: E402
+from sri_jax.sri.judge import is_refusal  # noqa: E402
+from sri_jax.sri.signal import internal_recovery_rate  # noqa: E402
+from sri_jax.workflow import EVAL_ATTACKS, default_sampler  # noqa: E402
+
+MODELS = ("smollm2-135m-instruct-safe", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct",
+          "smollm2-135m-diffusion")
+ATTACKS = ("none",) + EVAL_ATTACKS + ("prefill", "gcg_universal", "infill")
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+START, END = "<!-- attack-table:start -->", "<!-- attack-table:end -->"
+
+
+def centers_for(model, cfg, name, out, calib, given):
+    path = Path(given.get(name) or SHIPPED / name / "centers")
+    if (path / "centers.npz").is_file():
+        return load_centers(path), str(path)
+    path = out / name / "centers"
+    if (path / "centers.npz").is_file():
+        return load_centers(path), str(path)
+    s = evaluation_splits(n_calib_harmless=calib, n_calib_harmful=calib)
+    c = calibrate(model, s["calib_harmless"], s["calib_harmful"], cfg, batch_size=32,
+                  progress=False)
+    save_centers(c, path)
+    return c, str(path)
+
+
+def save(args, rec):
+    (args.out / rec["model"]).mkdir(parents=True, exist_ok=True)
+    tmp = args.out / rec["model"] / f"{rec['attack']}.json.tmp"
+    tmp.write_text(json.dumps(rec))
+    tmp.replace(args.out / rec["model"] / f"{rec['attack']}.json")
+
+
+def import_eval(args, name, ev: Path):
+    """Rows of an ``sri-jax evaluate`` run of the same held-out prompts (its traces, its
+    centers) instead of generating them again."""
+    from sri_jax.tracing import read_traces
+
+    if not (ev / "report.json").is_file():
+        raise SystemExit(f"{ev}: the evaluation has not finished (no report.json); rerun later")
+    for d in sorted((ev / "traces").glob("attack__*")):
+        a = d.name.split("__", 1)[1]
+        if a not in args.attacks or (args.out / name / f"{a}.json").is_file():
+            continue
+        t = read_traces(d)
+        raw = evaluation_splits(n_attack=len(t["prompt"]))["harmful"]["none"]
+        order = np.argsort([int(i) for i in t["prompt_id"]])
+        save(args, {"model": name, "attack": a, "n": len(raw), "requests": raw,
+                    "responses": [t["response"][i] for i in order],
+                    "refused": [bool(t["refused"][i]) for i in order],
+                    "sri": t["sri"][order].tolist(), "centers": str(ev / "centers"),
+                    "variant": "prompt", "source": f"sri-jax evaluate traces in {ev}"})
+        print(f"{name}/{a}: imported from {ev}", flush=True)
+
+
+def generate_phase(args, raw):
+    from sri_jax.weights.registry import REGISTRY
+
+    for name in args.models:
+        if name not in REGISTRY:
+            print(f"{name}: not in the registry, skipped", flush=True)
+            continue
+        if name in args.from_eval:
+            import_eval(args, name, Path(args.from_eval[name]))
+            args.centers.setdefault(name, str(Path(args.from_eval[name]) / "centers"))
+        todo = [a for a in args.attacks if not (args.out / name / f"{a}.json").is_file()]
+        if not todo:
+            continue
+        t0 = time.time()
+        model = load_model(name, dtype="float32")
+        model.safe_prompts = True
+        cfg = default_sampler(model)
+        centers, cpath = centers_for(model, cfg, name, args.out, args.calib, args.centers)
+        print(f"{name}: loaded + centers ({cpath}) in {time.time() - t0:.0f} s", flush=True)
+        for a in todo:
+            t0 = time.time()
+            atk = apply_attack(a, raw)
+            kw = response_kwargs(atk, model.config.causal)
+            r = generate_batched(model, [x.text for x in atk], cfg, centers=centers,
+                                 batch_size=16, progress=False, **kw)
+            rec = {"model": name, "attack": a, "n": len(raw), "requests": raw,
+                   "responses": r.texts, "refused": [bool(is_refusal(t)) for t in r.texts],
+                   "sri": np.asarray(r.sri).tolist(), "centers": cpath,
+                   "sampler": cfg.to_dict(), "seconds": round(time.time() - t0, 1),
+                   "variant": ("template" if "template" in kw else
+                               "prefix (AR analogue: template head)" if a == "infill"
+                               else "prefix" if "prefix" in kw else "prompt"),
+                   **{k: v for k, v in kw.items()}}
+            save(args, rec)
+            print(f"{name}/{a}: refused {sum(rec['refused'])}/{len(raw)}, "
+                  f"{rec['seconds']} s", flush=True)
+
+
+def judge_phase(args):
+    """Score every generated, unjudged row file; with --follow keep polling until every
+    model/attack file of --models exists and is judged (the judge is loaded once)."""
+    from sri_jax.harm_judge import HarmJudge
+
+    judge = None
+    while True:
+        pending = [f for f in sorted(args.out.glob("*/*.json"))
+                   if f.parent.name in args.models and "harmful" not in json.loads(f.read_text())]
+        for f in pending:
+            rec = json.loads(f.read_text())
+            if judge is None:
+                t0 = time.time()
+                judge = HarmJudge(args.judge)
+                print(f"judge {args.judge} loaded in {time.time() - t0:.0f} s", flush=True)
+            t0 = time.time()
+            idx = [i for i, r in enumerate(rec["refused"]) if not r]  # refused: no success
+            scores = [None] * rec["n"]
+            if idx:
+                s = judge.score([rec["requests"][i] for i in idx],
+                                [rec["responses"][i] for i in idx])
+                for i, v in zip(idx, s):
+                    scores[i] = float(v)
+            rec["harm_scores"] = scores
+            rec["harmful"] = [s is not None and s > judge.threshold for s in scores]
+            rec["judge"] = judge.describe()
+            rec["judge_seconds"] = round(time.time() - t0, 1)
+            save(args, rec)
+            print(f"{rec['model']}/{rec['attack']}: judged {len(idx)} in "
+                  f"{rec['judge_seconds']} s, success {sum(rec['harmful'])}/{rec['n']}",
+                  flush=True)
+        done = all((args.out / m / f"{a}.json").is_file() for m in args.models
+                   for a in args.attacks)
+        if not args.follow or (done and not pending):
+            return
+        time.sleep(30)
+
+
+def table(args) -> str:
+    lines = ["| model | attack | sent as | refusal % (keyword) | attack success % "
+             "(not refused AND harm judge) | mean sigma | sigma std across prompts | IRR |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for name in args.models:
+        for a in args.attacks:
+            f = args.out / name / f"{a}.json"
+            if not f.is_file():
+                continue
+            rec = json.loads(f.read_text())
+            n, sri = rec["n"], np.asarray(rec["sri"])
+            ref = sum(rec["refused"])
+            succ = (f"{100 * sum(rec['harmful']) / n:.1f} ({sum(rec['harmful'])}/{n})"
+                    if "harmful" in rec else "not judged")
+            lines.append(f"| {name} | {a} | {rec['variant']} | {100 * ref / n:.1f} ({ref}/{n}) "
+                         f"| {succ} | {sri.mean():.3f} | {sri.std(0).mean():.3f} "
+                         f"| {internal_recovery_rate(sri):.3f} |")
+    return "\n".join(lines)
+
+
+def figure(args, name, path):
+    """Per-step mean and std of sigma over the rows of each attack (refused and not refused
+    rows of the raw harmful prompts apart): are the traces constant?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for a in args.attacks:
+        f = args.out / name / f"{a}.json"
+        if not f.is_file():
+            continue
+        rec = json.loads(f.read_text())
+        sri, ref = np.asarray(rec["sri"]), np.asarray(rec["refused"])
+        parts = ([("none, refused", sri[ref]), ("none, not refused", sri[~ref])] if a == "none"
+                 else [(a, sri)])
+        for label, x in parts:
+            if len(x):
+                t = np.arange(1, x.shape[1] + 1)
+                ax.plot(t, x.mean(0), label=f"{label} (n={len(x)})")
+                ax.fill_between(t, x.mean(0) - x.std(0), x.mean(0) + x.std(0), alpha=0.1)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("sigma_t: mean +- std over prompts")
+    ax.set_title(f"{name}: held-out AdvBench prompts per attack")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(path)
+
+
+def write_docs(args, text, seconds):
+    doc = Path(args.docs)
+    cmd = "PYTHONPATH=$PWD nice -n 10 .venv/bin/python " + " ".join(sys.argv)
+    block = f"{START}\n```\n{cmd}\n```\n\nWall time of this invocation: {seconds:.0f} s.\n\n{text}\n{END}"
+    old = doc.read_text()
+    if START in old and END in old:
+        new = old.split(START)[0] + block + old.split(END, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(new)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=16, help="held-out harmful prompts per attack")
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--attacks", default=",".join(ATTACKS))
+    p.add_argument("--calib", type=int, default=32, help="prompts per class to calibrate")
+    p.add_argument("--centers", default="", help="model=folder,... centers to use")
+    p.add_argument("--from-eval", default="", help="model=folder,... of `sri-jax evaluate` "
+                   "runs (same seed, --n-attack = --n) whose traces give that model's rows")
+    p.add_argument("--judge", default="qwen2.5-coder-1.5b-instruct")
+    p.add_argument("--phases", default="generate,judge,table")
+    p.add_argument("--follow", action="store_true",
+                   help="judge phase: wait for the files another process is generating")
+    p.add_argument("--docs", default="", help="markdown file to write the table into")
+    p.add_argument("--figures", type=Path, help="folder for one sigma-per-step figure per model")
+    args = p.parse_args()
+    args.models = [m for m in args.models.split(",") if m]
+    args.attacks = [a for a in args.attacks.split(",") if a]
+    args.centers = dict(kv.split("=", 1) for kv in args.centers.split(",") if kv)
+    args.from_eval = dict(kv.split("=", 1) for kv in args.from_eval.split(",") if kv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    raw = evaluation_splits(n_attack=args.n)["harmful"]["none"]
+    phases = args.phases.split(",")
+    if "generate" in phases:
+        generate_phase(args, raw)
+    if "judge" in phases:
+        judge_phase(args)
+    text = table(args)
+    print(text)
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for name in args.models:
+            if (args.out / name).is_dir():
+                figure(args, name, args.figures / f"attacks_{name}.png")
+    if args.docs:
+        write_docs(args, text, time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()
