@@ -173,7 +173,8 @@ def table(args) -> str:
             n, sri = rec["n"], np.asarray(rec["sri"])
             ref = sum(rec["refused"])
             succ = (f"{100 * sum(rec['harmful']) / n:.1f} ({sum(rec['harmful'])}/{n})"
-                    if "harmful" in rec else "not judged")
+                    if "harmful" in rec else f"0.0 (0/{n}: all refused)" if ref == n
+                    else f"not judged ({n - ref} answered)")
             lines.append(f"| {name} | {a} | {rec['variant']} | {100 * ref / n:.1f} ({ref}/{n}) "
                          f"| {succ} | {sri.mean():.3f} | {sri.std(0).mean():.3f} "
                          f"| {internal_recovery_rate(sri):.3f} |")
@@ -211,10 +212,18 @@ def figure(args, name, path):
     print(path)
 
 
-def write_docs(args, text, seconds):
+def write_docs(args, text):
+    """The table between the attack-table markers of --docs, with the command and the wall
+    times the row files recorded (generation and judging; model loads not included)."""
+    recs = [json.loads(f.read_text()) for m in args.models for f in (args.out / m).glob("*.json")]
+    gen = sum(r.get("seconds", 0) for r in recs)
+    jud = sum(r.get("judge_seconds", 0) for r in recs)
     doc = Path(args.docs)
-    cmd = "PYTHONPATH=$PWD nice -n 10 .venv/bin/python " + " ".join(sys.argv)
-    block = f"{START}\n```\n{cmd}\n```\n\nWall time of this invocation: {seconds:.0f} s.\n\n{text}\n{END}"
+    cmd = "PYTHONPATH=$PWD nice -n 10 .venv/bin/python scripts/attack_table.py " + " ".join(
+        sys.argv[1:])
+    block = (f"{START}\n```\n{cmd}\n```\n\nWall time recorded in the row files: generation "
+             f"{gen / 60:.0f} min, harm judge {jud / 60:.0f} min (model loads not included).\n\n"
+             f"{text}\n{END}")
     old = doc.read_text()
     if START in old and END in old:
         new = old.split(START)[0] + block + old.split(END, 1)[1]
@@ -245,7 +254,6 @@ def main():
     args.centers = dict(kv.split("=", 1) for kv in args.centers.split(",") if kv)
     args.from_eval = dict(kv.split("=", 1) for kv in args.from_eval.split(",") if kv)
     args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     raw = evaluation_splits(n_attack=args.n)["harmful"]["none"]
     phases = args.phases.split(",")
     if "generate" in phases:
@@ -260,7 +268,7 @@ def main():
             if (args.out / name).is_dir():
                 figure(args, name, args.figures / f"attacks_{name}.png")
     if args.docs:
-        write_docs(args, text, time.time() - t0)
+        write_docs(args, text)
 
 
 if __name__ == "__main__":
