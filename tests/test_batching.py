@@ -86,11 +86,11 @@ def test_llama_guard_adapter_matches_a_plain_loop():
 
 
 def test_self_examination_default_sampler_is_one_step_per_token():
-    from sri_jax.detector.baselines import SelfExamination
+    from sri_jax.detector.baselines import _answer_cfg
 
-    assert SelfExamination(tiny_chat_model(diffusion=True), max_new_tokens=5).cfg == \
+    assert _answer_cfg(tiny_chat_model(diffusion=True), None, 5) == \
         SamplerConfig(steps=5, gen_length=5, block_length=5)
-    assert SelfExamination(tiny_chat_model(), max_new_tokens=5).cfg == \
+    assert _answer_cfg(tiny_chat_model(), None, 5) == \
         SamplerConfig(mode="autoregressive", steps=5, gen_length=5, block_length=5)
 
 
