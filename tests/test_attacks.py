@@ -40,7 +40,7 @@ def test_every_attack_deterministic_recorded_recoverable(name, prompts):
         assert a.attack == name
         assert a.original == p
         assert isinstance(a.text, str) and a.text.strip()
-        if name in ("none", "prefill"):  # prefill forces the response, not the prompt
+        if name in ("none", "prefill", "infill"):  # these force the response, not the prompt
             assert a.text == p
         else:
             assert a.text != p
