@@ -41,6 +41,8 @@ KINDS = {
     "finetune-checkpoints": ({"run.json"}, {"run.json"}),  # plus step_* folders
     "finetune-step": ({"state", "progress.json"}, {"state", "progress.json"}),  # one step_*
     "gcg": ({"gcg.json"}, {"gcg.json"}),  # a GCG run's state (sri_jax.gcg)
+    "diffusion-adapter": ({"diffusion.json", "adapter.npz"},  # sri_jax.diffusion_adapt
+                          {"diffusion.json", "adapter.npz", "eval.json"}),
 }
 
 

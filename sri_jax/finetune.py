@@ -258,6 +258,32 @@ def _restore_ckpt(path: Path, adapter_like, opt_state_like):
     return adapter, opt_state, int(prog["step"]), list(prog["losses"])
 
 
+def open_checkpoints(ckpt_dir: Optional[Path], fingerprint: dict, resume: bool):
+    """The checkpoint to resume from (None: start; also for ``ckpt_dir`` None). With
+    ``resume`` and a complete checkpoint, the folder's recorded run must equal
+    ``fingerprint``; otherwise the folder is (re)initialised with it."""
+    if ckpt_dir is None:
+        return None
+    fp_file = ckpt_dir / "run.json"
+    latest = _latest_ckpt(ckpt_dir) if resume else None
+    if latest is not None:
+        old = json.loads(fp_file.read_text()) if fp_file.is_file() else None
+        if old != fingerprint:
+            raise ValueError(f"checkpoints in {ckpt_dir} come from a different run (base "
+                             "weights, config or data differ); delete the folder or pass "
+                             "another --checkpoint-dir")
+        return latest
+    # a new/empty folder, incomplete steps only, or starting over with overwrite
+    from .artifacts import write_header, write_json
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for old in ckpt_dir.glob("step_*"):
+        shutil.rmtree(old, ignore_errors=True)
+    write_header(ckpt_dir, "finetune-checkpoints", 1)
+    write_json(fp_file, fingerprint)
+    return None
+
+
 def _config_fingerprint(model, fcfg: FinetuneConfig, n_examples: int, data_hash: str) -> dict:
     return {"finetune": fcfg.to_dict(), "base_weight_hash": model.weight_hash,
             "n_examples": n_examples, "data_hash": data_hash}
@@ -359,25 +385,10 @@ def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneCon
     start, losses = 0, []
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fingerprint = _config_fingerprint(model, fcfg, len(toks), _data_hash(toks))
-    if ckpt_dir is not None:
-        fp_file = ckpt_dir / "run.json"
-        latest = _latest_ckpt(ckpt_dir) if resume else None
-        if latest is not None:
-            old = json.loads(fp_file.read_text()) if fp_file.is_file() else None
-            if old != fingerprint:
-                raise ValueError(f"checkpoints in {ckpt_dir} come from a different run (base "
-                                 "weights, config or data differ); delete the folder or pass "
-                                 "another --checkpoint-dir")
-            adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
-            log(f"resumed from {latest} (step {start}/{total})")
-        else:  # a new/empty folder, incomplete steps only, or starting over with overwrite
-            from .artifacts import write_header, write_json
-
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            for old in ckpt_dir.glob("step_*"):
-                shutil.rmtree(old, ignore_errors=True)
-            write_header(ckpt_dir, "finetune-checkpoints", 1)
-            write_json(fp_file, fingerprint)
+    latest = open_checkpoints(ckpt_dir, fingerprint, resume)
+    if latest is not None:
+        adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
+        log(f"resumed from {latest} (step {start}/{total})")
     end = total if stop_after is None else min(total, int(stop_after))
 
     dim = cfg.hidden_size

@@ -149,7 +149,18 @@ def attention(q, k, v, allowed, scale=None, cap=None):
     return out.reshape(b, kh, g, l, hd).transpose(0, 3, 1, 2, 4).reshape(b, l, h * hd)
 
 
+class LoraWeight(NamedTuple):
+    """A frozen weight with a low-rank update kept factored: ``x @ w + (x @ a) @ b`` (the LoRA
+    scale folded into ``a``). Training with it never forms the full-size weight gradient."""
+
+    w: jax.Array   # [in, out]
+    a: jax.Array   # [in, r]
+    b: jax.Array   # [r, out]
+
+
 def _mm(x, w):
+    if isinstance(w, LoraWeight):
+        return _mm(x, w.w) + _mm(_mm(x, w.a), w.b)
     return jnp.einsum("...i,io->...o", x, w)
 
 

