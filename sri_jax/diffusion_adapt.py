@@ -303,7 +303,7 @@ def save_artifact(path, adapter: dict, acfg: AdaptConfig, *, base_model: str,
                   overwrite: bool = False) -> Path:
     """Write the shipped folder atomically: artifact.json, diffusion.json, adapter.npz
     (bf16 bits as uint16)."""
-    from .artifacts import atomic_directory
+    from .artifacts import atomic_directory, save_arrays
 
     bits = {k: _bf16_bits(v) for k, v in _flat(adapter).items()}
     meta = {"format": FORMAT_VERSION, "kind": ARTIFACT_KIND,
@@ -313,7 +313,7 @@ def save_artifact(path, adapter: dict, acfg: AdaptConfig, *, base_model: str,
             "base_weight_hash": base_weight_hash, "adapter_hash": _content_hash(bits),
             "recipe": acfg.to_dict(), "metadata": metadata or {}}
     with atomic_directory(path, ARTIFACT_KIND, fmt=FORMAT_VERSION, overwrite=overwrite) as tmp:
-        np.savez(tmp / "adapter.npz", **bits)
+        save_arrays(tmp / "adapter.npz", **bits)
         (tmp / "diffusion.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return Path(path)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import zipfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -88,8 +89,12 @@ def read_artifact(path):
                      "rebuild it with `sri-jax adapt-diffusion`")
     if meta.get("kind") != ARTIFACT_KIND or meta.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a diffusion adapter of format {FORMAT_VERSION}")
-    with np.load(path / "adapter.npz") as z:
-        bits = {k: z[k] for k in z.files}
+    try:
+        with np.load(path / "adapter.npz", allow_pickle=False) as z:
+            bits = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{path}/adapter.npz: cannot read the diffusion adapter ({e}); "
+                         "rebuild it with `sri-jax adapt-diffusion`") from None
     if _content_hash(bits) != meta.get("adapter_hash"):
         raise ValueError(f"{path}/adapter.npz does not match its recorded hash (damaged); "
                          "rebuild it with `sri-jax adapt-diffusion`")
