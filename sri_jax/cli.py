@@ -21,9 +21,8 @@ from .commands.args import UsageError, load as _load  # noqa: F401 - cli._load: 
 
 # command -> module with HELP (and DESCRIPTION), add_arguments(parser) and run(args) -> exit code
 COMMANDS = {"demo": "demo", "calibrate": "calibrate", "trace": "trace", "plot": "plot",
-            "report": "report", "finetune": "finetune", "generate": "generate",
-            "train-detector": "train_detector", "evaluate": "evaluate",
-            "adapt-diffusion": "adapt_diffusion"}
+            "report": "report", "finetune": "finetune", "adapt-diffusion": "adapt_diffusion",
+            "generate": "generate", "train-detector": "train_detector", "evaluate": "evaluate"}
 
 
 def _command(name: str):

@@ -61,7 +61,7 @@ def test_cli_is_a_dispatch_table_over_the_command_modules():
     from sri_jax import cli
 
     assert list(cli.COMMANDS) == ["demo", "calibrate", "trace", "plot", "report", "finetune",
-                                  "generate", "train-detector", "evaluate"]
+                                  "adapt-diffusion", "generate", "train-detector", "evaluate"]
     assert list(cli._subcommands(cli.build_parser())) == list(cli.COMMANDS)
     for name, mod in cli.COMMANDS.items():
         m = importlib.import_module(f"sri_jax.commands.{mod}")
