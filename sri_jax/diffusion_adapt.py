@@ -409,10 +409,9 @@ def _run_one(model, cfg, prompts: dict, batch_size: int, progress: bool) -> dict
 def plot_comparison(curves: dict, path) -> Path:
     """One figure, a panel per decoder: the mean sigma_t of each set over the steps (the
     paper's AR-versus-diffusion figure). ``curves``: {decoder: {set: [N, T] sigma}}."""
-    import matplotlib
+    from .reporting.figures import pyplot, save_figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True,
                              squeeze=False)
@@ -429,19 +428,14 @@ def plot_comparison(curves: dict, path) -> Path:
         ax.legend(fontsize=7, loc="lower left")
     axes[0][0].set_ylabel("mean SRI sigma_t")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_loss_curve(losses: Sequence[float], path, window: int = 10) -> Path:
     """The denoising loss per step and its running mean over ``window`` steps."""
-    import matplotlib
+    from .reporting.figures import pyplot, save_figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.asarray(losses, np.float64)
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -453,11 +447,7 @@ def plot_loss_curve(losses: Sequence[float], path, window: int = 10) -> Path:
     ax.set_ylabel("LLaDA SFT loss (nats)")
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def compare_decoders(ar_name: str = DEFAULT_BASE, diffusion_name: str = "smollm2-135m-diffusion",

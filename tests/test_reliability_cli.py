@@ -311,3 +311,12 @@ def test_report_and_plot_keep_generation_lengths_apart(runs, tmp_path, capsys):
     assert rc == 0, err
     assert (tmp_path / "fig" / "signal.png").read_bytes()[:4] == b"\x89PNG"
     assert "Traceback" not in err and "partial" in err and "lda.png" in err
+
+
+def test_adapt_diffusion_max_length_too_small_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    """Before: a ValueError, exit 1; the model is never loaded."""
+    monkeypatch.setattr("sri_jax.weights.loader.load_model",
+                        lambda *a, **k: pytest.fail("loaded a model"))
+    rc, _, err = run_cli(["adapt-diffusion", "--max-length", "20", "--gen-length", "32",
+                          "--out", str(tmp_path / "out")], capsys)
+    assert rc == 2 and "--max-length 20" in one_line(err), err

@@ -11,6 +11,7 @@ from ..diffusion_adapt import (ARTIFACT_KIND, DEFAULT_BASE, DEFAULT_OUT, SHIPPED
                                splits_hash)
 from ..finetune import check_checkpoint_dir
 from ..models.lora import LoraConfig
+from .args import POSITIVE, UsageError, finite_float
 
 HELP = ("adapt an AR model into a masked-diffusion LM (the recipe of smollm2-135m-diffusion; "
         "docs/diffusion.md)")
@@ -18,8 +19,6 @@ HELP = ("adapt an AR model into a masked-diffusion LM (the recipe of smollm2-135
 
 def add_arguments(p) -> None:
     """Options of ``sri-jax adapt-diffusion``."""
-    from .args import POSITIVE, finite_float
-
     d = AdaptConfig()
     p.add_argument("--base", default=DEFAULT_BASE, help="AR model to adapt, also the teacher "
                    f"of the self-distilled data (default {DEFAULT_BASE})")
@@ -51,7 +50,7 @@ def add_arguments(p) -> None:
 def config_from_args(args) -> AdaptConfig:
     d = AdaptConfig()
     if args.max_length < args.gen_length + 8:
-        raise ValueError(f"--max-length {args.max_length} leaves no room for a prompt next to "
+        raise UsageError(f"--max-length {args.max_length} leaves no room for a prompt next to "
                          f"--gen-length {args.gen_length}; raise it")
     train = dataclasses.replace(
         d.train, lora=LoraConfig(rank=args.rank, alpha=args.alpha), learning_rate=args.lr,

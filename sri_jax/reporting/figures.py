@@ -14,7 +14,8 @@ import numpy as np
 from . import LAMBDA_R, summarize
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -37,7 +38,7 @@ def plot_signal(groups: Mapping[str, np.ndarray], path, *, harmless_ref: Optiona
                 refusal_ref: Optional[np.ndarray] = None, title: str = "SRI signal",
                 max_traces: int = 12):
     """The reference plot: regions, harmless and refusal reference curves, test traces."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = max(s.shape[1] for s in groups.values())  # groups may differ in length
     _shade(ax, steps)
@@ -54,12 +55,12 @@ def plot_signal(groups: Mapping[str, np.ndarray], path, *, harmless_ref: Optiona
             ax.plot(np.arange(1, len(ref) + 1), ref, style, lw=2.5, label=label)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_overlays(groups: Mapping[str, np.ndarray], path, *, max_traces: int = 200):
     """Many traces per group (one panel each) with the group mean."""
-    plt = _plt()
+    plt = pyplot()
     n = len(groups)
     cols = min(n, 3)
     rows = -(-n // cols)
@@ -75,12 +76,12 @@ def plot_overlays(groups: Mapping[str, np.ndarray], path, *, max_traces: int = 2
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_irr(irr: Mapping[str, Mapping[float, float]], path):
     """Grouped bars: IRR per group at each lambda_r."""
-    plt = _plt()
+    plt = pyplot()
     names = list(irr)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
     w = 0.8 / len(LAMBDA_R)
@@ -92,11 +93,11 @@ def plot_irr(irr: Mapping[str, Mapping[float, float]], path):
     ax.set_ylabel("internal recovery rate")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_rates(rates: Mapping[str, float], path, ylabel="refusal rate"):
-    plt = _plt()
+    plt = pyplot()
     names = list(rates)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
     ax.bar(names, [rates[n] for n in names], color="tab:red")
@@ -104,7 +105,7 @@ def plot_rates(rates: Mapping[str, float], path, ylabel="refusal rate"):
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", rotation=25, labelsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lda(groups: Mapping[str, np.ndarray], path):
@@ -113,7 +114,7 @@ def plot_lda(groups: Mapping[str, np.ndarray], path):
     from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    plt = _plt()
+    plt = pyplot()
     x = np.concatenate(list(groups.values()))
     y = np.concatenate([[k] * len(s) for k, s in enumerate(groups.values())])
     z = LinearDiscriminantAnalysis().fit_transform(x, y)[:, :2]
@@ -128,14 +129,15 @@ def plot_lda(groups: Mapping[str, np.ndarray], path):
     ax.set_title("SRI space (LDA)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """``fig`` as a PNG at ``path`` (parent folders made), closed; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
