@@ -46,7 +46,8 @@ class Centers:
     """Per-step anchors: ``harmless`` (mu^+) and ``harmful`` (mu^-), each [T, D].
 
     ``meta`` records how they were made (model id and weight hash, sampler config, layer,
-    pooling, T, dtype, prompt-set hashes, counts kept per class, library version).
+    pooling, T, dtype, prompt-set hashes, counts kept per class, library version). Saved and
+    loaded by :func:`sri_jax.save_centers` / :func:`sri_jax.load_centers`.
     """
 
     harmless: Any
@@ -84,21 +85,6 @@ class Centers:
 
     def device_arrays(self):
         return (jnp.asarray(self.harmless, jnp.float32), jnp.asarray(self.harmful, jnp.float32))
-
-    def save(self, path, **kwargs):
-        """Write the artifact directory (``sri_jax.save_centers``, same options); returns its
-        path."""
-        from .centers import save_centers
-
-        return save_centers(self, path, **kwargs)
-
-    @classmethod
-    def load(cls, path, **kwargs) -> "Centers":
-        """Read an artifact directory written by :meth:`save` (``sri_jax.load_centers``, same
-        options, e.g. ``allow_unverified``)."""
-        from .centers import load_centers
-
-        return load_centers(path, **kwargs)
 
 
 def sri_signal(activations, centers: Centers, tau: float = DEFAULT_TAU) -> np.ndarray:
