@@ -8,7 +8,7 @@ Multi-host: call :func:`initialize` (``jax.distributed``) first, in every proces
 same code; ``sri-jax trace --distributed`` does it for the CLI. See ``docs/scaling.md``.
 """
 
-from .mesh import (AXES, DATA, MODEL, batch_spec, describe_shardings, hf_placer, kv_cache_spec,
+from .mesh import (AXES, DATA, MODEL, batch_spec, describe_shardings, kv_cache_spec,
                    make_mesh, mesh_shape, model_mesh, padded_batch, param_shardings, param_specs,
                    place_array, placer, replicate, resolve_mesh_shape, sampler_inputs,
                    shard_model, shard_params, shard_rows, sharding_fallbacks, to_host)
@@ -18,7 +18,7 @@ from .multihost import (all_across_processes, any_across_processes, barrier, ini
 from .storage import TraceStore, is_url
 
 __all__ = [
-    "AXES", "DATA", "MODEL", "batch_spec", "describe_shardings", "hf_placer", "kv_cache_spec",
+    "AXES", "DATA", "MODEL", "batch_spec", "describe_shardings", "kv_cache_spec",
     "make_mesh", "mesh_shape", "model_mesh", "padded_batch", "param_shardings", "param_specs",
     "place_array", "placer", "replicate", "resolve_mesh_shape", "sampler_inputs", "shard_model",
     "shard_params", "shard_rows", "sharding_fallbacks", "to_host",

@@ -49,7 +49,7 @@ AXES = (DATA, MODEL)
 __all__ = [
     "DATA", "MODEL", "AXES", "LOGICAL_RULES", "logical_spec", "make_mesh", "resolve_mesh_shape", "mesh_shape", "param_specs",
     "param_shardings", "sharding_fallbacks", "kv_cache_spec", "batch_spec", "place_array",
-    "placer", "hf_placer", "shard_params", "shard_model", "model_mesh", "padded_batch",
+    "placer", "shard_params", "shard_model", "model_mesh", "padded_batch",
     "shard_rows", "replicate", "sampler_inputs", "to_host", "describe_shardings",
 ]
 
@@ -228,10 +228,11 @@ def place_array(host, sharding: NamedSharding) -> jax.Array:
 
 
 def placer(cfg, mesh: Mesh, *, warn: bool = True) -> Callable[[tuple, Any], jax.Array]:
-    """``place(path, reader)`` for :func:`sri_jax.weights.hf.load_hf_dir`: each parameter goes
-    straight into its shards, and each process reads from the checkpoint only the slices of
-    its own devices (``reader(index)``, :class:`sri_jax.weights.hf.ParamReader`): no process
-    holds a full host copy of a sharded parameter."""
+    """``place(path, reader)`` for :func:`sri_jax.weights.hf.load_hf_dir` (what its ``mesh``
+    argument uses): each parameter goes straight into its shards, and each process reads from
+    the checkpoint only the slices of its own devices (``reader(index)``,
+    :class:`sri_jax.weights.hf.ParamReader`): no process holds a full host copy of a sharded
+    parameter."""
     _check_mesh(mesh)
     if warn:
         _warn_fallbacks(cfg, mesh)
@@ -250,24 +251,6 @@ def placer(cfg, mesh: Mesh, *, warn: bool = True) -> Callable[[tuple, Any], jax.
         return jax.make_array_from_callback(tuple(read.shape), sharding, block)
 
     return place
-
-
-def hf_placer(path, mesh: Mesh):
-    """:func:`placer` for a Hugging Face checkpoint directory (reads its config.json)."""
-    import json
-    from pathlib import Path
-
-    from ..weights.hf import config_from_hf
-
-    d = Path(path)
-
-    def read(name):
-        f = d / name
-        return json.loads(f.read_text()) if f.is_file() else None
-
-    cfg = config_from_hf(read("config.json"), generation_config=read("generation_config.json"),
-                         tokenizer_config=read("tokenizer_config.json"))
-    return placer(cfg, mesh)
 
 
 def shard_params(params: dict, cfg, mesh: Mesh, *, warn: bool = True) -> dict:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..models.config import ModelConfig, RopeScaling
@@ -629,8 +628,29 @@ def load_params(plan: LoadPlan, files: dict[str, SafetensorsFile], dtype,
     return params
 
 
+def read_hf_config(d: Path) -> ModelConfig:
+    """The :class:`ModelConfig` of checkpoint directory ``d`` (its config.json, with
+    generation_config.json and tokenizer_config.json when present)."""
+    if not d.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {d} does not exist (pass a local "
+                                "directory holding config.json and *.safetensors)")
+    cfg_path = d / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{d} has no config.json; a checkpoint directory needs the "
+                                "config.json published with the weights")
+    hf = _read_json(cfg_path, "config.json")
+    try:
+        return config_from_hf(hf, generation_config=_optional_json(d / "generation_config.json"),
+                              tokenizer_config=_optional_json(d / "tokenizer_config.json"))
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        raise ValueError(msg if str(cfg_path) in msg else
+                         f"{cfg_path}: {msg}; use the config.json published with these "
+                         "weights") from None
+
+
 def load_hf_dir(path, *, dtype: Union[str, Any] = "bfloat16", place: Optional[PlaceFn] = None,
-                load_tokenizer: bool = True) -> HFCheckpoint:
+                mesh=None, load_tokenizer: bool = True) -> HFCheckpoint:
     """Load a checkpoint directory: ``(config, params, tokenizer | None, weight_hash,
     chat_template | None)`` (a :class:`HFCheckpoint` named tuple).
 
@@ -642,6 +662,9 @@ def load_hf_dir(path, *, dtype: Union[str, Any] = "bfloat16", place: Optional[Pl
                ``reader`` (:class:`ParamReader`) has ``shape``, ``dtype`` and reads any block,
                ``reader(index)``. Default: ``jax.device_put(reader())``. A sharded loader
                (:func:`sri_jax.parallel.placer`) reads each device's slice only.
+    mesh       a ``("data", "model")`` mesh (:func:`sri_jax.make_mesh`): ``place`` becomes
+               :func:`sri_jax.parallel.placer` for this config, so each parameter goes
+               straight into its tensor-parallel shards.
     load_tokenizer  build ``transformers.AutoTokenizer`` when tokenizer files exist (never
                with remote code); a tokenizer that fails to build gives None and a warning.
 
@@ -649,24 +672,12 @@ def load_hf_dir(path, *, dtype: Union[str, Any] = "bfloat16", place: Optional[Pl
     (:class:`~sri_jax.weights.name_maps.CheckpointMismatchError`).
     """
     d = Path(path).expanduser()
-    if not d.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {d} does not exist (pass a local "
-                                "directory holding config.json and *.safetensors)")
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{d} has no config.json; a checkpoint directory needs the "
-                                "config.json published with the weights")
-    hf = _read_json(cfg_path, "config.json")
-    tok_cfg = _optional_json(d / "tokenizer_config.json")
-    try:
-        cfg = config_from_hf(hf, generation_config=_optional_json(d / "generation_config.json"),
-                             tokenizer_config=tok_cfg)
-    except (TypeError, ValueError) as e:
-        msg = str(e)
-        raise ValueError(msg if str(cfg_path) in msg else
-                         f"{cfg_path}: {msg}; use the config.json published with these "
-                         "weights") from None
+    cfg = read_hf_config(d)
     np_dtype = resolve_dtype(dtype)
+    if mesh is not None:
+        from ..parallel.mesh import placer
+
+        place = placer(cfg, mesh)
 
     tensors, files = checkpoint_tensors(d)
     plan = plan_load(cfg, name_map_for(cfg), tensors, where=f"checkpoint {d}")

@@ -35,12 +35,8 @@ def load_path(path, *, dtype="bfloat16", tokenizer: bool = True, mesh=None):
         if (path / "config.json").is_file():
             from .hf import load_hf_dir  # imported lazily: optional until used
 
-            place = None
-            if mesh is not None:  # each parameter goes straight into its shards
-                from ..parallel.mesh import hf_placer
-
-                place = hf_placer(path, mesh)
-            return tuple(load_hf_dir(path, dtype=dtype, load_tokenizer=tokenizer, place=place))
+            # with a mesh each parameter goes straight into its shards
+            return tuple(load_hf_dir(path, dtype=dtype, load_tokenizer=tokenizer, mesh=mesh))
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             path = ggufs[0]
