@@ -350,6 +350,134 @@ def _section(title: str, lines: list[str], fix: str, limit: int = _SHOWN,
                      + [f"    fix: {fix}"])
 
 
+# The config.json keys a fix names: LLaDA's own, else Hugging Face's.
+_CONFIG_KEYS = {"llada": ("n_layers", "weight_tying", "include_qkv_bias")}
+_HF_CONFIG_KEYS = ("num_hidden_layers", "tie_word_embeddings", "attention_bias")
+
+
+@dataclass
+class _Matching:
+    """The state of :func:`plan_load`: the entries accepted so far and every problem found."""
+
+    cfg: ModelConfig
+    name_map: NameMap
+    config_file: str
+    dtypes: Optional[tuple[str, ...]]
+    shapes: dict[tuple[str, ...], tuple[int, ...]]
+    entries: dict = field(default_factory=dict)  # path -> {layer or None: PlanEntry}
+    unexpected: list = field(default_factory=list)
+    wrong_shape: list = field(default_factory=list)
+    bad_dtype: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+    missing: list = field(default_factory=list)  # the first _SHOWN only (memory stays bounded)
+    n_missing: int = 0
+    tied_head: Optional[TensorSource] = None
+
+    def __post_init__(self):
+        self.entries = {p: {} for p in self.shapes}
+
+    def add(self, name: str, src: TensorSource) -> None:
+        """Match one stored tensor: accept it, set it aside, or record why not."""
+        if self.name_map.is_ignored(name):
+            self.ignored.append(name)
+            return
+        hit = self.name_map.match(name)
+        if hit is not None and hit[0].target == ("lm_head",) and ("lm_head",) not in \
+                self.shapes and self.cfg.tie_word_embeddings:
+            self.tied_head = src
+            return
+        why = self._why_unexpected(hit)
+        if why is not None:
+            self.unexpected.append(f"{name}  (in {src.file}; {why})")
+            return
+        rule, layer = hit
+        key = layer if rule.layered else None
+        if self._layout_ok(name, src, rule):
+            self.entries[rule.target][key] = PlanEntry(key, src, rule.transform)
+
+    def _why_unexpected(self, hit) -> Optional[str]:
+        """Why a matched name fills no parameter of the config (None: it does)."""
+        if hit is None:
+            return f"no {self.name_map.name} parameter has this name"
+        rule, layer = hit
+        path, n = rule.target, self.cfg.num_layers
+        if path not in self.shapes:
+            return ("the config has no q/k/v bias (attention_bias / include_qkv_bias is false)"
+                    if path[-1] in ("bq", "bk", "bv") else
+                    "the config does not use this parameter")
+        if rule.layered and layer >= n:
+            return f"block {layer} but {self.config_file} says num_layers={n}"
+        key = layer if rule.layered else None
+        if key in self.entries[path]:
+            other = self.entries[path][key].source
+            return f"duplicates {other.name} in {other.file}"
+        return None
+
+    def _layout_ok(self, name: str, src: TensorSource, rule: Rule) -> bool:
+        """Shape and dtype of a stored tensor (every problem recorded)."""
+        shape = self.shapes[rule.target]
+        want = TRANSFORMS[rule.transform].stored_shape(shape[1:] if rule.layered else shape)
+        ok = True
+        if tuple(src.shape) != want:
+            self.wrong_shape.append(f"{name}  (in {src.file}): stored {_fmt_shape(src.shape)}, "
+                                    f"config expects {_fmt_shape(want)}")
+            ok = False
+        if self.dtypes is not None and src.dtype not in self.dtypes:
+            self.bad_dtype.append(f"{name}  (in {src.file}): dtype {src.dtype}; only "
+                                  f"{'/'.join(self.dtypes)} weights are supported")
+            ok = False
+        return ok
+
+    def _keys(self, path) -> list:
+        return list(range(self.cfg.num_layers)) if self.name_map.rule_for(path).layered \
+            else [None]
+
+    def find_missing(self, tensors: Mapping[str, TensorSource]) -> None:
+        for path, got in self.entries.items():
+            rule = self.name_map.rule_for(path)
+            for k in self._keys(path):
+                if k in got or rule.name(k) in tensors:  # present but rejected: not "missing"
+                    continue
+                self.n_missing += 1
+                if len(self.missing) < _SHOWN:
+                    self.missing.append(f"{rule.name(k)}  (params {'/'.join(path)}"
+                                        + (f" block {k})" if k is not None else ")"))
+
+    def problems(self) -> int:
+        return len(self.unexpected) + self.n_missing + len(self.wrong_shape) + len(self.bad_dtype)
+
+    def error(self, where: str) -> CheckpointMismatchError:
+        cfg, cf = self.cfg, self.config_file
+        k_layers, k_tie, k_bias = _CONFIG_KEYS.get(cfg.family, _HF_CONFIG_KEYS)
+        sections = (  # (title, lines, fix, total)
+            ("tensors with the wrong shape", self.wrong_shape,
+             f"use the {cf} that was published with these weights (hidden / intermediate "
+             "size, head counts, head_dim, vocab size must match), or re-download the shard "
+             "if the file is damaged", None),
+            ("missing tensors", self.missing,
+             f"re-download the incomplete shards, or fix {k_layers} / {k_tie} / {k_bias} in "
+             f"{cf}", self.n_missing),
+            ("unexpected tensors", self.unexpected,
+             f"make sure the weights are a {cfg.family} checkpoint and that {cf} matches them "
+             f"(model_type, {k_layers}, {k_bias}, {k_tie})", None),
+            ("unsupported dtypes", self.bad_dtype,
+             "quantized checkpoints are not supported; use the bf16/fp16/fp32 release", None))
+        head = (f"{where} does not match its {cf} ({cfg.family} config: {cfg.num_layers} "
+                f"layers, hidden {cfg.hidden_size}, intermediate {cfg.intermediate_size}, "
+                f"heads {cfg.num_heads}/{cfg.num_kv_heads}x{cfg.head_dim}, vocab "
+                f"{cfg.vocab_size}, tied={cfg.tie_word_embeddings}, "
+                f"attention_bias={cfg.attention_bias}): {self.problems()} problem(s)")
+        parts = [head] + [_section(title, lines, fix, total=total)
+                          for title, lines, fix, total in sections if lines]
+        return CheckpointMismatchError("\n".join(parts), unexpected=self.unexpected,
+                                       missing=self.missing, wrong_shape=self.wrong_shape,
+                                       bad_dtype=self.bad_dtype)
+
+    def plan(self) -> LoadPlan:
+        out = {path: [got[k] for k in self._keys(path)] for path, got in self.entries.items()}
+        return LoadPlan(out, self.shapes, self.tied_head, self.ignored, self.cfg)
+
+
 def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorSource], *,
               where: str = "checkpoint", config_file: str = "config.json",
               dtypes: Optional[tuple[str, ...]] = FLOAT_CODES) -> LoadPlan:
@@ -359,109 +487,11 @@ def plan_load(cfg: ModelConfig, name_map: NameMap, tensors: Mapping[str, TensorS
     checkpoint (directory) in messages; ``dtypes``: the accepted dtype codes (None: any, for
     formats the reader dequantizes).
     """
-    shapes = {p.path: p.shape(cfg) for p in declared(cfg)}
-    n = cfg.num_layers
-    entries: dict[tuple, dict] = {p: {} for p in shapes}
-    unexpected, wrong_shape, bad_dtype, ignored = [], [], [], []
-    tied_head: Optional[TensorSource] = None
-
+    m = _Matching(cfg, name_map, config_file, dtypes,
+                  {p.path: p.shape(cfg) for p in declared(cfg)})
     for name in sorted(tensors):
-        src = tensors[name]
-        if name_map.is_ignored(name):
-            ignored.append(name)
-            continue
-        hit = name_map.match(name)
-        if hit is None:
-            unexpected.append(f"{name}  (in {src.file}; no {name_map.name} parameter has "
-                              f"this name)")
-            continue
-        rule, layer = hit
-        path = rule.target
-        if path not in shapes:
-            if path == ("lm_head",) and cfg.tie_word_embeddings:
-                tied_head = src
-                continue
-            why = ("the config has no q/k/v bias (attention_bias / include_qkv_bias "
-                   "is false)" if path[-1] in ("bq", "bk", "bv") else
-                   "the config does not use this parameter")
-            unexpected.append(f"{name}  (in {src.file}; {why})")
-            continue
-        per_layer_shape = shapes[path][1:] if rule.layered else shapes[path]
-        if rule.layered and layer >= n:
-            unexpected.append(f"{name}  (in {src.file}; block {layer} but {config_file} "
-                              f"says num_layers={n})")
-            continue
-        key = layer if rule.layered else None
-        if key in entries[path]:
-            other = entries[path][key].source
-            unexpected.append(f"{name}  (in {src.file}; duplicates {other.name} in "
-                              f"{other.file})")
-            continue
-        want = TRANSFORMS[rule.transform].stored_shape(per_layer_shape)
-        ok = True
-        if tuple(src.shape) != want:
-            wrong_shape.append(f"{name}  (in {src.file}): stored {_fmt_shape(src.shape)}, "
-                               f"config expects {_fmt_shape(want)}")
-            ok = False
-        if dtypes is not None and src.dtype not in dtypes:
-            bad_dtype.append(f"{name}  (in {src.file}): dtype {src.dtype}; only "
-                             f"{'/'.join(dtypes)} weights are supported")
-            ok = False
-        if ok:
-            entries[path][key] = PlanEntry(key, src, rule.transform)
-
-    missing, n_missing = [], 0  # only the first _SHOWN are spelled out (memory stays bounded)
-    for path, got in entries.items():
-        rule = name_map.rule_for(path)
-        keys = range(n) if rule.layered else [None]
-        for k in keys:
-            if k not in got:
-                nm = rule.name(k)
-                if nm in tensors:  # present but rejected above (shape/dtype): not "missing"
-                    continue
-                n_missing += 1
-                if len(missing) < _SHOWN:
-                    missing.append(f"{nm}  (params {'/'.join(path)}"
-                                   + (f" block {k})" if k is not None else ")"))
-
-    if unexpected or missing or wrong_shape or bad_dtype:
-        if cfg.family == "llada":  # LLaDA's own config.json keys
-            k_layers, k_tie, k_bias = "n_layers", "weight_tying", "include_qkv_bias"
-        else:
-            k_layers, k_tie, k_bias = ("num_hidden_layers", "tie_word_embeddings",
-                                       "attention_bias")
-        total = len(unexpected) + n_missing + len(wrong_shape) + len(bad_dtype)
-        parts = [f"{where} does not match its {config_file} ({cfg.family} config: "
-                 f"{n} layers, hidden {cfg.hidden_size}, intermediate {cfg.intermediate_size}, "
-                 f"heads {cfg.num_heads}/{cfg.num_kv_heads}x{cfg.head_dim}, vocab "
-                 f"{cfg.vocab_size}, tied={cfg.tie_word_embeddings}, "
-                 f"attention_bias={cfg.attention_bias}): {total} problem(s)"]
-        if wrong_shape:
-            parts.append(_section(
-                "tensors with the wrong shape", wrong_shape,
-                f"use the {config_file} that was published with these weights (hidden / "
-                "intermediate size, head counts, head_dim, vocab size must match), or "
-                "re-download the shard if the file is damaged"))
-        if missing:
-            parts.append(_section(
-                "missing tensors", missing,
-                f"re-download the incomplete shards, or fix {k_layers} / {k_tie} / {k_bias} "
-                f"in {config_file}", total=n_missing))
-        if unexpected:
-            parts.append(_section(
-                "unexpected tensors", unexpected,
-                f"make sure the weights are a {cfg.family} checkpoint and that "
-                f"{config_file} matches them (model_type, {k_layers}, {k_bias}, {k_tie})"))
-        if bad_dtype:
-            parts.append(_section(
-                "unsupported dtypes", bad_dtype,
-                "quantized checkpoints are not supported; use the bf16/fp16/fp32 release"))
-        raise CheckpointMismatchError("\n".join(parts), unexpected=unexpected,
-                                      missing=missing, wrong_shape=wrong_shape,
-                                      bad_dtype=bad_dtype)
-
-    out = {}
-    for path, got in entries.items():
-        rule = name_map.rule_for(path)
-        out[path] = [got[k] for k in (range(n) if rule.layered else [None])]
-    return LoadPlan(out, shapes, tied_head, ignored, cfg)
+        m.add(name, tensors[name])
+    m.find_missing(tensors)
+    if m.problems():
+        raise m.error(where)
+    return m.plan()
