@@ -41,7 +41,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -70,6 +70,22 @@ class ArchSpec:
     attention_bias: bool   # q/k/v biases are expected
     default_eps: float = 1e-5
     default_theta: float = 10000.0
+    linear_rope_scaling: bool = False  # rope.scaling.type "linear" is understood
+    # more config fields from the metadata: (file, arch, the fields read so far) -> fields
+    extra_fields: Optional[Callable[["GGUFFile", str, dict], dict]] = None
+
+
+def _gemma3_fields(g: "GGUFFile", arch: str, kw: dict) -> dict:
+    """Gemma-3's fixed architecture, its sliding window, and every 6th layer global."""
+    n = kw["num_layers"]
+    return dict(
+        norm_unit_offset=True, sandwich_norms=True, qk_norm=True, scale_embeddings=True,
+        mlp_activation="gelu_tanh", rope_local_theta=10000.0,
+        query_pre_attn_scalar=float(kw["hidden_size"] // kw["num_heads"] if n == 62
+                                    else kw["head_dim"]),
+        sliding_window=int(_need(g, arch, "attention.sliding_window")),
+        layer_types=tuple("sliding_attention" if (i + 1) % 6 else "full_attention"
+                          for i in range(n)))
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -77,7 +93,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "qwen2": ArchSpec(family="qwen2", name_map=GGUF_MAP, attention_bias=True,
                       default_eps=1e-6, default_theta=1e6),
     "gemma3": ArchSpec(family="gemma3", name_map=GGUF_GEMMA3_MAP, attention_bias=False,
-                       default_eps=1e-6, default_theta=1e6),
+                       default_eps=1e-6, default_theta=1e6, linear_rope_scaling=True,
+                       extra_fields=_gemma3_fields),  # linear: the global layers' (4B+)
 }
 
 _MiB = 1 << 20
@@ -317,22 +334,18 @@ def _rope_scaling_from_factors(factors: np.ndarray, cfg_kwargs: dict,
                     "this RoPE variant is not supported")
 
 
-def read_gguf_config(path) -> ModelConfig:
-    """The :class:`ModelConfig` described by a GGUF file's metadata (no tensor data read
-    except a ``rope_freqs`` vector when present)."""
-    g = open_gguf(path)
-    arch, spec = _arch(g)
+def _need(g: GGUFFile, arch: str, key: str):
+    v = g.get(f"{arch}.{key}")
+    if v is None:
+        raise GGUFError(f"{g.path}: metadata key {arch}.{key} is missing; the file is "
+                        "incomplete or from an unsupported converter")
+    return v
 
-    def need(key):
-        v = g.get(f"{arch}.{key}")
-        if v is None:
-            raise GGUFError(f"{g.path}: metadata key {arch}.{key} is missing; the file is "
-                            "incomplete or from an unsupported converter")
-        return v
 
-    tensors = g.tensor_map
-    hidden = int(need("embedding_length"))
-    n_head = int(need("attention.head_count"))
+def _sizes(g: GGUFFile, arch: str) -> dict:
+    """The decoder's sizes (the embedding's row count is the vocabulary: padded ones)."""
+    hidden = int(_need(g, arch, "embedding_length"))
+    n_head = int(_need(g, arch, "attention.head_count"))
     n_kv = g.get(f"{arch}.attention.head_count_kv", n_head)
     if isinstance(n_kv, list):  # per-layer list in some files
         if len(set(n_kv)) != 1:
@@ -341,23 +354,50 @@ def read_gguf_config(path) -> ModelConfig:
         n_kv = n_kv[0]
     head_dim = int(g.get(f"{arch}.attention.key_length", hidden // n_head))
     tokens = g.get("tokenizer.ggml.tokens")
-    emb = tensors.get("token_embd.weight")
+    emb = g.tensor_map.get("token_embd.weight")
     if emb is not None:
-        vocab = emb.shape[0]  # the embedding is authoritative (padded vocabularies)
+        vocab = emb.shape[0]
     elif tokens is not None:
         vocab = len(tokens)
     else:
-        vocab = need("vocab_size")
+        vocab = _need(g, arch, "vocab_size")
+    return dict(vocab_size=int(vocab), hidden_size=hidden,
+                intermediate_size=int(_need(g, arch, "feed_forward_length")),
+                num_layers=int(_need(g, arch, "block_count")), num_heads=n_head,
+                num_kv_heads=int(n_kv), head_dim=head_dim)
+
+
+def _token_ids(g: GGUFFile) -> dict:
     eos = g.get("tokenizer.ggml.eos_token_id")
+    return dict(bos_token_id=_opt_int(g.get("tokenizer.ggml.bos_token_id")),
+                eos_token_id=_opt_int(eos),
+                pad_token_id=_opt_int(g.get("tokenizer.ggml.padding_token_id", eos)),
+                eot_token_id=_opt_int(g.get("tokenizer.ggml.eot_token_id")))
+
+
+def _rope_fields(g: GGUFFile, arch: str, spec: ArchSpec, head_dim: int) -> dict:
+    """Refuse partial RoPE and unknown scaling; a linear scaling where the arch has one."""
+    rot = g.get(f"{arch}.rope.dimension_count", head_dim)
+    if int(rot) != head_dim:
+        raise GGUFError(f"{g.path}: partial RoPE (rope.dimension_count {rot} != head_dim "
+                        f"{head_dim}) is not supported")
+    scaling_type = g.get(f"{arch}.rope.scaling.type")
+    if scaling_type == "linear" and spec.linear_rope_scaling:
+        return {"rope_scaling": RopeScaling(
+            rope_type="linear", factor=_f32(g.get(f"{arch}.rope.scaling.factor", 1.0)))}
+    if scaling_type not in (None, "none"):
+        raise GGUFError(f"{g.path}: RoPE scaling {scaling_type!r} is not supported")
+    return {}
+
+
+def read_gguf_config(path) -> ModelConfig:
+    """The :class:`ModelConfig` described by a GGUF file's metadata (no tensor data read
+    except a ``rope_freqs`` vector when present)."""
+    g = open_gguf(path)
+    arch, spec = _arch(g)
+    tensors = g.tensor_map
     kwargs = dict(
-        family=spec.family,
-        vocab_size=int(vocab),
-        hidden_size=hidden,
-        intermediate_size=int(need("feed_forward_length")),
-        num_layers=int(need("block_count")),
-        num_heads=n_head,
-        num_kv_heads=int(n_kv),
-        head_dim=head_dim,
+        family=spec.family, **_sizes(g, arch),
         rms_norm_eps=_f32(g.get(f"{arch}.attention.layer_norm_rms_epsilon",
                                 spec.default_eps)),
         rope_theta=_f32(g.get(f"{arch}.rope.freq_base", spec.default_theta)),
@@ -365,32 +405,12 @@ def read_gguf_config(path) -> ModelConfig:
         tie_word_embeddings="output.weight" not in tensors,
         causal=True,
         max_position_embeddings=int(g.get(f"{arch}.context_length", 4096)),
-        bos_token_id=_opt_int(g.get("tokenizer.ggml.bos_token_id")),
-        eos_token_id=_opt_int(eos),
-        pad_token_id=_opt_int(g.get("tokenizer.ggml.padding_token_id", eos)),
-        eot_token_id=_opt_int(g.get("tokenizer.ggml.eot_token_id")),
-    )
+        **_token_ids(g))
     if spec.attention_bias and not kwargs["attention_bias"]:
         raise GGUFError(f"{g.path}: a {arch} file without attn_q.bias is not supported")
-    rot = g.get(f"{arch}.rope.dimension_count", head_dim)
-    if int(rot) != head_dim:
-        raise GGUFError(f"{g.path}: partial RoPE (rope.dimension_count {rot} != head_dim "
-                        f"{head_dim}) is not supported")
-    scaling_type = g.get(f"{arch}.rope.scaling.type")
-    if scaling_type == "linear" and arch == "gemma3":  # the global layers' (4B+)
-        kwargs["rope_scaling"] = RopeScaling(
-            rope_type="linear", factor=_f32(g.get(f"{arch}.rope.scaling.factor", 1.0)))
-    elif scaling_type not in (None, "none"):
-        raise GGUFError(f"{g.path}: RoPE scaling {scaling_type!r} is not supported")
-    if arch == "gemma3":
-        n = kwargs["num_layers"]
-        kwargs.update(
-            norm_unit_offset=True, sandwich_norms=True, qk_norm=True, scale_embeddings=True,
-            mlp_activation="gelu_tanh", rope_local_theta=10000.0,
-            query_pre_attn_scalar=float(hidden // n_head if n == 62 else head_dim),
-            sliding_window=int(need("attention.sliding_window")),
-            layer_types=tuple("sliding_attention" if (i + 1) % 6 else "full_attention"
-                              for i in range(n)))
+    kwargs.update(_rope_fields(g, arch, spec, kwargs["head_dim"]))
+    if spec.extra_fields is not None:
+        kwargs.update(spec.extra_fields(g, arch, kwargs))
     if "rope_freqs.weight" in tensors:
         kwargs["rope_scaling"] = _rope_scaling_from_factors(
             g.array("rope_freqs.weight"), kwargs, g.path)
