@@ -175,6 +175,61 @@ def _check_unsupported(hf: dict, checks: list[tuple[str, Any, Any]], family: str
                                   f"implement: {', '.join(bad)}")
 
 
+# What each family's decoder implements: (config.json key, its default, the supported value
+# or a predicate); anything else is refused (LLaDA's own keys: _llada_config).
+_FEATURE_CHECKS: dict[str, list] = {
+    "llama": [("hidden_act", "silu", "silu"), ("attention_bias", False, False),
+              ("mlp_bias", False, False)],
+    "qwen2": [("hidden_act", "silu", "silu"), ("use_sliding_window", False, False)],
+    "gemma2": [("attention_bias", False, False),
+               ("use_bidirectional_attention", None, lambda v: not v)],
+}
+_FEATURE_CHECKS["dream"] = _FEATURE_CHECKS["qwen2"]
+_FEATURE_CHECKS["gemma3"] = _FEATURE_CHECKS["gemma2"]
+
+
+def _check_features(hf: dict, family: str) -> None:
+    if family in ("gemma2", "gemma3"):  # the activation has two names in Gemma configs
+        act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+        _check_unsupported({"hidden_activation": act}, [
+            ("hidden_activation", None, "gelu_pytorch_tanh")], family)
+    _check_unsupported(hf, _FEATURE_CHECKS[family], family)
+
+
+def _special_ids(hf: dict, gen: dict, tokenizer_config: Optional[dict]) -> dict:
+    """BOS / EOS / pad from config.json, else generation_config.json; the end-of-turn id from
+    the added tokens, else the last of several EOS ids."""
+    bos = _one_id(hf.get("bos_token_id"))
+    if bos is None:
+        bos = _one_id(gen.get("bos_token_id"))
+    eos_all = _id_list(hf.get("eos_token_id")) or _id_list(gen.get("eos_token_id"))
+    pad = _one_id(hf.get("pad_token_id"))
+    if pad is None:
+        pad = _one_id(gen.get("pad_token_id"))
+    eot = _added_token_id(tokenizer_config, _EOT_STRINGS)
+    if eot is None and len(eos_all) > 1:
+        eot = eos_all[-1]
+    return dict(bos_token_id=bos, eos_token_id=eos_all[0] if eos_all else None,
+                pad_token_id=pad, eot_token_id=eot)
+
+
+def _dream_fields(hf: dict, kw: dict) -> dict:
+    mask = hf.get("mask_token_id")
+    mask = DREAM_DEFAULT_MASK_ID if mask is None else int(mask)
+    _check_id_in_vocab("mask_token_id", mask, kw["vocab_size"])
+    return dict(attention_bias=True, causal=False, mask_token_id=mask, logits_shift=True)
+
+
+# family -> (config.json, the fields read so far) -> its own fields
+_FAMILY_FIELDS: dict[str, Callable[[dict, dict], dict]] = {
+    "llama": lambda hf, kw: {},
+    "qwen2": lambda hf, kw: dict(attention_bias=True),
+    "dream": _dream_fields,
+    "gemma2": lambda hf, kw: _gemma_fields(hf, "gemma2", kw["num_layers"]),
+    "gemma3": lambda hf, kw: _gemma_fields(hf, "gemma3", kw["num_layers"]),
+}
+
+
 def config_from_hf(hf_config: dict, *, generation_config: Optional[dict] = None,
                    tokenizer_config: Optional[dict] = None) -> ModelConfig:
     """Build a :class:`ModelConfig` from a checkpoint's ``config.json`` dict.
@@ -191,58 +246,23 @@ def config_from_hf(hf_config: dict, *, generation_config: Optional[dict] = None,
     family = _family_of(hf)
     if family == "llada":
         return _llada_config(hf, gen, tokenizer_config)
-
-    if family in ("gemma2", "gemma3"):
-        act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-        _check_unsupported({"hidden_activation": act}, [
-            ("hidden_activation", None, "gelu_pytorch_tanh")], family)
-        _check_unsupported(hf, [("attention_bias", False, False),
-                                ("use_bidirectional_attention", None, lambda v: not v)], family)
-    else:
-        _check_unsupported(hf, [("hidden_act", "silu", "silu")], family)
-    if family == "llama":
-        _check_unsupported(hf, [("attention_bias", False, False), ("mlp_bias", False, False)],
-                           family)
-    elif family in ("qwen2", "dream"):
-        _check_unsupported(hf, [("use_sliding_window", False, False)], family)
+    _check_features(hf, family)
     hidden = _size(hf, "hidden_size")
     heads = _size(hf, "num_attention_heads")
     kv = _size(hf, "num_key_value_heads", heads)
     head_dim = _size(hf, "head_dim", hidden // heads)
-    if family == "gemma3":
-        theta, scaling = 0.0, None  # set by _gemma_fields
-    else:
-        theta, scaling = _rope_from_hf(hf, 10000.0)
-    bos = _one_id(hf.get("bos_token_id"))
-    if bos is None:
-        bos = _one_id(gen.get("bos_token_id"))
-    eos_all = _id_list(hf.get("eos_token_id")) or _id_list(gen.get("eos_token_id"))
-    eos = eos_all[0] if eos_all else None
-    pad = _one_id(hf.get("pad_token_id"))
-    if pad is None:
-        pad = _one_id(gen.get("pad_token_id"))
-    eot = _added_token_id(tokenizer_config, _EOT_STRINGS)
-    if eot is None and len(eos_all) > 1:
-        eot = eos_all[-1]
-    vocab = _size(hf, "vocab_size")
+    # Gemma-3's RoPE (global and local) is set by _gemma_fields
+    theta, scaling = (0.0, None) if family == "gemma3" else _rope_from_hf(hf, 10000.0)
+    ids = _special_ids(hf, gen, tokenizer_config)
     kwargs = dict(
-        family=family, vocab_size=vocab, hidden_size=hidden,
+        family=family, vocab_size=_size(hf, "vocab_size"), hidden_size=hidden,
         intermediate_size=_size(hf, "intermediate_size"),
         num_layers=_size(hf, "num_hidden_layers"), num_heads=heads, num_kv_heads=kv,
         head_dim=head_dim, rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         rope_theta=theta, rope_scaling=scaling,
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        max_position_embeddings=_size(hf, "max_position_embeddings", 4096),
-        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, eot_token_id=eot)
-    if family == "qwen2":
-        kwargs.update(attention_bias=True)
-    elif family == "dream":
-        mask = hf.get("mask_token_id")
-        mask = DREAM_DEFAULT_MASK_ID if mask is None else int(mask)
-        _check_id_in_vocab("mask_token_id", mask, vocab)
-        kwargs.update(attention_bias=True, causal=False, mask_token_id=mask, logits_shift=True)
-    elif family in ("gemma2", "gemma3"):
-        kwargs.update(_gemma_fields(hf, family, kwargs["num_layers"]))
+        max_position_embeddings=_size(hf, "max_position_embeddings", 4096), **ids)
+    kwargs.update(_FAMILY_FIELDS[family](hf, kwargs))
     return ModelConfig(**kwargs)
 
 
