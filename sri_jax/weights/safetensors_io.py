@@ -22,7 +22,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping, NamedTuple, Optional
+from typing import Iterator, Mapping, NamedTuple, Optional, Union
 
 import ml_dtypes
 import numpy as np
@@ -76,6 +76,62 @@ class TensorInfo(NamedTuple):
         return self.end - self.begin
 
 
+def _read_header(path: Path, size: int) -> tuple[dict, int]:
+    """(the JSON header as a dict, where the data section starts) of a file of ``size``
+    bytes."""
+    if size < 8:
+        raise _corrupt(path, f"it is only {size} bytes long (a safetensors file starts "
+                             "with an 8-byte header length)")
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > _MAX_HEADER:
+            raise _corrupt(path, f"the header length field says {n} bytes (limit "
+                                 f"{_MAX_HEADER}); this is not a safetensors file")
+        if 8 + n > size:
+            raise _corrupt(path, f"the header needs {n} bytes but the file has only "
+                                 f"{size - 8} after the length field (truncated)")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _corrupt(path, f"its JSON header does not parse ({e})") from None
+    except RecursionError:
+        raise _corrupt(path, "its JSON header nests too deeply to be a tensor table") \
+            from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "its JSON header is not an object")
+    return header, 8 + n
+
+
+def _tensor_info(name: str, ent, data_size: int) -> Union[TensorInfo, str]:
+    """One header entry as a :class:`TensorInfo`, or the problem with it."""
+    try:
+        code = ent["dtype"]
+        shape = tuple(int(s) for s in ent["shape"])
+        begin, end = (int(o) for o in ent["data_offsets"])
+    except (TypeError, KeyError, ValueError):
+        return f"tensor {name!r} has a malformed header entry {ent!r}"
+    if code not in DTYPES:
+        return f"tensor {name!r} has unsupported dtype {code!r} (supported: {', '.join(DTYPES)})"
+    if any(s < 0 for s in shape):
+        return f"tensor {name!r} has a negative dimension {shape}"
+    want = math.prod(shape) * DTYPES[code].itemsize
+    if not 0 <= begin <= end or end - begin != want:
+        return (f"tensor {name!r} ({code} {list(shape)}) needs {want} bytes but its offsets "
+                f"are [{begin}, {end}]")
+    if end > data_size:
+        return (f"tensor {name!r} ends at byte {end} of the data section, which is only "
+                f"{data_size} bytes (truncated)")
+    return TensorInfo(name, code, shape, begin, end)
+
+
+def _overlaps(infos) -> list[str]:
+    """No two tensors may share bytes (one would silently alias the other)."""
+    spans = sorted((i.begin, i.end, i.name) for i in infos if i.end > i.begin)
+    return [f"tensors {n0!r} [{b0}, {e0}] and {n1!r} [{b1}, {e1}] overlap"
+            for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]) if b1 < e0]
+
+
 class SafetensorsFile:
     """Lazy, memory-mapped view of one ``.safetensors`` file.
 
@@ -100,65 +156,21 @@ class SafetensorsFile:
     # ---------------------------------------------------------------- header
 
     def _parse_header(self):
-        path, size = self.path, self.file_size
-        if size < 8:
-            raise _corrupt(path, f"it is only {size} bytes long (a safetensors file starts "
-                                 "with an 8-byte header length)")
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > _MAX_HEADER:
-                raise _corrupt(path, f"the header length field says {n} bytes (limit "
-                                     f"{_MAX_HEADER}); this is not a safetensors file")
-            if 8 + n > size:
-                raise _corrupt(path, f"the header needs {n} bytes but the file has only "
-                                     f"{size - 8} after the length field (truncated)")
-            raw = fh.read(n)
-        try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise _corrupt(path, f"its JSON header does not parse ({e})") from None
-        except RecursionError:
-            raise _corrupt(path, "its JSON header nests too deeply to be a tensor table") \
-                from None
-        if not isinstance(header, dict):
-            raise _corrupt(path, "its JSON header is not an object")
-        self.data_start = 8 + n
-        data_size = size - self.data_start
+        path = self.path
+        header, self.data_start = _read_header(path, self.file_size)
+        data_size = self.file_size - self.data_start
         meta = header.pop("__metadata__", None) or {}
         if not isinstance(meta, dict):
             raise _corrupt(path, "its __metadata__ entry is not an object")
         self.metadata = {str(k): str(v) for k, v in meta.items()}
         problems = []
         for name, ent in header.items():
-            try:
-                code = ent["dtype"]
-                shape = tuple(int(s) for s in ent["shape"])
-                begin, end = (int(o) for o in ent["data_offsets"])
-            except (TypeError, KeyError, ValueError):
-                problems.append(f"tensor {name!r} has a malformed header entry {ent!r}")
-                continue
-            if code not in DTYPES:
-                problems.append(f"tensor {name!r} has unsupported dtype {code!r} "
-                                f"(supported: {', '.join(DTYPES)})")
-                continue
-            if any(s < 0 for s in shape):
-                problems.append(f"tensor {name!r} has a negative dimension {shape}")
-                continue
-            want = math.prod(shape) * DTYPES[code].itemsize
-            if not 0 <= begin <= end or end - begin != want:
-                problems.append(f"tensor {name!r} ({code} {list(shape)}) needs {want} bytes "
-                                f"but its offsets are [{begin}, {end}]")
-                continue
-            if end > data_size:
-                problems.append(f"tensor {name!r} ends at byte {end} of the data section, "
-                                f"which is only {data_size} bytes (truncated)")
-                continue
-            self._infos[name] = TensorInfo(name, code, shape, begin, end)
-        # No two tensors may share bytes (one would silently alias the other).
-        spans = sorted((i.begin, i.end, i.name) for i in self._infos.values() if i.end > i.begin)
-        for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-            if b1 < e0:
-                problems.append(f"tensors {n0!r} [{b0}, {e0}] and {n1!r} [{b1}, {e1}] overlap")
+            info = _tensor_info(name, ent, data_size)
+            if isinstance(info, str):
+                problems.append(info)
+            else:
+                self._infos[name] = info
+        problems += _overlaps(self._infos.values())
         if problems:
             shown = problems[:10] + ([f"... and {len(problems) - 10} more"]
                                      if len(problems) > 10 else [])
