@@ -102,3 +102,28 @@ def test_gguf_transforms():
     assert GGUF_LLAMA_MAP.rule_for(("layers", "wk")).transform == "unpermute_k_transpose"
     assert GGUF_GEMMA3_MAP.rule_for(("final_norm",)).transform == "minus_one"
     assert GGUF_MAP.rule_for(("layers", "wq")).transform == "transpose"
+
+
+def test_config_lists_every_problem_at_once():
+    """Messages written out by hand: bad values first (a size out of range stops there, the
+    structure cannot be checked), then how the sizes fit together."""
+    base = dict(family="llama", vocab_size=8, hidden_size=8, intermediate_size=8,
+                num_layers=2, num_heads=2, num_kv_heads=2, head_dim=4)
+    with pytest.raises(ValueError) as e:
+        ModelConfig(**{**base, "family": "x", "vocab_size": 0, "rope_theta": True,
+                       "eos_token_id": -1, "head_dim": 3})
+    assert str(e.value) == (
+        "invalid ModelConfig: family 'x' is not one of ('llama', 'qwen2', 'llada', 'dream', "
+        "'gemma2', 'gemma3'); vocab_size must be an integer in 1..4194304, got 0; rope_theta "
+        "must be a finite positive number, got True; eos_token_id must be a token id >= 0 or "
+        "None, got -1")
+    with pytest.raises(ValueError) as e:
+        ModelConfig(**{**base, "num_heads": 3, "head_dim": 3, "attn_logit_softcap": 0.0,
+                       "mlp_activation": "relu", "layer_types": ["sliding_attention"] * 2,
+                       "causal": False})
+    assert str(e.value) == (
+        "invalid ModelConfig: num_heads 3 is not a multiple of num_kv_heads 2; head_dim 3 "
+        "must be even for RoPE; attn_logit_softcap must be a finite positive number or None, "
+        "got 0.0; mlp_activation 'relu' is not one of ('silu', 'gelu_tanh'); layer_types has "
+        "sliding_attention layers but sliding_window is None; sliding-window layers need a "
+        "causal model; a diffusion (non-causal) model needs mask_token_id")

@@ -34,6 +34,75 @@ class RopeScaling:
     original_max_position_embeddings: int = 8192
 
 
+TOKEN_ID_FIELDS = ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id",
+                   "eot_token_id")
+POSITIVE_FIELDS = ("rms_norm_eps", "rope_theta")
+OPTIONAL_POSITIVE_FIELDS = ("query_pre_attn_scalar", "attn_logit_softcap",
+                            "final_logit_softcap", "rope_local_theta")
+
+
+def _int_in(v, lo: int, hi: int) -> bool:
+    """``v`` is an integer (not a bool) with ``lo <= v < hi``."""
+    try:
+        return not isinstance(v, bool) and lo <= operator.index(v) < hi
+    except TypeError:
+        return False
+
+
+def _positive(v) -> bool:
+    """``v`` is a finite positive int or float (not a bool)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and \
+        0 < float(v) < float("inf")
+
+
+def _failing(cfg, names, ok, what: str) -> list[str]:
+    return [f"{n} must be {what}, got {getattr(cfg, n)!r}" for n in names
+            if not ok(getattr(cfg, n))]
+
+
+def _value_problems(cfg: "ModelConfig") -> tuple[list[str], bool]:
+    """The family, the sizes (each within :data:`LIMITS`), the numbers and the token ids;
+    and whether every size is usable."""
+    problems = [] if cfg.family in FAMILIES else [
+        f"family {cfg.family!r} is not one of {FAMILIES}"]
+    sizes = [f"{name} must be an integer in 1..{top}, got {getattr(cfg, name)!r}"
+             for name, top in LIMITS.items() if not _int_in(getattr(cfg, name), 1, top + 1)]
+    problems += sizes + _failing(cfg, POSITIVE_FIELDS, _positive, "a finite positive number")
+    problems += _failing(cfg, TOKEN_ID_FIELDS, lambda v: v is None or _int_in(v, 0, 1 << 31),
+                         "a token id >= 0 or None")
+    return problems, not sizes
+
+
+def _structure_problems(cfg: "ModelConfig") -> list[str]:
+    """How the (valid) sizes fit together: heads, RoPE, activation, layer types, window."""
+    problems = []
+    if cfg.num_heads % cfg.num_kv_heads:
+        problems.append(f"num_heads {cfg.num_heads} is not a multiple of "
+                        f"num_kv_heads {cfg.num_kv_heads}")
+    if cfg.head_dim % 2:
+        problems.append(f"head_dim {cfg.head_dim} must be even for RoPE")
+    problems += _failing(cfg, OPTIONAL_POSITIVE_FIELDS, lambda v: v is None or _positive(v),
+                         "a finite positive number or None")
+    if cfg.mlp_activation not in ACTIVATIONS:
+        problems.append(f"mlp_activation {cfg.mlp_activation!r} is not one of {ACTIVATIONS}")
+    if cfg.layer_types is not None:
+        if len(cfg.layer_types) != cfg.num_layers or \
+                any(t not in LAYER_TYPES for t in cfg.layer_types):
+            problems.append(f"layer_types must list one of {LAYER_TYPES} per layer "
+                            f"({cfg.num_layers}), got {cfg.layer_types!r}")
+        elif "sliding_attention" in cfg.layer_types and cfg.sliding_window is None:
+            problems.append("layer_types has sliding_attention layers but "
+                            "sliding_window is None")
+    v = cfg.sliding_window
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        problems.append(f"sliding_window must be a positive integer or None, got {v!r}")
+    if any(cfg.sliding_layers) and not cfg.causal:
+        problems.append("sliding-window layers need a causal model")
+    if not cfg.causal and cfg.mask_token_id is None:
+        problems.append("a diffusion (non-causal) model needs mask_token_id")
+    return problems
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one decoder-only transformer (hashable: usable as a jit static arg).
@@ -100,65 +169,9 @@ class ModelConfig:
     def __post_init__(self):
         if self.layer_types is not None and not isinstance(self.layer_types, tuple):
             object.__setattr__(self, "layer_types", tuple(self.layer_types))
-        problems = []
-        if self.family not in FAMILIES:
-            problems.append(f"family {self.family!r} is not one of {FAMILIES}")
-        sizes_ok = True
-        for name, top in LIMITS.items():
-            v = getattr(self, name)
-            try:
-                ok = not isinstance(v, bool) and 0 < operator.index(v) <= top
-            except TypeError:
-                ok = False
-            if not ok:
-                sizes_ok = False
-                problems.append(f"{name} must be an integer in 1..{top}, got {v!r}")
-        for name in ("rms_norm_eps", "rope_theta"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or \
-                    not 0 < float(v) < float("inf"):
-                problems.append(f"{name} must be a finite positive number, got {v!r}")
-        for name in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id",
-                     "eot_token_id"):
-            v = getattr(self, name)
-            try:
-                ok = v is None or not isinstance(v, bool) and 0 <= operator.index(v) < 1 << 31
-            except TypeError:
-                ok = False
-            if not ok:
-                problems.append(f"{name} must be a token id >= 0 or None, got {v!r}")
-        if not sizes_ok:
-            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
-        if self.num_heads % self.num_kv_heads:
-            problems.append(f"num_heads {self.num_heads} is not a multiple of "
-                            f"num_kv_heads {self.num_kv_heads}")
-        if self.head_dim % 2:
-            problems.append(f"head_dim {self.head_dim} must be even for RoPE")
-        for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap",
-                     "rope_local_theta"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not 0 < float(v) < float("inf")):
-                problems.append(f"{name} must be a finite positive number or None, got {v!r}")
-        if self.mlp_activation not in ACTIVATIONS:
-            problems.append(f"mlp_activation {self.mlp_activation!r} is not one of "
-                            f"{ACTIVATIONS}")
-        if self.layer_types is not None:
-            if len(self.layer_types) != self.num_layers or \
-                    any(t not in LAYER_TYPES for t in self.layer_types):
-                problems.append(f"layer_types must list one of {LAYER_TYPES} per layer "
-                                f"({self.num_layers}), got {self.layer_types!r}")
-            elif "sliding_attention" in self.layer_types and self.sliding_window is None:
-                problems.append("layer_types has sliding_attention layers but "
-                                "sliding_window is None")
-        if self.sliding_window is not None:
-            v = self.sliding_window
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                problems.append(f"sliding_window must be a positive integer or None, got {v!r}")
-        if any(self.sliding_layers) and not self.causal:
-            problems.append("sliding-window layers need a causal model")
-        if not self.causal and self.mask_token_id is None:
-            problems.append("a diffusion (non-causal) model needs mask_token_id")
+        problems, sizes_ok = _value_problems(self)
+        if sizes_ok:
+            problems += _structure_problems(self)
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
