@@ -226,56 +226,86 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
                     output, as HF does).
     logits_start    static: logits only for positions >= logits_start (saves the LM head).
     """
-    b, l = input_ids.shape
-    embed = params["embed"]
-    if cache is None:
-        if attention_mask is None:
-            attention_mask = jnp.ones((b, l), jnp.int32)
-        key_valid = attention_mask.astype(bool)
-        q_idx = jnp.arange(l)
-        s = l
-    else:
-        s = cache.k.shape[2]
-        if attention_mask is None:
-            attention_mask = jnp.ones((b, s), jnp.int32)
-        key_valid = attention_mask.astype(bool)
-        q_idx = cache_index + jnp.arange(l)
+    ctx = _attention_context(cfg, input_ids.shape, attention_mask, positions, cache,
+                             cache_index)
+    x = embed_tokens(params, cfg, input_ids)
+    x, sel, new_kv = _run_blocks(params["layers"], cfg, x, ctx, cache, cache_index,
+                                 hidden_layer)
+    hidden = norm(cfg, x, params["final_norm"])
+    logits = lm_head(params, cfg, hidden[:, logits_start:]) if compute_logits else None
+    new_cache = KVCache(*new_kv) if cache is not None else None
+    if hidden_layer is not None and hidden_layer == cfg.num_layers - 1:
+        sel = hidden  # HF convention: the last entry of hidden_states is the final-norm output
+    return DecoderOutput(logits, hidden, sel, new_cache)
+
+
+class _AttentionContext(NamedTuple):
+    """What every block attends with: the key mask [B, L, S] and the RoPE tables [B, L, hd];
+    the sliding-window layers' own (None where the config has none)."""
+
+    allowed: jax.Array
+    cos: jax.Array
+    sin: jax.Array
+    allowed_local: Optional[jax.Array] = None
+    cos_local: Optional[jax.Array] = None
+    sin_local: Optional[jax.Array] = None
+
+
+def _attention_context(cfg: ModelConfig, shape, attention_mask, positions, cache, cache_index):
+    """Key masks and RoPE tables of :func:`forward` (its arguments of the same names)."""
+    b, l = shape
+    s = l if cache is None else cache.k.shape[2]
+    if attention_mask is None:
+        attention_mask = jnp.ones((b, s), jnp.int32)
+    q_idx = jnp.arange(l) if cache is None else cache_index + jnp.arange(l)
+    windowed = any(cfg.sliding_layers)
+
+    def at_queries(a):  # the rows of a [B, S] array for this chunk's queries
+        return a if cache is None else jax.lax.dynamic_slice(a, (0, cache_index), (b, l))
+
+    # positions counting real tokens only (left padding never shifts them)
+    real = default_positions(cfg, attention_mask) if positions is None or windowed else None
     if positions is None:
-        if cache is None:
-            positions = default_positions(cfg, attention_mask)
-        else:
-            full = default_positions(cfg, attention_mask)
-            positions = jax.lax.dynamic_slice(full, (0, cache_index), (b, l))
-    k_idx = jnp.arange(s)
-    allowed = jnp.broadcast_to(key_valid[:, None, :], (b, l, s))
+        positions = at_queries(real)
+    allowed = jnp.broadcast_to(attention_mask.astype(bool)[:, None, :], (b, l, s))
     if cfg.causal:
-        allowed = allowed & (k_idx[None, None, :] <= q_idx[None, :, None])
-    cos, sin = rope_tables(cfg, positions)
-    sliding = np.asarray(cfg.sliding_layers)
-    windowed = bool(sliding.any())
-    local_rope = windowed and cfg.rope_local_theta is not None
+        allowed = allowed & (jnp.arange(s)[None, None, :] <= q_idx[None, :, None])
+    ctx = _AttentionContext(allowed, *rope_tables(cfg, positions))
     if windowed:
         # The window counts real tokens (left padding never narrows it): a key is visible
         # from a sliding layer when it is fewer than sliding_window real tokens back.
-        kpos = default_positions(cfg, attention_mask)  # [B, S]
-        qpos = kpos if cache is None else jax.lax.dynamic_slice(kpos, (0, cache_index), (b, l))
-        allowed_local = allowed & (kpos[:, None, :] > qpos[:, :, None] - cfg.sliding_window)
-    if local_rope:
+        ctx = ctx._replace(allowed_local=allowed & (
+            real[:, None, :] > at_queries(real)[:, :, None] - cfg.sliding_window))
+    if windowed and cfg.rope_local_theta is not None:
         cos_local, sin_local = rope_tables(cfg, positions, local=True)
+        ctx = ctx._replace(cos_local=cos_local, sin_local=sin_local)
+    return ctx
 
+
+def embed_tokens(params: dict, cfg: ModelConfig, input_ids):
+    """Token embeddings [B, L, D] (times sqrt(hidden_size) where the family scales them)."""
+    embed = params["embed"]
     x = embed[input_ids]
     if cfg.scale_embeddings:  # sqrt(hidden) in fp32, cast to the weight dtype (as HF)
         x = x * jnp.asarray(np.float32(math.sqrt(cfg.hidden_size)), embed.dtype)
+    return x
+
+
+def _run_blocks(layers: dict, cfg: ModelConfig, x, ctx: _AttentionContext, cache,
+                cache_index, hidden_layer):
+    """Every block as one ``lax.scan``: (x, the residual stream after block ``hidden_layer``
+    or None, the new (k, v) per layer or None without a cache)."""
     capture = hidden_layer is not None
 
     def step(carry, xs):
         x, sel = carry
         i, p, kv, is_local = xs
-        mask, c, sn = allowed, cos, sin
-        if windowed:
-            mask = jnp.where(is_local, allowed_local, allowed)
-        if local_rope:
-            c, sn = jnp.where(is_local, cos_local, cos), jnp.where(is_local, sin_local, sin)
+        mask, c, sn = ctx.allowed, ctx.cos, ctx.sin
+        if ctx.allowed_local is not None:
+            mask = jnp.where(is_local, ctx.allowed_local, ctx.allowed)
+        if ctx.cos_local is not None:
+            c = jnp.where(is_local, ctx.cos_local, ctx.cos)
+            sn = jnp.where(is_local, ctx.sin_local, ctx.sin)
         x, new_kv = block(cfg, p, x, c, sn, mask, kv, cache_index)
         if capture:
             sel = jnp.where(i == hidden_layer, x, sel)
@@ -284,14 +314,9 @@ def forward(params: dict, cfg: ModelConfig, input_ids, *, attention_mask=None,
     sel0 = jnp.zeros_like(x) if capture else None
     kv_xs = (cache.k, cache.v) if cache is not None else None
     (x, sel), new_kv = jax.lax.scan(
-        step, (x, sel0), (jnp.arange(cfg.num_layers), params["layers"], kv_xs,
-                          jnp.asarray(sliding)))
-    hidden = norm(cfg, x, params["final_norm"])
-    logits = lm_head(params, cfg, hidden[:, logits_start:]) if compute_logits else None
-    new_cache = KVCache(*new_kv) if cache is not None else None
-    if capture and hidden_layer == cfg.num_layers - 1:
-        sel = hidden  # HF convention: the last entry of hidden_states is the final-norm output
-    return DecoderOutput(logits, hidden, sel if capture else None, new_cache)
+        step, (x, sel0), (jnp.arange(cfg.num_layers), layers, kv_xs,
+                          jnp.asarray(np.asarray(cfg.sliding_layers))))
+    return x, sel, new_kv
 
 
 def lm_head(params: dict, cfg: ModelConfig, hidden):
