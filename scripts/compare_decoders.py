@@ -1,22 +1,24 @@
 """AR versus diffusion on the same lineage: smollm2-135m-instruct-safe (AR) and
 smollm2-135m-diffusion (its Dream-style adaptation) on the same held-out prompts, keyword
-judge and SRI recipe; prints the table and writes compare.json + ar_vs_diffusion.png.
+judge and SRI recipe; prints the table and writes compare.json + ar_vs_diffusion.png
+(sri_jax.comparison; `sri-jax demo` runs the same with 16 prompts per class).
 
     python scripts/compare_decoders.py [--out runs/compare_decoders] [--n-calib 32] [--n-test 32]
 """
 
 import argparse
-import sys
-
 import json
+import sys
+from pathlib import Path
 
-from sri_jax.diffusion_adapt import DEFAULT_BASE, compare_decoders, quick_eval
+from sri_jax.comparison import (AR_MODEL, DIFFUSION_MODEL, CompareConfig, compare_decoders,
+                                quick_eval)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ar", default=DEFAULT_BASE)
-    ap.add_argument("--diffusion", default="smollm2-135m-diffusion")
+    ap.add_argument("--ar", default=AR_MODEL)
+    ap.add_argument("--diffusion", default=DIFFUSION_MODEL)
     ap.add_argument("--out", default="runs/compare_decoders")
     ap.add_argument("--n-calib", type=int, default=32)
     ap.add_argument("--n-test", type=int, default=32)
@@ -26,18 +28,17 @@ def main(argv=None) -> int:
                     "answers of both models to N held-out benign and harmful prompts, refusal "
                     "rates and answer perplexity (writes OUT/quick_eval.json)")
     a = ap.parse_args(argv)
-    if min(a.n_calib, a.n_test, a.batch_size) < 1:
-        ap.error("--n-calib, --n-test and --batch-size must be >= 1")
+    if min(a.n_calib, a.n_test, a.batch_size) < 1 or (a.quick is not None and a.quick < 1):
+        ap.error("--n-calib, --n-test, --batch-size and --quick must be >= 1")
     try:
         if a.quick:
             res = quick_eval(a.diffusion, a.ar, n=a.quick, progress=not a.no_progress)
-            from pathlib import Path
-
             Path(a.out).mkdir(parents=True, exist_ok=True)
             (Path(a.out) / "quick_eval.json").write_text(json.dumps(res, indent=1) + "\n")
             return 0
-        compare_decoders(a.ar, a.diffusion, out_dir=a.out, n_calib=a.n_calib, n_test=a.n_test,
-                         batch_size=a.batch_size, progress=not a.no_progress)
+        compare_decoders(a.ar, a.diffusion, out_dir=a.out, config=CompareConfig(
+            n_calib=a.n_calib, n_test=a.n_test, batch_size=a.batch_size,
+            progress=not a.no_progress))
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"compare_decoders: error: {e}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ LAYERS = [
     ("sri_jax.sri",),
     ("sri_jax.sampling",),
     ("sri_jax.tracing", "sri_jax.calibration", "sri_jax.reporting", "sri_jax.judges",
-     "sri_jax.gcg"),
+     "sri_jax.gcg", "sri_jax.comparison"),
     ("sri_jax.detector",),
     ("sri_jax.commands", "sri_jax.finetune", "sri_jax.diffusion_adapt"),
     ("sri_jax.cli", "sri_jax"),

@@ -39,6 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--n-guard-holdout", type=A.POSITIVE, default=N_GUARD_HOLDOUT,
                    help="held-out benign traces that set the guard's threshold")
     p.add_argument("--no-guard", action="store_true", help="skip training/evaluating the guard")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the AR-versus-diffusion comparison (run when the model has a "
+                        "shipped diffusion adaptation, e.g. smollm2-135m-diffusion)")
 
 
 def run(args) -> int:
@@ -46,7 +49,8 @@ def run(args) -> int:
         model_name=args.model, dtype=args.dtype, n_calib_harmless=args.n_calib_harmless,
         n_calib_harmful=args.n_calib_harmful, n_test=args.n_test,
         n_guard_train=args.n_guard_train, n_guard_holdout=args.n_guard_holdout,
-        guard=not args.no_guard, attacks=tuple(a for a in args.attacks.split(",") if a),
+        guard=not args.no_guard, compare=not args.no_compare,
+        attacks=tuple(a for a in args.attacks.split(",") if a),
         batch_size=args.batch_size, gen_length=args.gen_length,
         progress=not args.no_progress, centers_path=args.centers,
         allow_unverified=args.trust_centers,
@@ -60,7 +64,9 @@ class DemoConfig:
     """The options of :func:`run_demo`. ``system_prompt``: "default" keeps the model's ("You
     are a helpful assistant"), None renders prompts without a system turn. ``safe_prompts``:
     the prompt sets' text is encoded as plain text (control text in a prompt stays text;
-    ``Model.safe_prompts``). ``centers_path``: reuse these centers instead of calibrating."""
+    ``Model.safe_prompts``). ``centers_path``: reuse these centers instead of calibrating.
+    ``compare``: when the model has a shipped diffusion adaptation, compare the two decoders
+    (:mod:`sri_jax.comparison`, ``n_compare`` prompts per class for centers and test)."""
 
     model_name: str = DEMO_MODEL
     dtype: str = "auto"
@@ -70,6 +76,8 @@ class DemoConfig:
     n_guard_train: int = N_GUARD_TRAIN
     n_guard_holdout: int = N_GUARD_HOLDOUT
     guard: bool = True
+    compare: bool = True
+    n_compare: int = 16
     attacks: Sequence[str] = DEMO_ATTACKS
     batch_size: int = 64
     gen_length: Optional[int] = None
@@ -83,8 +91,9 @@ class DemoConfig:
 def run_demo(out_dir="sri_out", config: Optional[DemoConfig] = None, *, log=print,
              **options) -> dict:
     """Calibrate centers, trace held-out benign, harmful and jailbreak prompts, summarise and
-    plot, then train the SRI Guard on benign traces and evaluate it on the attacks: the whole
-    workflow, offline, on the embedded default model. ``config``: a :class:`DemoConfig`;
+    plot, then train the SRI Guard on benign traces and evaluate it on the attacks, and (when
+    the model has a shipped diffusion adaptation) compare AR and diffusion decoding: the
+    whole workflow, offline, on the embedded default model. ``config``: a :class:`DemoConfig`;
     ``options``: its fields, over ``config``. Rerunning resumes (traces and the centers on
     disk are reused, the guard is replaced; ``out_dir/centers`` and ``/guard`` must be
     missing, empty or artifacts of those kinds, checked before anything runs)."""
@@ -119,10 +128,13 @@ def run_demo(out_dir="sri_out", config: Optional[DemoConfig] = None, *, log=prin
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     log("\n" + format_table(rows))
     guard_res = _guard(sp, groups, run_set, centers, out, log) if c.guard else None
+    comparison = _compare(model, out, c, log) if c.compare else None
+    if comparison and comparison.get("figure"):
+        figs = [*figs, Path(comparison["figure"])]
     log(f"\nfigures: {', '.join(str(p) for p in figs)}")
     log(f"records: {out / 'traces'}   ({time.perf_counter() - t0:.0f} s)")
     return {"rows": rows, "figures": figs, "centers": centers, "trace_dirs": dirs,
-            "guard": guard_res}
+            "guard": guard_res, "comparison": comparison}
 
 
 def _model(c: DemoConfig, log):
@@ -188,3 +200,26 @@ def _guard(sp, groups, run_set, centers, out: Path, log):
         f"{out / 'guard'}")
     log("\n".join(guard_table(res.benign, res.attacks, res.means)))
     return res
+
+
+def _compare(model, out: Path, c: DemoConfig, log):
+    """AR versus diffusion (:func:`sri_jax.comparison.compare_decoders`) when ``model`` has a
+    shipped diffusion adaptation; a rerun reuses ``out/compare/compare.json`` when it was
+    made with the same models and settings."""
+    from ..comparison import CompareConfig, compare_decoders, diffusion_partner, format_summary
+
+    partner = diffusion_partner(model.name) if model.name else None
+    if partner is None:
+        return None
+    cc = CompareConfig(n_calib=c.n_compare, n_test=c.n_compare, progress=c.progress)
+    f = out / "compare" / "compare.json"
+    if f.is_file():
+        prev = json.loads(f.read_text())
+        if (prev.get("models") == {"AR": model.name, "diffusion": partner}
+                and prev.get("config") == dataclasses.asdict(cc)):
+            log(f"\nAR versus diffusion (saved by an earlier run, {f}):\n"
+                + format_summary(prev))
+            return prev
+    log(f"\nAR versus diffusion: {model.name} and {partner} on {c.n_compare} held-out "
+        "prompts per class")
+    return compare_decoders(model.name, partner, out_dir=out / "compare", config=cc, log=log)
