@@ -207,7 +207,7 @@ def build_problem(model, prompts: Sequence[str], targets: Sequence[str], suffix_
     if not prompts or len(prompts) != len(targets):
         raise ValueError(f"give one target per prompt (got {len(prompts)} prompts, "
                          f"{len(targets)} targets)")
-    rows, tails = [], []
+    rows = []
     for p, t in zip(prompts, targets):
         if not p.strip() or not t.strip():
             raise ValueError("prompts and targets must be non-empty text")
