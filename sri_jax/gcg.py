@@ -207,7 +207,7 @@ def build_problem(model, prompts: Sequence[str], targets: Sequence[str], suffix_
     if not prompts or len(prompts) != len(targets):
         raise ValueError(f"give one target per prompt (got {len(prompts)} prompts, "
                          f"{len(targets)} targets)")
-    rows, tails = [], []
+    rows = []
     for p, t in zip(prompts, targets):
         if not p.strip() or not t.strip():
             raise ValueError("prompts and targets must be non-empty text")
@@ -266,6 +266,44 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _open_state(out_dir, ident: dict) -> Optional[dict]:
+    """The saved state of this problem in ``out_dir`` (None: none saved); a state of another
+    problem is an error."""
+    if out_dir is None or not (Path(out_dir) / STATE_FILE).is_file():
+        return None
+    state = read_json(Path(out_dir) / STATE_FILE, "GCG state", "delete the folder to start over")
+    diff = sorted(k for k in ident if state.get("ident", {}).get(k) != ident[k])
+    if diff:
+        raise ArtifactError(f"{out_dir} holds a GCG run of another problem (differs in "
+                            f"{', '.join(diff)}); use another --out folder")
+    return state
+
+
+def _save_state(out_dir, state: dict) -> None:
+    if out_dir is None:
+        return
+    with atomic_directory(out_dir, "gcg", overwrite=True) as tmp:
+        write_json(tmp / STATE_FILE, state, indent=1)
+
+
+def _advance(state: dict, tok, loss: float, cands: np.ndarray, losses: np.ndarray) -> float:
+    """Take the lowest-loss candidate that round-trips (none: keep the suffix), record it in
+    ``state`` (history, best) and return its loss."""
+    if state["initial_loss"] is None:
+        state["initial_loss"] = state["best_loss"] = loss
+    chosen = next((j for j in np.argsort(losses, kind="stable")
+                   if round_trips(tok, cands[j])), None)
+    if chosen is None:  # no candidate re-encodes to itself: keep the suffix
+        ids, new = state["suffix_ids"], loss
+    else:
+        ids, new = cands[chosen].tolist(), float(losses[chosen])
+    state["suffix_ids"] = ids
+    state["history"].append({"loss": new, "ids": ids})
+    if new < state["best_loss"]:
+        state["best_loss"], state["best_ids"] = new, ids
+    return new
+
+
 def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfig = GCGConfig(),
             *, out_dir=None, progress: bool = True, system_prompt: Optional[str] = "default",
             prompt_ids: Optional[Sequence[str]] = None,
@@ -287,27 +325,13 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
     ident = {"model": model.name, "weight_hash": model.weight_hash,
              "config": cfg.problem_dict(), "system_prompt": system_prompt,
              "prompts": _digest(prompts), "targets": _digest(targets)}
-    state = None
-    if out_dir is not None and (Path(out_dir) / STATE_FILE).is_file():
-        state = read_json(Path(out_dir) / STATE_FILE, "GCG state",
-                          "delete the folder to start over")
-        diff = sorted(k for k in ident if state.get("ident", {}).get(k) != ident[k])
-        if diff:
-            raise ArtifactError(f"{out_dir} holds a GCG run of another problem (differs in "
-                                f"{', '.join(diff)}); use another --out folder")
+    state = _open_state(out_dir, ident)
     if state is None:
         init = initial_suffix(model, cfg, allowed)
         state = {"ident": ident, "step": 0, "suffix_ids": init, "history": [],
                  "best_ids": init, "best_loss": None, "initial_loss": None,
                  "prompts": prompts, "targets": targets,
                  "prompt_ids": list(prompt_ids) if prompt_ids is not None else None}
-
-    def save():
-        if out_dir is None:
-            return
-        with atomic_directory(out_dir, "gcg", overwrite=True) as tmp:
-            write_json(tmp / STATE_FILE, state, indent=1)
-
     allowed_d = jnp.asarray(allowed)
     base = jax.random.key(cfg.seed)
     run = functools.partial(gcg_step, mcfg=model.config, top_k=cfg.top_k,
@@ -319,27 +343,15 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
             cur = jnp.asarray(state["suffix_ids"], jnp.int32)
             loss, cands, losses = run(model.params, prob, cur, allowed_d,
                                       jax.random.fold_in(base, i))
-            loss, cands, losses = float(loss), np.asarray(cands), np.asarray(losses)
-            if state["initial_loss"] is None:
-                state["initial_loss"] = state["best_loss"] = loss
-            chosen = next((j for j in np.argsort(losses, kind="stable")
-                           if round_trips(tok, cands[j])), None)
-            if chosen is None:  # no candidate re-encodes to itself: keep the suffix
-                ids, new = state["suffix_ids"], loss
-            else:
-                ids, new = cands[chosen].tolist(), float(losses[chosen])
-            state["suffix_ids"] = ids
-            state["history"].append({"loss": new, "ids": ids})
-            if new < state["best_loss"]:
-                state["best_loss"], state["best_ids"] = new, ids
+            new = _advance(state, tok, float(loss), np.asarray(cands), np.asarray(losses))
             state["step"] = i + 1
             bar.update(1)
             bar.set_postfix(loss=f"{new:.3f}", best=f"{state['best_loss']:.3f}")
             if state["step"] % cfg.checkpoint_every == 0:
-                save()
+                _save_state(out_dir, state)
             if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
                 break
-    save()
+    _save_state(out_dir, state)
     last = state["history"][-1]["loss"] if state["history"] else state["initial_loss"]
     return GCGResult(state["suffix_ids"], tok.decode(state["suffix_ids"]), last,
                      state["best_ids"], tok.decode(state["best_ids"]), state["best_loss"],

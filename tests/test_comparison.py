@@ -118,7 +118,7 @@ def test_held_out_prompts_never_trained_on():
 
     p = held_out_prompts(4, 5)
     adv_eval = set(advbench_halves()[1]["eval"].prompts)
-    dz_eval = set(safety_tune_benign(128)[1]["eval"].prompts)
+    dz_eval = set(safety_tune_benign()[1]["eval"].prompts)
     assert set(p["calib_harmful"] + p["harmful"]) <= adv_eval
     assert set(p["calib_benign"] + p["benign"]) <= dz_eval
     assert not set(p["calib_harmful"]) & set(p["harmful"])

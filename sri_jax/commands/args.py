@@ -90,6 +90,39 @@ POSITIVE = int_at_least(1)
 NON_NEGATIVE = int_at_least(0)
 
 
+def training_run_flags(p: argparse.ArgumentParser, *, base: str, out: str, help: dict):
+    """--base, --out (their defaults), --checkpoint-dir, --no-resume and --overwrite of a
+    training command; ``help``: the text of each (keys: the flags without dashes)."""
+    p.add_argument("--base", default=base, help=help["base"])
+    p.add_argument("--out", default=out, help=help["out"])
+    p.add_argument("--checkpoint-dir", help=help["checkpoint-dir"])
+    p.add_argument("--no-resume", action="store_true", help=help["no-resume"])
+    p.add_argument("--overwrite", action="store_true", help=help["overwrite"])
+
+
+def training_flags(p: argparse.ArgumentParser, d, alpha=finite_float()):
+    """The trainer's flags, with the defaults of ``d`` (a
+    :class:`sri_jax.finetune.FinetuneConfig`); ``alpha``: the --alpha type."""
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
+    p.add_argument("--lr", type=finite_float(0, lo_open=True), default=d.learning_rate)
+    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size)
+    p.add_argument("--rank", type=POSITIVE, default=d.lora.rank)
+    p.add_argument("--alpha", type=alpha, default=d.lora.alpha)
+
+
+def training_config(args, d, **lora):
+    """``d`` (a FinetuneConfig) with the values of :func:`training_flags` (``lora``: more
+    LoraConfig fields)."""
+    import dataclasses
+
+    from ..models.lora import LoraConfig
+
+    return dataclasses.replace(
+        d, lora=LoraConfig(rank=args.rank, alpha=args.alpha, **lora), learning_rate=args.lr,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+
+
 def sampler_flags(p: argparse.ArgumentParser):
     g = p.add_argument_group("sampler (defaults: the paper's, per model kind)")
     g.add_argument("--mode", choices=["diffusion", "autoregressive", "ar_on_diffusion"],

