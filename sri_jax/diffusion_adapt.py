@@ -382,7 +382,7 @@ def _until_eos(tokens, eos: int) -> list:
 
 
 def _run_one(model, cfg, prompts: dict, batch_size: int, progress: bool) -> dict:
-    from .sampling.api import generate_batched
+    from .sampling.api import Prompting, generate_batched
     from .sri.centers import calibrate
     from .judges.keyword import is_refusal
 
@@ -398,7 +398,7 @@ def _run_one(model, cfg, prompts: dict, batch_size: int, progress: bool) -> dict
                           ("harmful", prompts["harmful"], None),
                           ("harmful/prefill", prompts["harmful"], prompts["prefill"])):
         res = generate_batched(model, ps, cfg, batch_size=batch_size, progress=progress,
-                               desc=name, centers=centers, prefix=pre)
+                               desc=name, centers=centers, prompting=Prompting(prefix=pre))
         eos = model.config.eos_token_id
         out["sets"][name] = {"texts": res.texts, "refused": [is_refusal(t) for t in res.texts],
                              "sri": None if res.sri is None else np.asarray(res.sri),
