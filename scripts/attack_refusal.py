@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sri_jax import load_model  # noqa: E402
 from sri_jax.data.attacks import apply_attack, prefill_prefixes  # noqa: E402
 from sri_jax.data.splits import evaluation_splits  # noqa: E402
-from sri_jax.sampling.api import generate_batched  # noqa: E402
+from sri_jax.sampling.api import Prompting, generate_batched  # noqa: E402
 from sri_jax.sampling.config import SamplerConfig  # noqa: E402
 from sri_jax.judges.keyword import is_refusal  # noqa: E402
 
@@ -35,7 +35,8 @@ for name, prompts, kw in rows:
     if only and name not in only:
         continue
     t0 = time.time()
-    r = generate_batched(m, prompts, cfg, batch_size=32, progress=False, **kw)
+    r = generate_batched(m, prompts, cfg, batch_size=32, progress=False,
+                         prompting=Prompting(**kw))
     ref = [is_refusal(t) for t in r.texts]
     print(name, json.dumps({"n": len(raw), "refusal_rate": sum(ref) / len(ref),
                             "seconds": round(time.time() - t0, 1)}), flush=True)

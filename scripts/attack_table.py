@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sri_jax import load_model  # noqa: E402
 from sri_jax.data.attacks import apply_attack, response_kwargs  # noqa: E402
 from sri_jax.detector.evaluate import evaluation_splits  # noqa: E402
-from sri_jax.sampling.api import generate_batched  # noqa: E402
+from sri_jax.sampling.api import Prompting, generate_batched  # noqa: E402
 from sri_jax.sri.centers import calibrate, load_centers, save_centers  # noqa: E402
 from sri_jax.sri.judge import is_refusal  # noqa: E402
 from sri_jax.sri.signal import internal_recovery_rate  # noqa: E402
@@ -108,7 +108,7 @@ def generate_phase(args, raw):
             atk = apply_attack(a, raw)
             kw = response_kwargs(atk, model.config.causal)
             r = generate_batched(model, [x.text for x in atk], cfg, centers=centers,
-                                 batch_size=16, progress=False, **kw)
+                                 batch_size=16, progress=False, prompting=Prompting(**kw))
             rec = {"model": name, "attack": a, "n": len(raw), "requests": raw,
                    "responses": r.texts, "refused": [bool(is_refusal(t)) for t in r.texts],
                    "sri": np.asarray(r.sri).tolist(), "centers": cpath,

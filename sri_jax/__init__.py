@@ -5,11 +5,11 @@ from ._version import __version__
 from .models.config import ModelConfig, RopeScaling
 from .models.model import ForwardOutput, Model
 from .parallel.mesh import make_mesh
-from .sampling import GenerationResult, SamplerConfig, generate
+from .sampling import GenerationResult, Prompting, Readout, SamplerConfig, generate
 from .calibration import calibrate
 from .sri.centers import load_centers, save_centers
 from .sri.signal import Centers, internal_recovery_rate, sri_signal
-from .tracing import read_traces, trace
+from .tracing import TraceOptions, read_traces, trace
 
 
 def load_model(source, *, dtype="bfloat16", **kwargs) -> Model:
@@ -37,7 +37,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'sri_jax' has no attribute {name!r}")
 
 
-__all__ = ["Centers", "ForwardOutput", "GenerationResult", "Model", "ModelConfig", "RopeScaling",
-           "SRIGuard", "SamplerConfig", "calibrate", "generate", "internal_recovery_rate",
-           "is_refusal", "load_centers", "load_model", "make_mesh", "read_traces", "save_centers",
-           "sri_signal", "trace", "__version__"]
+__all__ = ["Centers", "ForwardOutput", "GenerationResult", "Model", "ModelConfig", "Prompting",
+           "Readout", "RopeScaling", "SRIGuard", "SamplerConfig", "TraceOptions", "calibrate",
+           "generate", "internal_recovery_rate", "is_refusal", "load_centers", "load_model",
+           "make_mesh", "read_traces", "save_centers", "sri_signal", "trace", "__version__"]

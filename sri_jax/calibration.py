@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .judges import keyword
-from .sampling.api import generate_batched
+from .sampling.api import Readout, generate_batched
 from .sri.centers import prompts_hash, run_meta
 from .sri.signal import Centers, centers_from_activations, sri_signal
 
@@ -29,7 +29,7 @@ def calibrate(model, harmless_prompts: Sequence[str], harmful_prompts: Sequence[
         if not prompts:
             raise ValueError(f"no {cls} prompts given for calibration")
         res = generate_batched(model, prompts, cfg, batch_size=batch_size,
-                               return_activations=True, seed=seed, progress=progress,
+                               readout=Readout(activations=True), seed=seed, progress=progress,
                                desc=f"calibrate {cls}")
         refused = np.array([bool(judge(t)) for t in res.texts])
         sel = refused if want_refusal else ~refused

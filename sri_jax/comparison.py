@@ -124,7 +124,7 @@ def run_decoder(model, cfg, prompts: dict, c: CompareConfig) -> dict:
     texts, keyword refusals, SRI [n, T] (None without centers), answers (ids before EOS)."""
     from .calibration import calibrate
     from .judges import keyword
-    from .sampling.api import generate_batched
+    from .sampling.api import Prompting, generate_batched
 
     try:
         centers = calibrate(model, prompts["calib_benign"], prompts["calib_harmful"], cfg,
@@ -138,7 +138,7 @@ def run_decoder(model, cfg, prompts: dict, c: CompareConfig) -> dict:
                "harmful/prefill": (prompts["harmful"], prompts["prefill"])}
     for name, (ps, pre) in sources.items():
         res = generate_batched(model, ps, cfg, batch_size=c.batch_size, progress=c.progress,
-                               desc=name, centers=centers, prefix=pre)
+                               desc=name, centers=centers, prompting=Prompting(prefix=pre))
         eos = model.config.eos_token_id
         out["sets"][name] = {"texts": res.texts,
                              "refused": [keyword.is_refusal(t) for t in res.texts],

@@ -30,6 +30,7 @@ and polars read the directory directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+
+from .sampling.api import Prompting, Readout
 
 PLAN = "plan.json"
 MANIFEST = "manifest.json"
@@ -54,111 +57,166 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir, ids: Optional[Sequence[str]] = None,
-          set_name: str = "prompts", attack: str = "none", batch_size: int = 16,
-          judge: Optional[Callable[[str], bool]] = None, save_activations: bool = False,
-          save_snapshots: bool = False, seed: int = 0, progress: bool = True, shard_filter: Optional[Callable[[int], bool]] = None,
-          system_prompt="default", prefix: Optional[Sequence] = None,
-          prefix_tokens: Optional[int] = None, template: Optional[Sequence] = None) -> Path:
+@dataclasses.dataclass(frozen=True)
+class TraceOptions:
+    """How a trace run is labelled, batched and stored. ``set_name`` / ``attack``: the
+    records' labels; ``batch_size``; ``seed``: batch i samples with ``seed + i``;
+    ``save_activations``: the pooled phi [T, D] per record; ``save_snapshots``: the response
+    tokens after every step [T, G] (``GenerationResult.snapshots``); ``progress``: a progress
+    bar; ``shard_filter(i)``: which shards this process writes (multi-host tracing; default:
+    one process writes every shard, with several processes (``jax.distributed``) process p
+    writes shards i with ``i % count == p``)."""
+
+    set_name: str = "prompts"
+    attack: str = "none"
+    batch_size: int = 16
+    seed: int = 0
+    save_activations: bool = False
+    save_snapshots: bool = False
+    progress: bool = True
+    shard_filter: Optional[Callable[[int], bool]] = None
+
+
+@dataclasses.dataclass
+class _Run:
+    """A trace run's inputs, checked and encoded once, before anything runs: the prompts and
+    their ids, each prompt's token ids (prefix appended), the batch plan, the prefixes as
+    given and as decoded (prefill), the templates (infill), the sampler call and the judge."""
+
+    prompts: list
+    ids: list
+    seqs: list
+    batches: list
+    prefix: Optional[list]
+    prefixes: Optional[list]
+    template: Optional[list]
+    call: object
+    judge: Callable[[str], bool]
+
+
+def trace(model, prompts: Sequence[str], cfg, *, centers, out_dir,
+          ids: Optional[Sequence[str]] = None, judge: Optional[Callable[[str], bool]] = None,
+          prompting: Prompting = Prompting(), options: TraceOptions = TraceOptions()) -> Path:
     """Generate, read SRI, judge refusals and write records under ``out_dir``. Returns the dir.
 
-    ``save_activations`` stores the pooled phi [T, D] per record, ``save_snapshots`` the
-    response tokens after every step [T, G] (``GenerationResult.snapshots``).
-
-    ``shard_filter(i)`` selects which shards this process writes (multi-host tracing); the
-    plan is the same on every process. Default: one process writes every shard; with several
-    processes (``jax.distributed``) process p writes shards i with ``i % count == p``. When
+    ``options`` (:class:`TraceOptions`): labels, batch size, seed, what else each record
+    stores, which shards this process writes; the plan is the same on every process. When
     the model is sharded over devices of several processes (SPMD) every process takes part in
     every batch and only the writer stores it; otherwise each process generates its own.
 
+    ``prompting`` (:class:`~sri_jax.sampling.api.Prompting`): the system prompt, and
     ``prefix`` / ``prefix_tokens``: the prefilling attack (one forced response start per
     prompt, see :func:`sri_jax.sampling.generate`); the records store the prefix used and
     judge only the generated continuation. ``template``: the masked-infill attack (diffusion
     models; one response template per prompt), stored in the records.
     """
-    from tqdm.auto import tqdm
-
     from .parallel import multihost as mh
     from .parallel.storage import TraceStore
-    from .judges.keyword import is_refusal
-    from .sampling.api import check_template, prepare, run_batch, with_prefix
-    from .sampling.batching import plan_batches
 
-    judge = judge or is_refusal
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError(f"prompt set {set_name!r} is empty: nothing to trace")
-    ids = [str(i) for i in (ids if ids is not None else range(len(prompts)))]
-    if len(ids) != len(prompts) or len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique and one per prompt")
-    # checked and encoded once, before anything runs: prefixes, centers, prompts
-    prefix = None if prefix is None else list(prefix)
-    call = prepare(model, cfg, centers=centers, return_activations=save_activations,
-                   record_snapshots=save_snapshots, system_prompt=system_prompt)
-    seqs = model.chat_ids(prompts, system_prompt)
-    batches = plan_batches([len(q) for q in seqs], batch_size,
-                           model.config.max_position_embeddings - cfg.gen_length)
-    seqs, prefixes = with_prefix(model, cfg, seqs, None, prefix, prefix_tokens)
-    if template is not None:
-        template = list(template)
-        check_template(model, cfg, template, len(prompts))
+    run = _encode(model, prompts, cfg, centers, ids, judge, prompting, options)
     store = TraceStore(out_dir)
     store.mkdir()
     with run_lock(store) if mh.process_index() == 0 else contextlib.nullcontext():
-        plan = {"ids": _hash(ids), "prompts": _hash(prompts), "batch_size": batch_size,
-                "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
-                "centers": _centers_hash(centers),
-                "set": set_name, "attack": attack, "seed": seed, "shards": len(batches),
-                "save_activations": save_activations, "records": len(prompts)}
-        if save_snapshots:  # only when set, so plans written before this option still match
-            plan["save_snapshots"] = True
-        if prefix is not None:
-            plan["prefix"] = _hash([p if p is None or isinstance(p, str) else list(map(int, p))
-                                    for p in prefix])
-            plan["prefix_tokens"] = prefix_tokens
-        if template is not None:
-            plan["template"] = _hash([t if isinstance(t, str) else list(map(int, t))
-                                      for t in template])
+        plan = _plan(model, cfg, centers, run, prompting, options)
         _claim_plan(store, plan)
 
         n_proc, me = mh.process_count(), mh.process_index()
         spmd = mh.spans_processes(model.params)  # every process joins every sampler call
-        writes = shard_filter or (lambda i: mh.shard_owner(i, n_proc) == me)
+        writes = options.shard_filter or (lambda i: mh.shard_owner(i, n_proc) == me)
         plan_hash = _hash(plan)
-        done = mh.any_across_processes(_done_shards(store, batches, plan_hash))
-        todo = [i for i in range(len(batches)) if not done[i] and (spmd or writes(i))]
-        n_todo = sum(len(batches[i][0]) for i in todo)
-        t0 = time.perf_counter()
-        with tqdm(total=n_todo, desc=f"trace {set_name}/{attack}", unit="prompt",
-                  disable=not progress or me != 0) as bar:
-            for i in todo:
-                idx, rows = batches[i]
-                res = run_batch(model, call, [seqs[j] for j in idx], rows=rows, seed=seed + i,
-                                template=None if template is None else [template[j] for j in idx])
-                n = len(idx)
-                if not writes(i):  # SPMD: another process stores this batch
-                    bar.update(n)
-                    continue
-                head = {"prompt_id": [ids[j] for j in idx], "set": [set_name] * n,
-                        "attack": [attack] * n, "prompt": [prompts[j] for j in idx]}
-                table = _records(res, head, judge, call,
-                                 None if prefix is None else [prefixes[j] for j in idx])
-                store.write_parquet(shard_name(i), table.replace_schema_metadata(
-                    {PLAN_KEY: plan_hash.encode()}))
-                bar.update(n)
-                bar.set_postfix(prompts_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
+        done = mh.any_across_processes(_done_shards(store, run.batches, plan_hash))
+        todo = [i for i in range(len(run.batches)) if not done[i] and (spmd or writes(i))]
+        _write_shards(model, run, todo, writes, store, plan_hash, options)
 
-        done = mh.any_across_processes(_done_shards(store, batches, plan_hash))
+        done = mh.any_across_processes(_done_shards(store, run.batches, plan_hash))
         if done.all() and me == 0 and not store.exists(MANIFEST):
-            manifest = {"plan": plan_hash, "set": set_name, "attack": attack,
-                        "records": len(prompts), "num_shards": len(batches),
+            manifest = {"plan": plan_hash, "set": options.set_name, "attack": options.attack,
+                        "records": len(run.prompts), "num_shards": len(run.batches),
                         "shards": [{"file": shard_name(i), "rows": len(b)}
-                                   for i, (b, _) in enumerate(batches)],
+                                   for i, (b, _) in enumerate(run.batches)],
                         "num_processes": n_proc, "spmd": spmd,
                         "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             store.write_bytes(MANIFEST, json.dumps(manifest, indent=2).encode())
         mh.barrier("sri_jax.trace.done")
         return store.handle()
+
+
+def _encode(model, prompts, cfg, centers, ids, judge, pr: Prompting, o: TraceOptions) -> _Run:
+    """Check and encode a run's inputs once: ids, centers, prompts, prefixes, templates."""
+    from .judges.keyword import is_refusal
+    from .sampling.api import check_template, prepare, with_prefix
+    from .sampling.batching import plan_batches
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError(f"prompt set {o.set_name!r} is empty: nothing to trace")
+    ids = [str(i) for i in (ids if ids is not None else range(len(prompts)))]
+    if len(ids) != len(prompts) or len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique and one per prompt")
+    prefix = None if pr.prefix is None else list(pr.prefix)
+    call = prepare(model, cfg, centers=centers,
+                   readout=Readout(o.save_activations, o.save_snapshots),
+                   system_prompt=pr.system_prompt)
+    seqs = model.chat_ids(prompts, pr.system_prompt)
+    batches = plan_batches([len(q) for q in seqs], o.batch_size,
+                           model.config.max_position_embeddings - cfg.gen_length)
+    seqs, prefixes = with_prefix(model, cfg, seqs, None, prefix, pr.prefix_tokens)
+    template = None if pr.template is None else list(pr.template)
+    if template is not None:
+        check_template(model, cfg, template, len(prompts))
+    return _Run(prompts, ids, seqs, batches, prefix, prefixes, template, call,
+                judge or is_refusal)
+
+
+def _plan(model, cfg, centers, run: _Run, pr: Prompting, o: TraceOptions) -> dict:
+    """What is being traced (``plan.json``; its hash marks every shard)."""
+    plan = {"ids": _hash(run.ids), "prompts": _hash(run.prompts), "batch_size": o.batch_size,
+            "sampler": cfg.to_dict(), "model": model.name, "weight_hash": model.weight_hash,
+            "centers": _centers_hash(centers),
+            "set": o.set_name, "attack": o.attack, "seed": o.seed, "shards": len(run.batches),
+            "save_activations": o.save_activations, "records": len(run.prompts)}
+    if o.save_snapshots:  # only when set, so plans written before this option still match
+        plan["save_snapshots"] = True
+    if run.prefix is not None:
+        plan["prefix"] = _hash([p if p is None or isinstance(p, str) else list(map(int, p))
+                                for p in run.prefix])
+        plan["prefix_tokens"] = pr.prefix_tokens
+    if run.template is not None:
+        plan["template"] = _hash([t if isinstance(t, str) else list(map(int, t))
+                                  for t in run.template])
+    return plan
+
+
+def _write_shards(model, run: _Run, todo, writes, store, plan_hash: str,
+                  o: TraceOptions) -> None:
+    """Generate the batches ``todo`` and write those this process owns (``writes(i)``) as
+    shards marked with ``plan_hash``."""
+    from tqdm.auto import tqdm
+
+    from .parallel import multihost as mh
+    from .sampling.api import run_batch
+
+    n_todo = sum(len(run.batches[i][0]) for i in todo)
+    t0 = time.perf_counter()
+    with tqdm(total=n_todo, desc=f"trace {o.set_name}/{o.attack}", unit="prompt",
+              disable=not o.progress or mh.process_index() != 0) as bar:
+        for i in todo:
+            idx, rows = run.batches[i]
+            res = run_batch(model, run.call, [run.seqs[j] for j in idx], rows=rows,
+                            seed=o.seed + i, template=None if run.template is None
+                            else [run.template[j] for j in idx])
+            n = len(idx)
+            if not writes(i):  # SPMD: another process stores this batch
+                bar.update(n)
+                continue
+            head = {"prompt_id": [run.ids[j] for j in idx], "set": [o.set_name] * n,
+                    "attack": [o.attack] * n, "prompt": [run.prompts[j] for j in idx]}
+            table = _records(res, head, run.judge, run.call.program,
+                             None if run.prefix is None else [run.prefixes[j] for j in idx])
+            store.write_parquet(shard_name(i), table.replace_schema_metadata(
+                {PLAN_KEY: plan_hash.encode()}))
+            bar.update(n)
+            bar.set_postfix(prompts_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
 
 
 def _centers_hash(centers) -> str:
@@ -185,7 +243,7 @@ def _claim_plan(store, plan: dict) -> None:
                          "directory or delete the old one")
 
 
-def _records(res, head: dict, judge, call, prefixes):
+def _records(res, head: dict, judge, program, prefixes):
     """One shard's table: ``head`` columns, then the generation, its SRI and judged refusal,
     and (when used or requested) prefixes, activations and snapshots."""
     import pyarrow as pa
@@ -199,10 +257,10 @@ def _records(res, head: dict, judge, call, prefixes):
     if res.templates is not None:
         cols["template"] = [t if isinstance(t, str) else json.dumps(list(map(int, t)))
                             for t in res.templates]
-    if call.return_activations:
+    if program.return_activations:
         cols["activations"] = pa.array([r.reshape(-1).tolist() for r in res.activations],
                                        pa.list_(pa.float32()))
-    if call.record_snapshots:
+    if program.record_snapshots:
         cols["snapshots"] = pa.array([r.reshape(-1).tolist() for r in res.snapshots],
                                      pa.list_(pa.int32()))
     return pa.table(cols)

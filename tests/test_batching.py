@@ -48,7 +48,7 @@ def test_trace_encodes_each_prompt_once_and_checks_centers_once(tmp_path, monkey
     """Before: tokenised once to plan and again in every batch (repeats included), and the
     centers checked by the trace and again by every batch."""
     import sri_jax.sampling.api as api
-    from sri_jax.tracing import read_traces, trace
+    from sri_jax.tracing import TraceOptions, read_traces, trace
 
     model = tiny_chat_model(seed=3)
     cfg = SamplerConfig.autoregressive(gen_length=3)
@@ -61,8 +61,8 @@ def test_trace_encodes_each_prompt_once_and_checks_centers_once(tmp_path, monkey
                         real_encode(p, *a))
     monkeypatch.setattr(api, "check_compatible", lambda *a, **k: checked.append(1) or
                         real_check(*a, **k))
-    trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t", batch_size=2,
-          progress=False)
+    trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t",
+          options=TraceOptions(batch_size=2, progress=False))
     assert sorted(encoded) == sorted(prompts) and len(checked) == 1
     assert len(read_traces(tmp_path / "t")["prompt_id"]) == 5
 

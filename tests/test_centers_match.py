@@ -30,7 +30,7 @@ def test_trace_plan_binds_to_the_center_arrays(tmp_path):
     different trace run (the plan once hashed only the sum)."""
     from tiny_model import tiny_chat_model
 
-    from sri_jax.tracing import trace
+    from sri_jax.tracing import TraceOptions, trace
 
     model = tiny_chat_model(seed=0)
     cfg = SamplerConfig.autoregressive(gen_length=3)
@@ -41,7 +41,8 @@ def test_trace_plan_binds_to_the_center_arrays(tmp_path):
     c2 = Centers(a[::-1].copy(), b, {})  # rows swapped: same sum, same meta
     assert centers_fingerprint(c1) != centers_fingerprint(c2)
     assert centers_fingerprint(c1) == centers_fingerprint(Centers(a.astype(np.float64), b, {}))
-    kw = dict(out_dir=tmp_path / "t", progress=False, judge=lambda t: False)
+    kw = dict(out_dir=tmp_path / "t", judge=lambda t: False,
+              options=TraceOptions(progress=False))
     trace(model, ["write a poem"], cfg, centers=c1, **kw)
     trace(model, ["write a poem"], cfg, centers=c1, **kw)  # the same run resumes
     with pytest.raises(ValueError, match=r"different trace run \(differs in \['centers'\]\)"):

@@ -13,7 +13,7 @@ from detector_oracle import (SCORE_ATOL, SCORE_RTOL, mann_whitney_auc, np_guard_
 from sri_jax.detector.baselines import (ExternalGuard, LlamaGuard3, PerplexityFilter,
                                         SelfExamination, prompt_nll, prompt_perplexity)
 from sri_jax.detector.evaluate import EvalReport, evaluate_guard, step_texts
-from sri_jax.sampling import SamplerConfig, generate
+from sri_jax.sampling import Readout, SamplerConfig, generate
 from sri_jax.calibration import calibrate
 from sri_jax.judges.keyword import keyword_trace
 from sri_jax.tracing import read_traces
@@ -129,10 +129,11 @@ def test_run_evaluation_writes_report_and_resumes(tmp_path, model):
     """``sri-jax evaluate``'s driver on the real offline prompt sets (tiny model, stand-in
     judge): report, guard, centers, per-set and per-layer traces on disk; a second run
     reuses all of it (no file rewritten) and reproduces the report."""
-    from sri_jax.commands.evaluate import run_evaluation
+    from sri_jax.commands.evaluate import SplitSizes, run_evaluation
 
-    kw = dict(n_calib_harmless=8, n_calib_harmful=8, n_train=8, n_holdout=8, n_test=4,
-              n_attack=4, attacks=("refusal_suppression",), judge=parity_judge,
+    sizes = SplitSizes(n_calib_harmless=8, n_calib_harmful=8, n_train=8, n_holdout=8, n_test=4,
+                       n_attack=4, attacks=("refusal_suppression",))
+    kw = dict(sizes=sizes, judge=parity_judge,
               classifier=False, baselines=(), ablations=("first_step",), layers=("first",),
               batch_size=8, guard_kwargs={"epochs": 5}, progress=False, n_timing=4,
               timing_repeats=1, log=lambda *a: None)
@@ -318,8 +319,8 @@ def test_text_detectors_share_one_estimator_interface(model):
 
 
 def test_step_texts_give_the_keyword_trace(model, centers, report):
-    res = generate(model, TEST, CFG, centers=centers, return_activations=True,
-                   record_snapshots=True)
+    res = generate(model, TEST, CFG, centers=centers,
+                   readout=Readout(activations=True, snapshots=True))
     st = step_texts(model, res.snapshots, CFG)
     assert len(st) == 8 and all(len(s) == CFG.steps for s in st)
     for row, final in zip(st, res.texts):

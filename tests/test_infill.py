@@ -14,7 +14,7 @@ import pytest
 from oracles import dream_loop, llada_loop, np_sri
 from sri_jax.data.attacks import (MASK_SLOT, apply_attack, default_target, infill, infill_head,
                                   response_kwargs)
-from sri_jax.sampling import SamplerConfig, generate
+from sri_jax.sampling import Prompting, Readout, SamplerConfig, generate
 from sri_jax.sampling.api import template_ids
 from test_prefill import diff_model, dream_model  # noqa: F401  (fixtures)
 from test_sampling import DIFF_CFG, IDS, MASK, centers_for
@@ -41,7 +41,8 @@ def test_llada_infill_matches_plain_loop_and_never_touches_the_template(diff_mod
     tpl = planted_template(gen)
     centers = centers_for(steps, seed=6)
     res = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, centers=centers,
-                   return_activations=True, record_snapshots=True, template=tpl.tolist())
+                   readout=Readout(activations=True, snapshots=True),
+                   prompting=Prompting(template=tpl.tolist()))
     tokens, phi = llada_loop(diff_model, IDS, MASK, steps=steps, gen_length=gen,
                              block_length=block, pooling=pooling, template=tpl)
     np.testing.assert_array_equal(res.tokens, tokens)
@@ -61,7 +62,7 @@ def test_infill_pools_only_generated_positions(diff_model):
     cfg = SamplerConfig(steps=1, gen_length=8, block_length=8)
     tpl = planted_template(8)
     res = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
-                   return_activations=True, template=tpl.tolist())
+                   readout=Readout(activations=True), prompting=Prompting(template=tpl.tolist()))
     canvas = np.concatenate([IDS, tpl], 1)  # what the one forward saw
     amask = np.concatenate([MASK, np.ones((3, 8), int)], 1)
     h = np.asarray(diff_model.forward(canvas, amask).hidden, np.float64)[:, IDS.shape[1]:]
@@ -75,7 +76,8 @@ def test_dream_infill_matches_plain_loop(dream_model, alg):
     cfg = SamplerConfig(steps=6, gen_length=12, block_length=12, dream_alg=alg)
     tpl = planted_template(12)
     res = generate(dream_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
-                   return_activations=True, record_snapshots=True, template=tpl.tolist())
+                   readout=Readout(activations=True, snapshots=True),
+                   prompting=Prompting(template=tpl.tolist()))
     tokens, phi = dream_loop(dream_model, IDS, MASK, steps=6, gen_length=12, alg=alg,
                              template=tpl)
     np.testing.assert_array_equal(res.tokens, tokens)
@@ -101,7 +103,7 @@ def test_infill_on_an_autoregressive_model_is_refused_with_the_analogue_named():
     model = tiny_chat_model(seed=3)
     with pytest.raises(ValueError, match="prefix="):
         generate(model, ["tell me about cats"], SamplerConfig.autoregressive(gen_length=4),
-                 template=["bake" + MASK_SLOT])
+                 prompting=Prompting(template=["bake" + MASK_SLOT]))
 
 
 def test_infill_template_and_its_ar_analogue():
@@ -122,27 +124,28 @@ def test_ar_analogue_equals_prefill_with_the_template_head():
     cfg = SamplerConfig.autoregressive(gen_length=6)
     attacked = apply_attack("infill", prompts)
     res = generate(model, [a.text for a in attacked], cfg,
-                   **response_kwargs(attacked, causal=True))
+                   prompting=Prompting(**response_kwargs(attacked, causal=True)))
     heads = [f"{default_target(p)}:\nStep 1:" for p in prompts]
-    ref = generate(model, prompts, cfg, prefix=heads)
+    ref = generate(model, prompts, cfg, prompting=Prompting(prefix=heads))
     np.testing.assert_array_equal(res.tokens, ref.tokens)
     assert res.prefixes == ref.prefixes
 
 
 def test_trace_records_store_the_template(tmp_path):
     from sri_jax.sri import Centers
-    from sri_jax.tracing import read_traces, trace
+    from sri_jax.tracing import TraceOptions, read_traces, trace
 
     model = tiny_chat_model(seed=3, diffusion=True)
     cfg = SamplerConfig(steps=4, gen_length=8, block_length=8)
     centers = Centers(np.zeros((4, 32)) + 1, np.ones((4, 32)) * 2, {})
     prompts = ["How do I make a bomb", "tell me about cats", "write poem"]
     tpls = ["bake" + MASK_SLOT * 3 + " bread", "cats" + MASK_SLOT, "poem" + MASK_SLOT * 2]
-    trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t", attack="infill",
-          template=tpls, batch_size=2, progress=False)
+    trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t",
+          prompting=Prompting(template=tpls),
+          options=TraceOptions(attack="infill", batch_size=2, progress=False))
     rec = read_traces(tmp_path / "t")
     assert dict(zip(rec["prompt_id"], rec["template"])) == dict(zip("012", tpls))
-    ref = generate(model, prompts, cfg, template=tpls)
+    ref = generate(model, prompts, cfg, prompting=Prompting(template=tpls))
     by_id = dict(zip(rec["prompt_id"], rec["tokens"].tolist()))
     # batches of 2 padded rows use other seeds, but greedy LLaDA ignores the key
     assert [by_id[str(i)] for i in range(3)] == ref.tokens.tolist()

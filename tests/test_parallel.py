@@ -137,8 +137,8 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
     from sri_jax.models.model import Model
     from sri_jax.parallel import (describe_shardings, kv_cache_spec, param_specs,
                                   sampler_inputs, shard_model)
-    from sri_jax.sampling import SamplerConfig, generate
-    from sri_jax.sampling.api import _sample
+    from sri_jax.sampling import Readout, SamplerConfig, generate
+    from sri_jax.sampling.api import Program, _sample
     from sri_jax.sampling.batching import batch_inputs
     from sri_jax.sampling.common import Probe
     from sri_jax.sri import Centers
@@ -177,7 +177,7 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
                           rng.normal(size=(scfg.steps, D)).astype(np.float32))
         direction = rng.normal(size=D).astype(np.float32)
         kw = dict(input_ids=ids, attention_mask=mask, cfg=scfg, centers=centers,
-                  return_activations=True, direction=direction)
+                  readout=Readout(activations=True, direction=direction))
         ref = generate(model, **kw)
         tick(f"{kind} ref")
         for shape in MESHES:
@@ -213,9 +213,8 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
                 r = direction / np.linalg.norm(direction)
                 probe = Probe(*centers.device_arrays(), jax.numpy.asarray(r))
                 a = sampler_inputs(mesh, pids, pmask, 0, probe)
-                txt = _sample.lower(sm.params, *a, mcfg=mcfg, scfg=scfg, hidden_layer=None,
-                                    return_activations=True,
-                                    record_snapshots=False).compile().as_text()
+                txt = _sample.lower(sm.params, *a, program=Program(
+                    mcfg, scfg, return_activations=True)).compile().as_text()
                 s_len = pids.shape[1] + scfg.gen_length
                 pat = r"f32\[%d,(\d+),%d,(\d+),%d\]" % (mcfg.num_layers, s_len, mcfg.head_dim)
                 report["kv_cache"][shape] = {

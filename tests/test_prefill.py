@@ -17,7 +17,7 @@ from sri_jax.data.attacks import (GENERIC_PREFIX, apply_attack, default_target, 
 from sri_jax.data.sets import PromptSet
 from sri_jax.models.decoder import random_params
 from sri_jax.models.model import Model
-from sri_jax.sampling import SamplerConfig, generate
+from sri_jax.sampling import Prompting, Readout, SamplerConfig, generate
 from sri_jax.sri import Centers
 from test_sampling import AR_CFG, D, DIFF_CFG, DREAM_CFG, IDS, MASK, centers_for
 from tiny_model import tiny_chat_model
@@ -48,7 +48,7 @@ def test_ar_prefill_matches_forced_steps_of_a_plain_loop(ar_model):
     centers = centers_for(gen, seed=5)
     res = generate(ar_model, input_ids=IDS, attention_mask=MASK,
                    cfg=SamplerConfig.autoregressive(gen_length=gen), centers=centers,
-                   return_activations=True, prefix=forced)
+                   readout=Readout(activations=True), prompting=Prompting(prefix=forced))
     tokens, phi = ar_loop(ar_model, IDS, MASK, gen_length=gen, forced=forced)
     np.testing.assert_array_equal(res.tokens, tokens)
     assert res.sri.shape == (3, gen)
@@ -67,7 +67,7 @@ def test_ar_prefill_equals_plain_sampler_on_prompt_plus_prefix_text():
     prompts = ["How do I make a bomb", "tell me about cats"]
     prefixes = ["sorry cannot help", "write poem"]
     cfg = SamplerConfig.autoregressive(gen_length=6)
-    res = generate(model, prompts, cfg, prefix=prefixes)
+    res = generate(model, prompts, cfg, prompting=Prompting(prefix=prefixes))
     for i, (p, pre) in enumerate(zip(prompts, prefixes)):
         text = model.chat_prompt(p) + pre
         ids = np.asarray([model.tokenizer(text, add_special_tokens=False)["input_ids"]])
@@ -79,9 +79,9 @@ def test_ar_prefill_equals_plain_sampler_on_prompt_plus_prefix_text():
 def test_prefix_tokens_cuts_the_prefix():
     model = tiny_chat_model(seed=3)
     cfg = SamplerConfig.autoregressive(gen_length=5)
-    cut = generate(model, ["tell me about cats"], cfg, prefix=["write poem about cats"],
-                   prefix_tokens=2)
-    short = generate(model, ["tell me about cats"], cfg, prefix=["write poem"])
+    cut = generate(model, ["tell me about cats"], cfg,
+                   prompting=Prompting(prefix=["write poem about cats"], prefix_tokens=2))
+    short = generate(model, ["tell me about cats"], cfg, prompting=Prompting(prefix=["write poem"]))
     np.testing.assert_array_equal(cut.tokens, short.tokens)
     assert cut.prefixes == ["write poem"]
 
@@ -92,7 +92,7 @@ def test_llada_prefill_matches_plain_loop_and_never_touches_the_prefix(diff_mode
     cfg = SamplerConfig(steps=steps, gen_length=gen, block_length=block)
     centers = centers_for(steps, seed=6)
     res = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, centers=centers,
-                   return_activations=True, prefix=PREFIX.tolist())
+                   readout=Readout(activations=True), prompting=Prompting(prefix=PREFIX.tolist()))
     tokens, phi = llada_loop(diff_model, IDS, MASK, steps=steps, gen_length=gen,
                              block_length=block, prefix=PREFIX)
     np.testing.assert_array_equal(res.tokens, tokens)
@@ -106,7 +106,7 @@ def test_llada_prefill_matches_plain_loop_and_never_touches_the_prefix(diff_mode
 def test_llada_prefill_options_match_plain_loop(diff_model):
     cfg = SamplerConfig(steps=8, gen_length=16, block_length=16, pooling="committed")
     res = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
-                   return_activations=True, prefix=PREFIX.tolist())
+                   readout=Readout(activations=True), prompting=Prompting(prefix=PREFIX.tolist()))
     tokens, phi = llada_loop(diff_model, IDS, MASK, steps=8, gen_length=16, block_length=16,
                              pooling="committed", prefix=PREFIX)
     np.testing.assert_array_equal(res.tokens, tokens)
@@ -117,7 +117,7 @@ def test_llada_prefill_options_match_plain_loop(diff_model):
 def test_dream_prefill_matches_plain_loop(dream_model, alg):
     cfg = SamplerConfig(steps=6, gen_length=12, block_length=12, dream_alg=alg)
     res = generate(dream_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
-                   return_activations=True, prefix=PREFIX.tolist())
+                   readout=Readout(activations=True), prompting=Prompting(prefix=PREFIX.tolist()))
     tokens, phi = dream_loop(dream_model, IDS, MASK, steps=6, gen_length=12, alg=alg,
                              prefix=PREFIX)
     np.testing.assert_array_equal(res.tokens, tokens)
@@ -129,45 +129,52 @@ def test_diffusion_prefix_rows_of_different_lengths_do_not_mix(diff_model):
     longer or no prefixes (re-left-padded together)."""
     cfg = SamplerConfig(steps=8, gen_length=8, block_length=8)
     batch = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
-                     prefix=[[20], [23, 24, 25, 26], None])
-    alone = generate(diff_model, input_ids=IDS[1:2, 3:], cfg=cfg, prefix=[[23, 24, 25, 26]])
+                     prompting=Prompting(prefix=[[20], [23, 24, 25, 26], None]))
+    alone = generate(diff_model, input_ids=IDS[1:2, 3:], cfg=cfg,
+                     prompting=Prompting(prefix=[[23, 24, 25, 26]]))
     np.testing.assert_array_equal(batch.tokens[1], alone.tokens[0])
 
 
 def test_bad_prefix_inputs(diff_model, ar_model):
     with pytest.raises(ValueError, match="cfg_scale"):
-        generate(diff_model, input_ids=IDS, attention_mask=MASK, prefix=PREFIX.tolist(),
-                 cfg=SamplerConfig(steps=8, gen_length=8, block_length=8, cfg_scale=1.0))
+        generate(diff_model, input_ids=IDS, attention_mask=MASK,
+                 cfg=SamplerConfig(steps=8, gen_length=8, block_length=8, cfg_scale=1.0),
+                 prompting=Prompting(prefix=PREFIX.tolist()))
     cfg = SamplerConfig.autoregressive(gen_length=4)
     with pytest.raises(ValueError, match="one entry .* per prompt"):
-        generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, prefix=[[20]])
+        generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
+                 prompting=Prompting(prefix=[[20]]))
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, prefix=[[999], [], []])
+        generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
+                 prompting=Prompting(prefix=[[999], [], []]))
     with pytest.raises(ValueError, match="prefix_tokens without prefix"):
-        generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, prefix_tokens=2)
+        generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
+                 prompting=Prompting(prefix_tokens=2))
 
 
 def test_trace_records_store_the_prefix(tmp_path):
-    from sri_jax.tracing import read_traces, trace
+    from sri_jax.tracing import TraceOptions, read_traces, trace
 
     model = tiny_chat_model(seed=3)
     cfg = SamplerConfig.autoregressive(gen_length=6)
     centers = Centers(np.zeros((6, 32)) + 1, np.ones((6, 32)) * 2, {})
     prompts = ["How do I make a bomb", "tell me about cats", "write poem"]
     prefixes = ["sorry cannot help you", "write poem", "bake bread"]
-    trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t", attack="prefill",
-          prefix=prefixes, prefix_tokens=3, batch_size=2, progress=False)
+    trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t",
+          prompting=Prompting(prefix=prefixes, prefix_tokens=3),
+          options=TraceOptions(attack="prefill", batch_size=2, progress=False))
     rec = read_traces(tmp_path / "t")
     got = dict(zip(rec["prompt_id"], rec["prefix"]))
     assert got == {"0": "sorry cannot help", "1": "write poem", "2": "bake bread"}
     assert rec["sri"].shape == (3, 6)
-    ref = generate(model, prompts, cfg, prefix=prefixes, prefix_tokens=3)
+    ref = generate(model, prompts, cfg, prompting=Prompting(prefix=prefixes, prefix_tokens=3))
     by_id = dict(zip(rec["prompt_id"], rec["tokens"].tolist()))
     assert [by_id[str(i)] for i in range(3)] == ref.tokens.tolist()
     # a rerun with other prefixes is another plan
     with pytest.raises(ValueError, match="different trace run"):
-        trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t", attack="prefill",
-              prefix=prefixes, batch_size=2, progress=False)
+        trace(model, prompts, cfg, centers=centers, out_dir=tmp_path / "t",
+              prompting=Prompting(prefix=prefixes),
+              options=TraceOptions(attack="prefill", batch_size=2, progress=False))
 
 
 def test_prefix_sources():

@@ -24,7 +24,7 @@ import pytest
 
 from sri_jax.detector import SRIGuard
 from sri_jax.artifacts import OutputFolderError
-from sri_jax.sampling import SamplerConfig, generate
+from sri_jax.sampling import Prompting, SamplerConfig, generate
 from sri_jax.calibration import calibrate
 from sri_jax.sri.centers import SIGMA_KEYS, check_compatible, load_centers, save_centers
 from sri_jax.sri.signal import Centers
@@ -518,7 +518,8 @@ def test_each_differing_sigma_field_is_named(model, centers):
                   "assistant' vs run 'You are a pirate'", "chat_template_hash: centers"):
         assert field in msg, msg
     with pytest.raises(ValueError, match="system_prompt: centers"):
-        generate(model, ["write a poem"], CFG, centers=centers, system_prompt=None)
+        generate(model, ["write a poem"], CFG, centers=centers,
+                 prompting=Prompting(system_prompt=None))
 
 
 def test_guard_tau_check_fires(centers, guard):

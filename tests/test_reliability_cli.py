@@ -18,7 +18,7 @@ from sri_jax.data.sets import PROMPT_SETS, PromptSetError, load_prompt_set
 from sri_jax.sampling import SamplerConfig
 from sri_jax.calibration import calibrate
 from sri_jax.sri.centers import save_centers
-from sri_jax.tracing import read_traces, trace
+from sri_jax.tracing import TraceOptions, read_traces, trace
 from sri_jax.weights.registry import REGISTRY
 from tiny_model import HARMFUL, HARMLESS, parity_judge, tiny_chat_model
 
@@ -260,11 +260,11 @@ PROMPTS = HARMLESS + HARMFUL  # 12 prompts, batch 4 -> 3 shards
 def runs(tmp_path_factory, model, centers):
     """A complete run, a run killed after its first shard, and a run with another gen length."""
     root = tmp_path_factory.mktemp("runs")
-    kw = dict(centers=centers, batch_size=4, judge=parity_judge, progress=False,
-              set_name="mix")
+    opts = TraceOptions(set_name="mix", batch_size=4, progress=False)
+    kw = dict(centers=centers, judge=parity_judge, options=opts)
     full = trace(model, PROMPTS, CFG, out_dir=root / "full", **kw)
-    part = trace(model, PROMPTS, CFG, out_dir=root / "part", shard_filter=lambda i: i == 0,
-                 **kw)
+    part = trace(model, PROMPTS, CFG, out_dir=root / "part", **dict(kw, options=TraceOptions(
+        set_name="mix", batch_size=4, progress=False, shard_filter=lambda i: i == 0)))
     cfg4 = SamplerConfig.autoregressive(gen_length=4)
     c4 = calibrate(model, HARMLESS, HARMFUL, cfg4, judge=parity_judge, batch_size=4,
                    progress=False)

@@ -26,7 +26,7 @@ from oracles import ar_loop, dream_loop, dream_sample_tokens, llada_loop, np_sri
 from sri_jax.models.config import ModelConfig
 from sri_jax.models.decoder import random_params
 from sri_jax.models.model import Model
-from sri_jax.sampling import SamplerConfig, generate
+from sri_jax.sampling import Readout, SamplerConfig, generate
 from sri_jax.sampling import api as sampling_api
 from sri_jax.sampling.common import Probe, StepNoise, filter_logits
 from sri_jax.sampling.diffusion import diffusion_sample
@@ -68,7 +68,7 @@ def test_diffusion_matches_plain_loop(diff_model, steps, gen, block):
     cfg = SamplerConfig(steps=steps, gen_length=gen, block_length=block)
     centers = centers_for(steps)
     res = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, centers=centers,
-                   return_activations=True)
+                   readout=Readout(activations=True))
     tokens, phi = llada_loop(diff_model, IDS, MASK, steps=steps, gen_length=gen,
                              block_length=block)
     np.testing.assert_array_equal(res.tokens, tokens)
@@ -180,7 +180,7 @@ def np_softmax(x):
 def test_diffusion_middle_layer_and_ar_on_diffusion(diff_model):
     cfg = SamplerConfig(steps=8, gen_length=8, mode="ar_on_diffusion", layer="first")
     res = generate(diff_model, input_ids=IDS, attention_mask=MASK, cfg=cfg,
-                   return_activations=True)
+                   readout=Readout(activations=True))
     tokens, phi = llada_loop(diff_model, IDS, MASK, steps=8, gen_length=8, block_length=1,
                              layer="first")
     np.testing.assert_array_equal(res.tokens, tokens)
@@ -201,7 +201,7 @@ def test_ar_kv_cache_matches_full_recomputation(ar_model):
     cfg = SamplerConfig.autoregressive(gen_length=gen)
     centers = centers_for(gen, seed=4)
     res = generate(ar_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, centers=centers,
-                   return_activations=True)
+                   readout=Readout(activations=True))
     tokens, phi = ar_loop(ar_model, IDS, MASK, gen_length=gen)
     np.testing.assert_array_equal(res.tokens, tokens)
     assert_fp32_close(res.activations, phi)
@@ -220,7 +220,7 @@ def test_ar_eos_repeats_last_hidden_state():
     cfg_eos = AR_CFG.replace(eos_token_id=eos, pad_token_id=0)
     model = Model(cfg_eos, params)
     res = generate(model, input_ids=IDS[:1], cfg=SamplerConfig.autoregressive(gen_length=8),
-                   return_activations=True)
+                   readout=Readout(activations=True))
     first = int(np.argmax(res.tokens[0] == eos))
     assert first <= 3
     assert (res.tokens[0, first + 1:] == 0).all()
@@ -330,7 +330,7 @@ def test_dream_matches_plain_loop(dream_model, alg):
     """Greedy Dream through ``generate`` (the production path) against upstream's loop."""
     cfg = SamplerConfig(steps=6, gen_length=12, block_length=12, dream_alg=alg)
     res = generate(dream_model, input_ids=IDS, attention_mask=MASK, cfg=cfg, seed=2,
-                   return_activations=True)
+                   readout=Readout(activations=True))
     tokens, phi = dream_loop(dream_model, IDS, MASK, steps=6, gen_length=12, alg=alg)
     np.testing.assert_array_equal(res.tokens, tokens)
     assert_fp32_close(res.activations, phi)

@@ -12,11 +12,11 @@ import pytest
 from detector_oracle import (SCORE_ATOL, SCORE_RTOL, mann_whitney_auc, np_guard_score,
                              np_quantile_linear)
 from oracles import np_sri
-from sri_jax.sampling import SamplerConfig, generate
+from sri_jax.sampling import Readout, SamplerConfig, generate
 from sri_jax.calibration import calibrate
 from sri_jax.sri.centers import check_compatible, load_centers, save_centers
 from sri_jax.sri.signal import Centers, internal_recovery_rate
-from sri_jax.tracing import read_traces, trace
+from sri_jax.tracing import TraceOptions, read_traces, trace
 from sri_jax.reporting import format_table, summarize
 from sri_jax.reporting.figures import make_figures
 from tiny_model import HARMFUL, HARMLESS, parity_judge, tiny_chat_model
@@ -38,10 +38,10 @@ def centers(model):
 
 
 def test_centers_equal_numpy_recomputation(model, centers):
-    """Independent path: generate with return_activations, judge, filter, average in numpy."""
+    """Independent path: generate with activations read out, judge, filter, average in numpy."""
     for prompts, want_refused, mu in ((HARMLESS, False, centers.harmless),
                                       (HARMFUL, True, centers.harmful)):
-        res = generate(model, prompts, CFG, return_activations=True)
+        res = generate(model, prompts, CFG, readout=Readout(activations=True))
         keep = np.array([parity_judge(t) == want_refused for t in res.texts])
         assert keep.any()
         # another batch shape than calibrate's: fp32 reordering only (tests/tolerance.py)
@@ -92,31 +92,31 @@ def test_trace_resume_writes_each_record_once(tmp_path, model, centers):
     prompts = HARMLESS + HARMFUL
     ids = [f"p{i}" for i in range(len(prompts))]
     full = trace(model, prompts, CFG, centers=centers, out_dir=tmp_path / "full", ids=ids,
-                 batch_size=4, judge=parity_judge, progress=False)
+                 judge=parity_judge, options=TraceOptions(batch_size=4, progress=False))
     # an interrupted run: only shard 0 finished, and a half-written temp file lies around
     part = tmp_path / "part"
-    trace(model, prompts, CFG, centers=centers, out_dir=part, ids=ids, batch_size=4,
-          judge=parity_judge, progress=False, shard_filter=lambda i: i == 0)
+    trace(model, prompts, CFG, centers=centers, out_dir=part, ids=ids, judge=parity_judge,
+          options=TraceOptions(batch_size=4, progress=False, shard_filter=lambda i: i == 0))
     (part / ".shard-00001.parquet.tmp-999").write_bytes(b"garbage")
     first = sorted(p.name for p in part.glob("shard-*.parquet"))
     assert first == ["shard-00000.parquet"]
-    trace(model, prompts, CFG, centers=centers, out_dir=part, ids=ids, batch_size=4,
-          judge=parity_judge, progress=False)
+    trace(model, prompts, CFG, centers=centers, out_dir=part, ids=ids, judge=parity_judge,
+          options=TraceOptions(batch_size=4, progress=False))
     a, b = read_traces(full), read_traces(part)
     assert sorted(b["prompt_id"]) == sorted(ids)  # exactly once each
     order_a, order_b = np.argsort(a["prompt_id"]), np.argsort(b["prompt_id"])
     np.testing.assert_array_equal(a["sri"][order_a], b["sri"][order_b])
     np.testing.assert_array_equal(a["tokens"][order_a], b["tokens"][order_b])
     # records agree with a direct generate() and the numpy SRI formula
-    res = generate(model, prompts, CFG, centers=centers, return_activations=True)
+    res = generate(model, prompts, CFG, centers=centers, readout=Readout(activations=True))
     idx = [ids.index(i) for i in a["prompt_id"]]
     np.testing.assert_allclose(a["sri"], np_sri(res.activations[idx], centers.harmless[None],
                                                 centers.harmful[None]), atol=SIGMA_ATOL)
     assert a["refused"].tolist() == [parity_judge(res.texts[i]) for i in idx]
     # the same folder with another plan is refused, nothing is overwritten
     with pytest.raises(ValueError, match="different trace run"):
-        trace(model, prompts[:3], CFG, centers=centers, out_dir=part, batch_size=4,
-              progress=False)
+        trace(model, prompts[:3], CFG, centers=centers, out_dir=part,
+              options=TraceOptions(batch_size=4, progress=False))
 
 
 def _damage(shard, how, other_run):
@@ -140,7 +140,8 @@ def test_trace_resume_redoes_damaged_shards(tmp_path, model, centers, how):
     """Resume verifies each shard (Parquet footer, planned row count, plan hash) and redoes
     a bad one, moving the bad file aside; the result equals a clean run."""
     prompts = HARMLESS + HARMFUL
-    kw = dict(centers=centers, batch_size=4, judge=parity_judge, progress=False)
+    kw = dict(centers=centers, judge=parity_judge,
+              options=TraceOptions(batch_size=4, progress=False))
     clean = read_traces(trace(model, prompts, CFG, out_dir=tmp_path / "clean", **kw))
     other = trace(model, prompts[::-1], CFG, out_dir=tmp_path / "other", **kw)
     d = tmp_path / "run"
@@ -161,8 +162,8 @@ def test_trace_resume_redoes_damaged_shards(tmp_path, model, centers, how):
 
 
 def test_report_names_a_damaged_shard(tmp_path, model, centers):
-    d = trace(model, HARMLESS, CFG, centers=centers, out_dir=tmp_path / "t", batch_size=4,
-              judge=parity_judge, progress=False)
+    d = trace(model, HARMLESS, CFG, centers=centers, out_dir=tmp_path / "t", judge=parity_judge,
+              options=TraceOptions(batch_size=4, progress=False))
     _damage(d / "shard-00000.parquet", "truncated", None)
     with pytest.raises(ValueError, match=r"shard-00000.parquet.*rerun .*trace"):
         read_traces(d)
@@ -191,8 +192,8 @@ def test_a_second_trace_on_the_same_folder_fails_at_once(tmp_path, model, center
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(OSError, match=rf"{d}.*pid {holder.pid}"):
-            trace(model, HARMLESS, CFG, centers=centers, out_dir=d, batch_size=4,
-                  progress=False)
+            trace(model, HARMLESS, CFG, centers=centers, out_dir=d,
+                  options=TraceOptions(batch_size=4, progress=False))
         assert not (d / "plan.json").exists() and not list(d.glob("shard-*"))
         # the CLI: one line, exit 1
         save_centers(centers, tmp_path / "c")
@@ -212,11 +213,12 @@ def test_a_second_trace_on_the_same_folder_fails_at_once(tmp_path, model, center
 
 def test_trace_stores_activations_and_snapshots(tmp_path, model, centers):
     prompts = HARMLESS[:4]
-    d = trace(model, prompts, CFG, centers=centers, out_dir=tmp_path / "t", batch_size=4,
-              judge=parity_judge, save_activations=True, save_snapshots=True, progress=False)
+    d = trace(model, prompts, CFG, centers=centers, out_dir=tmp_path / "t", judge=parity_judge,
+              options=TraceOptions(batch_size=4, save_activations=True, save_snapshots=True,
+                                   progress=False))
     rec = read_traces(d)
-    res = generate(model, prompts, CFG, centers=centers, return_activations=True,
-                   record_snapshots=True)
+    res = generate(model, prompts, CFG, centers=centers,
+                   readout=Readout(activations=True, snapshots=True))
     idx = [int(i) for i in rec["prompt_id"]]
     assert sorted(idx) == [0, 1, 2, 3]
     np.testing.assert_array_equal(rec["snapshots"], res.snapshots[idx])
@@ -270,8 +272,8 @@ def test_cli_help_usage_and_errors(tmp_path):
 
 
 def test_cli_report_reads_traces(tmp_path, model, centers):
-    d = trace(model, HARMLESS, CFG, centers=centers, out_dir=tmp_path / "tr", batch_size=4,
-              judge=parity_judge, progress=False, set_name="benign")
+    d = trace(model, HARMLESS, CFG, centers=centers, out_dir=tmp_path / "tr", judge=parity_judge,
+              options=TraceOptions(set_name="benign", batch_size=4, progress=False))
     r = _cli("report", "--json", str(d))
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)

@@ -99,7 +99,7 @@ def run_demo(out_dir="sri_out", config: Optional[DemoConfig] = None, *, log=prin
     missing, empty or artifacts of those kinds, checked before anything runs)."""
     from ..reporting import format_table, groups_from_traces, summarize
     from ..reporting.figures import make_figures
-    from ..tracing import trace
+    from ..tracing import TraceOptions, trace
     from .evaluate import check_own_outputs
 
     c = dataclasses.replace(config or DemoConfig(), **options)
@@ -115,8 +115,9 @@ def run_demo(out_dir="sri_out", config: Optional[DemoConfig] = None, *, log=prin
 
     def run_set(set_name, prompts, ids, attack="none"):
         d = out / "traces" / f"{set_name}__{attack}"
-        trace(model, prompts, cfg, centers=centers, out_dir=d, ids=ids, set_name=set_name,
-              attack=attack, batch_size=c.batch_size, progress=c.progress)
+        trace(model, prompts, cfg, centers=centers, out_dir=d, ids=ids,
+              options=TraceOptions(set_name=set_name, attack=attack, batch_size=c.batch_size,
+                                   progress=c.progress))
         return d
 
     ids = sp["ids"]

@@ -63,16 +63,17 @@ def run(args) -> int:
     cfg = A.sampler(args, model)
     n = {k: getattr(args, k) if args.n is None else args.n
          for k in ("n_train", "n_holdout", "n_test", "n_attack")}
-    run_evaluation(model, cfg, args.out, centers_path=args.centers,
-                   n_calib_harmless=args.n_calib_harmless,
-                   n_calib_harmful=args.n_calib_harmful, attacks=_split(args.attacks),
+    sizes = SplitSizes(n_calib_harmless=args.n_calib_harmless,
+                       n_calib_harmful=args.n_calib_harmful, attacks=tuple(_split(args.attacks)),
+                       **n)
+    run_evaluation(model, cfg, args.out, sizes=sizes, centers_path=args.centers,
                    llama_guard=args.llama_guard, allow_unverified=args.trust_centers,
                    layers=_split(args.layers), ablations=_split(args.ablations),
                    baselines=_split(args.baselines), classifier=not args.no_classifier,
                    batch_size=args.batch_size, guard_kwargs={"epochs": args.epochs},
                    ppl_quantile=args.ppl_quantile, n_timing=args.n_timing,
                    timing_repeats=args.timing_repeats, progress=not args.no_progress,
-                   seed=args.seed, **n)
+                   seed=args.seed)
     return 0
 
 
@@ -110,28 +111,38 @@ def centers_for(model, cfg, splits, centers_path, out, batch_size, progress, log
     return centers
 
 
-def run_evaluation(model, cfg, out, *, centers_path=None, n_calib_harmless=N_CALIB_HARMLESS,
-                   n_calib_harmful=N_CALIB_HARMFUL, n_train=N_GUARD_TRAIN,
-                   n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64, attacks=(),
-                   llama_guard=None, allow_unverified=False, config=None,
-                   **options):
-    """Splits, centers (loaded or calibrated), :func:`evaluate_guard` with ``config`` /
-    ``options`` (:class:`EvalConfig` fields), then ``report.json``, ``report.md`` and the
-    fitted guard (``guard/``) under ``out``. Every trace is written under ``out/traces``
-    first: rerunning the same command resumes an interrupted evaluation instead of starting
-    over: the centers it saved are reused and its own ``guard/`` is replaced (only folders of
-    those kinds: anything else there is refused up front). Returns the
-    :class:`sri_jax.detector.EvalReport`."""
+@dataclasses.dataclass(frozen=True)
+class SplitSizes:
+    """The prompt splits of :func:`~sri_jax.data.splits.evaluation_splits`: benign calib |
+    train | holdout | test, ``n_attack`` AdvBench prompts per attack in ``attacks`` (raw
+    "none" always included), ``n_calib_harmful`` harmful calibration prompts.
+    ``train-detector`` takes the benign calib | train | holdout cut of the same splits."""
+
+    n_calib_harmless: int = N_CALIB_HARMLESS
+    n_calib_harmful: int = N_CALIB_HARMFUL
+    n_train: int = N_GUARD_TRAIN
+    n_holdout: int = N_GUARD_HOLDOUT
+    n_test: int = 64
+    n_attack: int = 64
+    attacks: tuple = ()
+
+
+def run_evaluation(model, cfg, out, *, sizes: SplitSizes = SplitSizes(), centers_path=None,
+                   llama_guard=None, allow_unverified=False, config=None, **options):
+    """Splits (``sizes``), centers (loaded or calibrated), :func:`evaluate_guard` with
+    ``config`` / ``options`` (:class:`EvalConfig` fields), then ``report.json``,
+    ``report.md`` and the fitted guard (``guard/``) under ``out``. Every trace is written
+    under ``out/traces`` first: rerunning the same command resumes an interrupted evaluation
+    instead of starting over: the centers it saved are reused and its own ``guard/`` is
+    replaced (only folders of those kinds: anything else there is refused up front). Returns
+    the :class:`sri_jax.detector.EvalReport`."""
     from ..detector.baselines import LlamaGuard3
     from ..detector.evaluate import EvalConfig, evaluate_guard
 
     out = Path(out)
     check_own_outputs(out)
     c = dataclasses.replace(config or EvalConfig(), **options)
-    splits = evaluation_splits(n_calib_harmless=n_calib_harmless,
-                               n_calib_harmful=n_calib_harmful, n_train=n_train,
-                               n_holdout=n_holdout, n_test=n_test, n_attack=n_attack,
-                               attacks=attacks, seed=c.seed)
+    splits = evaluation_splits(**dataclasses.asdict(sizes), seed=c.seed)
     centers = centers_for(model, cfg, splits, centers_path, out, c.batch_size, c.progress,
                           c.log, judge=c.judge, allow_unverified=allow_unverified)
     ext = {"llama_guard": LlamaGuard3(llama_guard)} if llama_guard else None

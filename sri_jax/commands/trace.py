@@ -36,7 +36,8 @@ def run(args) -> int:
     from ..data import apply_attack
     from ..data.attacks import prefill_prefixes
     from ..sri.centers import load_centers
-    from ..tracing import trace
+    from ..sampling.api import Prompting
+    from ..tracing import TraceOptions, trace
 
     prefill = args.attack == "prefill"
     if not prefill and (args.prefix_tokens is not None or args.prefix_source is not None):
@@ -54,8 +55,10 @@ def run(args) -> int:
 
         kw = response_kwargs(apply_attack("infill", list(ps.prompts)), model.config.causal)
     out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
-                set_name=ps.name, attack=args.attack, batch_size=args.batch_size,
-                save_activations=args.save_activations, seed=args.seed,
-                progress=not args.no_progress, prefix_tokens=args.prefix_tokens, **kw)
+                prompting=Prompting(prefix_tokens=args.prefix_tokens, **kw),
+                options=TraceOptions(set_name=ps.name, attack=args.attack,
+                                     batch_size=args.batch_size, seed=args.seed,
+                                     save_activations=args.save_activations,
+                                     progress=not args.no_progress))
     print(f"traces in {out}")
     return 0

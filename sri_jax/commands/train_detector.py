@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
 from ..data.splits import N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN, benign_splits
 from ..judges.keyword import is_refusal
 from . import args as A
+from .evaluate import SplitSizes
 
 HELP = "fit the SRI Guard on benign traces and save it"
 
@@ -34,43 +36,43 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..artifacts import check_output
     from ..sri.centers import load_centers
+    from ..tracing import TraceOptions
 
     check_output(args.out, "detector", overwrite=args.overwrite)  # before the model loads
     centers = load_centers(args.centers, allow_unverified=args.trust_centers)
     model = A.load(args)
     cfg = A.sampler(args, model)
     train_detector(model, cfg, args.out, centers=centers, overwrite=args.overwrite,
-                   n_calib_harmless=args.n_calib_harmless, n_train=args.n_train,
-                   n_holdout=args.n_holdout, batch_size=args.batch_size,
-                   guard_kwargs={"epochs": args.epochs, "quantile": args.quantile},
-                   progress=not args.no_progress, seed=args.seed)
+                   sizes=SplitSizes(n_calib_harmless=args.n_calib_harmless,
+                                    n_train=args.n_train, n_holdout=args.n_holdout),
+                   options=TraceOptions(batch_size=args.batch_size, seed=args.seed,
+                                        progress=not args.no_progress),
+                   guard_kwargs={"epochs": args.epochs, "quantile": args.quantile})
     return 0
 
 
-def train_detector(model, cfg, out, *, centers_path=None, centers=None,
-                   n_calib_harmless=N_CALIB_HARMLESS, n_train=N_GUARD_TRAIN,
-                   n_holdout=N_GUARD_HOLDOUT, batch_size=32, guard_kwargs=None, progress=True,
-                   seed=0, overwrite=False, allow_unverified=False, log=print):
-    """Trace benign train/holdout with the centers (a Centers object, or loaded from
-    ``centers_path``), fit, save to ``out`` (a new or empty folder, or over another detector
-    with ``overwrite``; checked before any tracing). Returns the fitted ``SRIGuard``."""
+def train_detector(model, cfg, out, *, centers, sizes: SplitSizes = SplitSizes(),
+                   options=None, guard_kwargs=None, overwrite=False, log=print):
+    """Trace the benign train/holdout prompts of the splits ``sizes`` (their benign calib |
+    train | holdout cut) with ``centers`` and ``options`` (batch size 32 by default; its seed
+    also cuts the splits), fit, save to ``out`` (a new or empty folder, or over another
+    detector with ``overwrite``; checked before any tracing). Returns the fitted
+    ``SRIGuard``."""
+    from ..artifacts import check_output
     from ..detector.autoencoder import SRIGuard
     from ..detector.protocol import trace_set
-    from ..artifacts import check_output
-    from ..sri.centers import load_centers
+    from ..tracing import TraceOptions
 
     check_output(out, "detector", overwrite=overwrite)
-    if centers is None:
-        centers = load_centers(centers_path, allow_unverified=allow_unverified)
-    _, b = benign_splits(n_calib=n_calib_harmless, n_train=n_train, n_holdout=n_holdout,
-                         seed=seed)
-    kw = dict(batch_size=batch_size, judge=is_refusal, step_judge=is_refusal,
-              progress=progress, seed=seed)
+    options = options or TraceOptions(batch_size=32)
+    _, b = benign_splits(n_calib=sizes.n_calib_harmless, n_train=sizes.n_train,
+                         n_holdout=sizes.n_holdout, seed=options.seed)
     with tempfile.TemporaryDirectory(prefix="sri_jax_guard_") as traces:
-        tr = trace_set(model, b["train"].prompts, cfg, centers,
-                       out_dir=Path(traces) / "benign_train", desc="benign_train", **kw)
-        ho = trace_set(model, b["holdout"].prompts, cfg, centers,
-                       out_dir=Path(traces) / "benign_holdout", desc="benign_holdout", **kw)
+        tr, ho = [trace_set(model, b[k].prompts, cfg, centers,
+                            out_dir=Path(traces) / f"benign_{k}", judge=is_refusal,
+                            step_judge=is_refusal,
+                            options=dataclasses.replace(options, set_name=f"benign_{k}"))
+                  for k in ("train", "holdout")]
     guard = SRIGuard(**(guard_kwargs or {})).fit(tr.sri, holdout=ho.sri, centers_meta=centers)
     path = guard.save(out, overwrite=overwrite)
     log(f"SRIGuard ({guard.num_params()} params, threshold {guard.threshold_:.4g}) saved to "

@@ -22,11 +22,11 @@ GCG (white-box)     ``gcg_universal`` (a universal suffix optimised here with ``
                     against the embedded model; provenance in :data:`GCG_UNIVERSAL`)
 Prefilling          ``prefill`` (Andriushchenko et al. 2024; Qi et al. 2024): the prompt is
                     unchanged, ``params["prefix"]`` is the forced start of the response,
-                    which the samplers take as ``generate(..., prefix=...)``
+                    which the samplers take as ``Prompting(prefix=...)``
 Masked infill       ``infill`` (diffusion, canvas level): the prompt is unchanged,
                     ``params["template"]`` is a response template ("Sure, here is how to ...:
                     Step 1: [MASK]...") whose fixed tokens sit in the response canvas and
-                    whose mask slots the sampler fills (``generate(..., template=...)``);
+                    whose mask slots the sampler fills (``Prompting(template=...)``);
                     AR analogue: the template's head as a prefill prefix
 PAIR                not a fixed transform (needs an attacker LLM); not provided
 ================== =====================================================================
@@ -475,7 +475,7 @@ _TARGET_COLUMNS = ("target", "Target")
 def prefill(prompt: str, target: Optional[str] = None) -> AttackedPrompt:
     """The prefilling attack on one prompt: the text sent is the prompt itself; the response
     is forced to start with ``target`` (default :func:`default_target`), kept in
-    ``params["prefix"]`` for the sampler (``generate(..., prefix=[...])``)."""
+    ``params["prefix"]`` for the sampler (``Prompting(prefix=[...])``)."""
     _check_prompt(prompt)
     target = default_target(prompt) if target is None else target
     if not isinstance(target, str) or not target.strip():
@@ -547,7 +547,7 @@ def infill(prompt: str, target: Optional[str] = None, *, steps: int = 3,
     """The masked-infill attack on one prompt: the text sent is the prompt itself; the
     response canvas starts as ``"<target>:\nStep 1:[MASK]*k\nStep 2:[MASK]*k ..."`` (target
     default :func:`default_target`, ``steps`` slots of ``mask_tokens`` masks), kept in
-    ``params["template"]`` for the diffusion samplers (``generate(..., template=...)``)."""
+    ``params["template"]`` for the diffusion samplers (``Prompting(template=...)``)."""
     _check_prompt(prompt)
     target = default_target(prompt) if target is None else target
     if not isinstance(target, str) or not target.strip():
@@ -568,7 +568,8 @@ def infill_head(template: str) -> str:
 
 
 def response_kwargs(attacked: Sequence[AttackedPrompt], causal: bool) -> dict:
-    """The sampler arguments a response-side attack needs, one entry per prompt: ``prefix``
+    """The sampler's ``Prompting`` fields (``Prompting(**response_kwargs(...))``) a
+    response-side attack needs, one entry per prompt: ``prefix``
     (prefill; infill on an autoregressive model: the template's head) or ``template``
     (infill on a diffusion model); ``{}`` for prompt-side attacks."""
     attacked = list(attacked)

@@ -68,7 +68,7 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
 
     if "prefill" in attacks:
         raise ValueError("prefill forces the response start and is traced with "
-                         "`sri-jax trace --attack prefill` (tracing.trace(prefix=...)); the "
+                         "`sri-jax trace --attack prefill` (tracing.trace(prompting=...)); the "
                          "evaluation does not run it yet")
     benign, b = benign_splits(n_calib=n_calib_harmless, n_train=n_train, n_holdout=n_holdout,
                               n_test=n_test, seed=seed)

@@ -130,6 +130,8 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
     ``calibration``: ``(harmless_prompts, harmful_prompts)`` for the layer ablation.
     ``config``: an :class:`EvalConfig`; ``options``: its fields, over ``config``.
     """
+    from ..tracing import TraceOptions
+
     c = dataclasses.replace(config or EvalConfig(), **options)
     t_start = time.perf_counter()
     harmful = {str(k): list(v) for k, v in harmful.items()}
@@ -147,9 +149,10 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
         def trace_sets(cfg_, centers_, root_, tag="", record=False):
             return {name: trace_set(model, ps, cfg_, centers_,
                                     out_dir=Path(root_) / name.replace(":", "__"),
-                                    batch_size=c.batch_size, judge=c.judge,
-                                    step_judge=c.step_judge, record=record,
-                                    progress=c.progress, desc=f"{tag}{name}", seed=c.seed)
+                                    judge=c.judge, step_judge=c.step_judge, record=record,
+                                    options=TraceOptions(set_name=f"{tag}{name}",
+                                                         batch_size=c.batch_size,
+                                                         seed=c.seed, progress=c.progress))
                     for name, ps in all_sets.items()}
 
         traced = trace_sets(cfg, centers, root, record=True)

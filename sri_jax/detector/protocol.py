@@ -53,19 +53,21 @@ def step_texts(model, snapshots, cfg) -> list[list[str]]:
     return [texts[i * t:(i + 1) * t] for i in range(b)]
 
 
-def trace_set(model, prompts, cfg, centers, *, out_dir, batch_size, judge, step_judge,
-              record=False, progress=False, desc="trace", seed=0) -> Traced:
+def trace_set(model, prompts, cfg, centers, *, out_dir, judge, step_judge, record=False,
+              options=None) -> Traced:
     """Trace ``prompts`` into ``out_dir`` with :func:`sri_jax.tracing.trace` (a rerun reuses
     the shards on disk, which is what makes an evaluation resumable) and take the records in
-    prompt order. ``record``: also store the pooled activations and per-step snapshots and
-    derive phi_1 and the per-step keyword trace (the ablation signals; always stored, so a
-    rerun with other ablations still resumes)."""
-    from ..tracing import read_traces, trace
+    prompt order. ``options``: the trace's :class:`~sri_jax.tracing.TraceOptions` (set name,
+    batch size, seed, progress). ``record``: also store the pooled activations and per-step
+    snapshots and derive phi_1 and the per-step keyword trace (the ablation signals; always
+    stored, so a rerun with other ablations still resumes)."""
+    from ..tracing import TraceOptions, read_traces, trace
 
     t0 = time.perf_counter()
-    trace(model, list(prompts), cfg, centers=centers, out_dir=out_dir, set_name=desc,
-          batch_size=batch_size, judge=judge, save_activations=record,
-          save_snapshots=record, seed=seed, progress=progress)
+    options = dataclasses.replace(options or TraceOptions(), save_activations=record,
+                                  save_snapshots=record)
+    trace(model, list(prompts), cfg, centers=centers, out_dir=out_dir, judge=judge,
+          options=options)
     rec = read_traces(out_dir)  # shards hold length-sorted batches: back to prompt order
     order = np.argsort([int(i) for i in rec["prompt_id"]], kind="stable")
     out = Traced(sri=rec["sri"][order].astype(np.float64),

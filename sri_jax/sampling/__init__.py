@@ -1,4 +1,4 @@
-from .api import GenerationResult, generate
+from .api import GenerationResult, Prompting, Readout, generate
 from .config import SamplerConfig
 
-__all__ = ["GenerationResult", "SamplerConfig", "generate"]
+__all__ = ["GenerationResult", "Prompting", "Readout", "SamplerConfig", "generate"]

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data.attacks import MASK_SLOT
+from ..models.config import ModelConfig
 from ..models.model import Model
 from ..sri.centers import check_compatible
 from ..sri.signal import Centers
@@ -66,14 +67,26 @@ class PureDetector:
         return self.func(params, traces, **dict(self.keywords))
 
 
-@functools.partial(jax.jit, static_argnames=("mcfg", "scfg", "hidden_layer",
-                                             "return_activations", "record_snapshots",
-                                             "detector_fn"))
-def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
-            detector_threshold=None, template=None, *, mcfg, scfg, hidden_layer,
-            return_activations, record_snapshots, detector_fn=None):
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The compile-time options of one sampler program, a hashable static argument (equal
+    ones share the compiled program): the model and sampler configs, the layer read
+    (None: the last), what is recorded, and the detector's scoring function."""
+
+    mcfg: ModelConfig
+    scfg: SamplerConfig
+    hidden_layer: Optional[int] = None
+    return_activations: bool = False
+    record_snapshots: bool = False
+    detector_fn: Optional[PureDetector] = None
+
+
+@functools.partial(jax.jit, static_argnames=("program",))
+def _sample(params, input_ids, attention_mask, key, probe, detector=(None, None), template=None,
+            *, program: Program):
     """The whole sampler, SRI included, and the detector's verdict at the end of the trace:
-    one XLA program."""
+    one XLA program. ``detector``: the detector's (params, threshold) arrays."""
+    mcfg, scfg = program.mcfg, program.scfg
     kw = {} if template is None else {"template": template}
     if scfg.mode == "autoregressive":
         fn = ar_sample
@@ -82,10 +95,11 @@ def _sample(params, input_ids, attention_mask, key, probe, detector_params=None,
     else:
         fn = dream_sample if mcfg.logits_shift else diffusion_sample
     tokens, sri, recs = fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
-                           hidden_layer=hidden_layer, return_activations=return_activations,
-                           record_snapshots=record_snapshots, **kw)
-    scores = None if detector_fn is None else detector_fn(detector_params, sri)
-    flags = None if detector_fn is None else scores > detector_threshold
+                           hidden_layer=program.hidden_layer,
+                           return_activations=program.return_activations,
+                           record_snapshots=program.record_snapshots, **kw)
+    scores = None if program.detector_fn is None else program.detector_fn(detector[0], sri)
+    flags = None if program.detector_fn is None else scores > detector[1]
     return tokens, sri, recs, scores, flags
 
 
@@ -207,22 +221,48 @@ def with_prefix(model: Model, cfg: SamplerConfig, seqs, masks, prefix, prefix_to
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplerCall:
-    """What a run fixes, and checks, once for all its batches: the sampler config, the probe
-    (centers, direction), the detector and what to record. Made by :func:`prepare`."""
+class Prompting:
+    """How each prompt is put to the model: the system prompt ("default": the model's, None:
+    none), and the response-side attacks, one entry per prompt. ``prefix`` (prefilling): a
+    forced response start (text, token ids or None), cut to ``prefix_tokens`` tokens;
+    ``template`` (masked infill, diffusion models): a response template (text with
+    :data:`MASK_SLOT` markers or token ids, see :func:`template_ids`)."""
 
-    cfg: SamplerConfig
+    system_prompt: Optional[str] = "default"
+    prefix: Optional[Sequence] = None
+    prefix_tokens: Optional[int] = None
+    template: Optional[Sequence] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Readout:
+    """What a run reads out besides tokens and SRI: ``activations`` the pooled phi
+    [B, T, D] (for computing centers); ``snapshots`` the response tokens after every step
+    [B, T, G]; ``direction`` a [D] vector: the projections phi . r_hat [B, T]."""
+
+    activations: bool = False
+    snapshots: bool = False
+    direction: Optional[object] = dataclasses.field(default=None, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerCall:
+    """What a run fixes, and checks, once for all its batches: the compiled program's options,
+    the probe (centers, direction) and the detector's arrays. Made by :func:`prepare`."""
+
+    program: Program
     probe: Probe
-    hidden_layer: Optional[int]
     with_sri: bool
-    return_activations: bool
-    record_snapshots: bool
-    detector: tuple = (None, None, None)  # (PureDetector, params, threshold)
+    detector: tuple = (None, None)  # the detector's (params, threshold)
+
+    @property
+    def cfg(self) -> SamplerConfig:
+        return self.program.scfg
 
 
 def prepare(model: Model, cfg: SamplerConfig, *, centers: Optional[Centers] = None,
-            direction=None, detector=None, return_activations: bool = False,
-            record_snapshots: bool = False, system_prompt="default") -> SamplerCall:
+            detector=None, readout: Readout = Readout(),
+            system_prompt="default") -> SamplerCall:
     """Check the mode, the centers (against the model, sampler and system prompt), the
     direction and the detector once, and fix what every batch of the run shares."""
     _check_mode(model, cfg)
@@ -232,22 +272,23 @@ def prepare(model: Model, cfg: SamplerConfig, *, centers: Optional[Centers] = No
         check_compatible(centers, model, cfg, system_prompt=system_prompt)
         probe = probe._replace(**dict(zip(("mu_harmless", "mu_harmful"),
                                           centers.device_arrays())))
-    if direction is not None:
-        r = np.asarray(direction, np.float32)
+    if readout.direction is not None:
+        r = np.asarray(readout.direction, np.float32)
         d = mcfg.hidden_size
         if r.shape != (d,) or not np.all(np.isfinite(r)) or not np.linalg.norm(r) > 0:
             raise ValueError(f"direction must be a finite non-zero [{d}] vector, got {r.shape}")
         probe = probe._replace(direction=jnp.asarray(r / np.linalg.norm(r)))
-    det = (None, None, None)
+    fn, det = None, (None, None)
     if detector is not None:
         if centers is None:
             raise ValueError("a detector reads the SRI trace: pass the centers it was "
                              "trained against as centers=")
         detector.check_centers(centers, tau=cfg.tau)
         fn, params, thr = detector.as_pure()
-        det = (PureDetector.wrap(fn), params, thr)
-    return SamplerCall(cfg, probe, None if cfg.layer == "last" else mcfg.resolve_layer(cfg.layer),
-                       centers is not None, return_activations, record_snapshots, det)
+        fn, det = PureDetector.wrap(fn), (params, thr)
+    program = Program(mcfg, cfg, None if cfg.layer == "last" else mcfg.resolve_layer(cfg.layer),
+                      readout.activations, readout.snapshots, fn)
+    return SamplerCall(program, probe, centers is not None, det)
 
 
 def check_template(model: Model, cfg: SamplerConfig, template, rows: int) -> None:
@@ -289,11 +330,8 @@ def run_batch(model: Model, call: SamplerCall, seqs, *, rows: Optional[int] = No
     else:
         ids, mask, key = jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed)
         canvas = None if canvas is None else jnp.asarray(canvas)
-    det_fn, det_params, det_thr = call.detector
-    tokens, sri, recs, scores, flags = _sample(
-        model.params, ids, mask, key, probe, det_params, det_thr, canvas, mcfg=mcfg, scfg=cfg,
-        hidden_layer=call.hidden_layer, return_activations=call.return_activations,
-        record_snapshots=call.record_snapshots, detector_fn=det_fn)
+    tokens, sri, recs, scores, flags = _sample(model.params, ids, mask, key, probe,
+                                               call.detector, canvas, program=call.program)
 
     def host(a):
         return None if a is None else to_host(a)[:n]
@@ -309,40 +347,40 @@ def run_batch(model: Model, call: SamplerCall, seqs, *, rows: Optional[int] = No
 
 def generate(model: Model, prompts: Optional[Sequence[str]] = None,
              cfg: SamplerConfig = SamplerConfig(), *, input_ids=None, attention_mask=None,
-             centers: Optional[Centers] = None, return_activations: bool = False,
-             direction=None, record_snapshots: bool = False, seed: int = 0,
-             system_prompt: Optional[str] = "default", detector=None, prefix=None,
-             prefix_tokens: Optional[int] = None, template=None) -> GenerationResult:
+             centers: Optional[Centers] = None, detector=None, seed: int = 0,
+             readout: Readout = Readout(),
+             prompting: Prompting = Prompting()) -> GenerationResult:
     """Sample a batch in one fused XLA program and read the SRI signal on the way.
 
     ``prompts`` are chat-templated with the model's template (system prompt "You are a
-    helpful assistant" by default); ``input_ids`` / ``attention_mask`` (left-padded) are used
-    as given. With ``centers`` the result carries ``sri`` [B, T]; with
-    ``return_activations`` the pooled phi [B, T, D] (for computing centers). With a fitted
-    ``detector`` (``SRIGuard`` / ``SRIClassifier``, trained against these centers) its score
-    and flag per row are computed inside the same compiled program.
+    helpful assistant" by default, ``prompting.system_prompt``); ``input_ids`` /
+    ``attention_mask`` (left-padded) are used as given. With ``centers`` the result carries
+    ``sri`` [B, T]; ``readout`` (:class:`Readout`) adds the pooled phi [B, T, D] (for
+    computing centers), per-step snapshots or projections. With a fitted ``detector``
+    (``SRIGuard`` / ``SRIClassifier``, trained against these centers) its score and flag per
+    row are computed inside the same compiled program.
 
-    ``prefix`` (prefilling attack): one forced response start per prompt (text, token ids or
-    None), cut to ``prefix_tokens`` tokens. Its tokens go right after the generation prompt:
-    on the prompt side of the AR cache, and at the start of the response in a diffusion
-    canvas, where the sampler never touches them (as prompt tokens). The sampler then
-    generates ``gen_length`` tokens after it in ``steps`` steps, and the SRI pools only those
-    (the prefix is not a step).
+    ``prompting.prefix`` (prefilling attack): one forced response start per prompt (text,
+    token ids or None), cut to ``prompting.prefix_tokens`` tokens. Its tokens go right after
+    the generation prompt: on the prompt side of the AR cache, and at the start of the
+    response in a diffusion canvas, where the sampler never touches them (as prompt tokens).
+    The sampler then generates ``gen_length`` tokens after it in ``steps`` steps, and the SRI
+    pools only those (the prefix is not a step).
 
-    ``template`` (masked-infill attack, diffusion models): one response template per prompt
-    (see :func:`template_ids`) laid into the response canvas; its tokens are never remasked,
-    the sampler fills its mask slots (and any positions after it) and the SRI pools only
-    those generated positions. The AR analogue is ``prefix`` = the template's head.
+    ``prompting.template`` (masked-infill attack, diffusion models): one response template
+    per prompt (see :func:`template_ids`) laid into the response canvas; its tokens are never
+    remasked, the sampler fills its mask slots (and any positions after it) and the SRI pools
+    only those generated positions. The AR analogue is ``prefix`` = the template's head.
     """
-    call = prepare(model, cfg, centers=centers, direction=direction, detector=detector,
-                   return_activations=return_activations, record_snapshots=record_snapshots,
-                   system_prompt=system_prompt)
-    seqs, masks = _inputs(model, prompts, input_ids, attention_mask, system_prompt)
-    seqs, used = with_prefix(model, cfg, seqs, masks, prefix, prefix_tokens)
-    if template is not None:
-        check_template(model, cfg, template, len(seqs))
-    res = run_batch(model, call, seqs, masks=None if prefix is not None else masks, seed=seed,
-                    template=template)
+    pr = prompting
+    call = prepare(model, cfg, centers=centers, detector=detector, readout=readout,
+                   system_prompt=pr.system_prompt)
+    seqs, masks = _inputs(model, prompts, input_ids, attention_mask, pr.system_prompt)
+    seqs, used = with_prefix(model, cfg, seqs, masks, pr.prefix, pr.prefix_tokens)
+    if pr.template is not None:
+        check_template(model, cfg, pr.template, len(seqs))
+    res = run_batch(model, call, seqs, masks=None if pr.prefix is not None else masks,
+                    seed=seed, template=pr.template)
     res.prefixes = used
     return res
 
@@ -367,36 +405,37 @@ def _stack(parts) -> GenerationResult:
 
 
 def generate_batched(model: Model, prompts: Optional[Sequence[str]], cfg: SamplerConfig, *,
-                     batch_size: int = 16, seed: int = 0, progress: bool = True,
-                     desc: str = "generate", prefix=None, prefix_tokens: Optional[int] = None,
-                     template=None,
                      token_ids: Optional[Sequence[Sequence[int]]] = None,
-                     system_prompt: Optional[str] = "default", **kwargs) -> GenerationResult:
+                     prompting: Prompting = Prompting(), batch_size: int = 16, seed: int = 0,
+                     progress: bool = True, desc: str = "generate",
+                     **kwargs) -> GenerationResult:
     """:func:`generate` over many prompts: each encoded once, sorted by length into batches
     of ``batch_size`` (fewer rows for very long prompts, :func:`plan_batches`; a short batch
     is padded by repetition, so every call reuses the compiled program of its bucket), the
     centers and detector checked once, results in the input order. Batch i uses ``seed + i``.
-    ``prefix`` / ``template``: one per prompt (see :func:`generate`). ``token_ids`` (instead of prompts):
-    each row's prompt ids, already templated. ``kwargs``: :func:`prepare`'s options."""
+    ``prompting``: as in :func:`generate` (prefixes / templates one per prompt).
+    ``token_ids`` (instead of prompts): each row's prompt ids, already templated.
+    ``kwargs``: :func:`prepare`'s options (centers, detector, readout)."""
     from tqdm.auto import tqdm
 
-    call = prepare(model, cfg, system_prompt=system_prompt, **kwargs)
+    pr = prompting
+    call = prepare(model, cfg, system_prompt=pr.system_prompt, **kwargs)
     if (prompts is None) == (token_ids is None):
         raise ValueError("pass either prompts or token_ids")
     seqs = [list(t) for t in token_ids] if prompts is None else list(prompts)
     if not seqs:
         raise ValueError("prompts is empty: pass at least one prompt")
-    if template is not None:
-        check_template(model, call.cfg, template, len(seqs))
+    if pr.template is not None:
+        check_template(model, call.cfg, pr.template, len(seqs))
     if prompts is not None:
-        seqs = model.chat_ids(seqs, system_prompt)
+        seqs = model.chat_ids(seqs, pr.system_prompt)
     batches = plan_batches([len(s) for s in seqs], batch_size,
                            model.config.max_position_embeddings - cfg.gen_length)
-    seqs, used = with_prefix(model, cfg, seqs, None, prefix, prefix_tokens)
+    seqs, used = with_prefix(model, cfg, seqs, None, pr.prefix, pr.prefix_tokens)
     parts = []
     with tqdm(total=len(seqs), desc=desc, unit="prompt", disable=not progress) as bar:
         for i, (idx, rows) in enumerate(batches):
-            tpl = None if template is None else [template[j] for j in idx]
+            tpl = None if pr.template is None else [pr.template[j] for j in idx]
             parts.append(run_batch(model, call, [seqs[j] for j in idx], rows=rows,
                                    seed=seed + i, template=tpl))
             bar.update(len(idx))
