@@ -298,9 +298,7 @@ def llada_threshold_loop(model, input_ids, attention_mask, *, gen_length, block_
     mask_id = model.config.mask_token_id
     toks, grids, nfes = [], [], []
     for row, m in zip(np.asarray(input_ids), np.asarray(attention_mask)):
-        p = len(row)
-        x = np.concatenate([row, np.full(gen_length, mask_id)])[None]
-        amask = np.concatenate([m, np.ones(gen_length, int)])[None]
+        p, x, amask = _one_row_canvas(row, m, gen_length, mask_id)
         counts, phis = [], []
         for lo in range(p, p + gen_length, block_length):
             hi = lo + block_length
@@ -315,10 +313,88 @@ def llada_threshold_loop(model, input_ids, attention_mask, *, gen_length, block_
                 x[0, sel] = x0[sel]
                 counts.append(int((x[0, p:] != mask_id).sum()))
                 phis.append(np.asarray(out.hidden, np.float64)[0, p:].mean(0))
-        phis = np.stack(phis)
-        targets = np.arange(1, steps + 1) * gen_length / steps
-        grids.append(np.stack([np.interp(targets, counts, phis[:, d])
-                               for d in range(phis.shape[1])], -1))
+        grids.append(committed_grid(counts, phis, gen_length, steps))
+        toks.append(x[0, p:])
+        nfes.append(len(counts))
+    return np.stack(toks), np.stack(grids), np.array(nfes)
+
+
+def _one_row_canvas(row, m, gen_length, mask_id):
+    """(prompt length, canvas [1, P + G] with the response masked, its attention mask)."""
+    x = np.concatenate([row, np.full(gen_length, mask_id)])[None]
+    return len(row), x, np.concatenate([m, np.ones(gen_length, int)])[None]
+
+
+def committed_grid(counts, phis, gen_length, steps):
+    """phi [T, D] read at committed counts (t + 1) G / T by linear interpolation over a row's
+    steps (``counts`` committed after each, ``phis`` its pooled phi; before the first step:
+    that step's phi)."""
+    phis = np.stack(phis)
+    targets = np.arange(1, steps + 1) * gen_length / steps
+    return np.stack([np.interp(targets, counts, phis[:, d]) for d in range(phis.shape[1])], -1)
+
+
+def dream_block_loop(model, input_ids, attention_mask, *, gen_length, block_length, steps,
+                     alg="entropy", eps=1e-3, threshold=None):
+    """Fast-dLLM's block-wise Dream sampler (dream/model/generation_utils_block.py
+    ``_sample``) with its cache recomputed before every step, greedy, one row at a time in
+    float64. Per block: a forward of the whole canvas whose shifted logits commit the block's
+    first position; then the cached forward of the block and what follows it, whose logits
+    are shifted inside that chunk (``cat(l[:1], l[:-1])``), and either Dream's schedule
+    (steps 1 .. steps_per_block - 1 on linspace(1, eps, steps_per_block + 1), confidence by
+    ``alg``; upstream hard-codes entropy) or, with ``threshold``, the most confident masked
+    position of the block and every other one above the threshold (strictly, as the port;
+    upstream keeps >=) until the block is done. Upstream's forward at the iteration that
+    only breaks (i == steps_per_block) commits nothing and is not taken here.
+    Returns (tokens [B, G], phi [B, T, D], nfe [B]); phi at the T points: the steps'
+    pooled phi (schedule) or :func:`committed_grid` (threshold)."""
+    mask_id = model.config.mask_token_id
+    spb = steps // (gen_length // block_length)
+    timesteps = np.linspace(1, eps, spb + 1, dtype=np.float32)
+    sampling = dict(margin_confidence=alg == "topk_margin", neg_entropy=alg == "entropy")
+    toks, grids, nfes = [], [], []
+    for row, m in zip(np.asarray(input_ids), np.asarray(attention_mask)):
+        p, x, amask = _one_row_canvas(row, m, gen_length, mask_id)
+        counts, phis = [], []
+
+        def forward():
+            out = model.forward(x, amask)
+            phis.append(np.asarray(out.hidden, np.float64)[0, p:].mean(0))
+            return np.asarray(out.logits, np.float64)[0]
+
+        for lo in range(p, p + gen_length, block_length):
+            hi = lo + block_length
+            logits = forward()
+            logits = np.concatenate([logits[:1], logits[:-1]])
+            x[0, lo] = dream_sample_tokens(logits)[1][lo]
+            counts.append(int((x[0, p:] != mask_id).sum()))
+            i = 1
+            while threshold is not None or i < spb:
+                logits = forward()[lo:]  # what the cached forward of x[:, lo:] returns
+                logits = np.concatenate([logits[:1], logits[:-1]])
+                mask_index = x[0, lo:] == mask_id
+                mask_index[block_length:] = False
+                conf, x0 = dream_sample_tokens(logits[mask_index], **sampling)
+                full_confidence = np.full(mask_index.shape, -np.inf)
+                full_confidence[mask_index] = conf
+                x_ = np.full(mask_index.shape, mask_id)
+                x_[mask_index] = x0
+                order = np.argsort(-full_confidence, kind="stable")
+                if threshold is not None:
+                    sel = [order[0]] + [k for k in order[1:mask_index.sum()]
+                                        if full_confidence[k] > threshold]
+                else:
+                    t, s = timesteps[i], timesteps[i + 1]
+                    num = np.float32(mask_index.sum())
+                    n = int(num * (np.float32(1) - s / t)) if i < spb - 1 else int(num)
+                    sel = order[:n]
+                    i += 1
+                x[0, lo:][sel] = x_[sel]
+                counts.append(int((x[0, p:] != mask_id).sum()))
+                if not (x[0, lo:hi] == mask_id).any():
+                    break
+        grids.append(np.stack(phis) if threshold is None
+                     else committed_grid(counts, phis, gen_length, steps))
         toks.append(x[0, p:])
         nfes.append(len(counts))
     return np.stack(toks), np.stack(grids), np.array(nfes)

@@ -47,7 +47,8 @@ def run(model, cfg, ids=IDS, mask=MASK, centers=None, refresh=False, layer=None)
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 @pytest.mark.parametrize("steps,gen,block,kw", [(8, 16, 8, {}), (12, 12, 4, {}),
                                                 (8, 16, 16, dict(pooling="committed")),
-                                                (8, 16, 8, dict(layer="first"))])
+                                                (8, 16, 8, dict(layer="first")),
+                                                (16, 8, 8, {})])
 def test_cache_refreshed_every_step_is_the_exact_sampler(model, cache, steps, gen, block, kw):
     cfg = SamplerConfig(steps=steps, gen_length=gen, block_length=block, cache=cache, **kw)
     centers = centers_for(steps)
@@ -107,12 +108,10 @@ def test_grid_points_hand_computed():
     np.testing.assert_allclose(np.asarray(alpha)[1, 1:], [1 / 5, 3 / 5, 1.0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("kw", MODES)
-def test_batch_invariance(model, kw):
+def assert_batch_invariant(model, cfg):
     """A row alone (no padding) and inside batches of 3 and 5 rows left-padded to 6 and 10
     tokens: same tokens, NFE and sigma (1e-5)."""
-    cfg = SamplerConfig(steps=8, gen_length=16, block_length=8, **kw)
-    centers = centers_for(8)
+    centers = centers_for(cfg.steps)
     row = IDS[1:2, 3:]
     alone = run(model, cfg, row, np.ones_like(row), centers)
     ids5 = np.pad(np.concatenate([IDS, IDS[:2]]), ((0, 0), (4, 0)), constant_values=1)
@@ -125,9 +124,8 @@ def test_batch_invariance(model, kw):
             np.testing.assert_allclose(batch[1][i], alone[1][0], atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", MODES[1:])
-def test_one_compile_per_configuration(model, kw):
-    cfg = SamplerConfig(steps=8, gen_length=16, block_length=8, **kw)
+def assert_one_compile(model, cfg):
+    """A second call with other prompts, centers and seed reuses the first one's program."""
     n = sampling_api._sample._cache_size()
     a = generate(model, input_ids=IDS, attention_mask=MASK, cfg=cfg, centers=centers_for(8))
     assert sampling_api._sample._cache_size() == n + 1
@@ -135,6 +133,16 @@ def test_one_compile_per_configuration(model, kw):
                  centers=centers_for(8, seed=1), seed=3)
     assert sampling_api._sample._cache_size() == n + 1
     assert a.sri.shape == b.sri.shape == (3, 8)
+
+
+@pytest.mark.parametrize("kw", MODES)
+def test_batch_invariance(model, kw):
+    assert_batch_invariant(model, SamplerConfig(steps=8, gen_length=16, block_length=8, **kw))
+
+
+@pytest.mark.parametrize("kw", MODES[1:])
+def test_one_compile_per_configuration(model, kw):
+    assert_one_compile(model, SamplerConfig(steps=8, gen_length=16, block_length=8, **kw))
 
 
 def test_invalid_fast_configs_are_listed_at_once():
@@ -146,13 +154,6 @@ def test_invalid_fast_configs_are_listed_at_once():
             SamplerConfig(cache="dual", **kw)
     with pytest.raises(ValueError, match="threshold must be"):
         SamplerConfig(threshold=float("nan"))
-
-
-def test_dream_models_are_refused(model):
-    dream = Model(DIFF_CFG.replace(family="dream", logits_shift=True), model.params)
-    cfg = SamplerConfig(steps=8, gen_length=8, block_length=8, cache="prefix")
-    with pytest.raises(ValueError, match="not Dream"):
-        generate(dream, input_ids=IDS, attention_mask=MASK, cfg=cfg)
 
 
 def test_threshold_stops_when_a_row_keeps_committing_the_mask_id():

@@ -22,7 +22,7 @@ from .common import Probe
 from .config import SamplerConfig
 from .diffusion import diffusion_sample
 from .dream import dream_sample
-from .fast_diffusion import fast_diffusion_sample
+from .fast_diffusion import check_fast, fast_diffusion_sample
 
 
 @dataclasses.dataclass
@@ -110,13 +110,11 @@ def _check_mode(model: Model, cfg: SamplerConfig):
     if cfg.mode != "autoregressive" and model.config.causal:
         raise ValueError(f"{model.name or 'this model'} is autoregressive: use "
                          "SamplerConfig.autoregressive(gen_length=...) / mode='autoregressive'")
-    if model.config.logits_shift and (cfg.mode != "diffusion"
-                                      or cfg.block_length != cfg.gen_length):
-        raise ValueError("Dream models sample one block: use mode='diffusion' with "
-                         "block_length == gen_length (and dream_alg to pick positions)")
-    if model.config.logits_shift and cfg.fast:
-        raise ValueError("cache/threshold decoding is implemented for LLaDA-style models, "
-                         "not Dream: use cache='none', threshold=None")
+    if model.config.logits_shift and (cfg.mode != "diffusion" or (
+            cfg.block_length != cfg.gen_length and not cfg.fast)):
+        raise ValueError("Dream models sample one block (blocks only with cache/threshold "
+                         "decoding): use mode='diffusion' with block_length == gen_length")
+    check_fast(model.config, cfg)
 
 
 def _inputs(model: Model, prompts, input_ids, attention_mask, system_prompt):

@@ -71,9 +71,10 @@ class SamplerConfig:
     the pass with the prompt masked ("uncond", what the reference's hook reads: the last row
     of its doubled batch); docs/sampling.md says why.
 
-    Fast diffusion decoding (LLaDA, ``mode="diffusion"``, no CFG; sampling/fast_diffusion.py,
-    docs/sampling.md): ``cache`` "prefix" reuses the keys/values before the current block,
-    "dual" also those after it, both computed at each block's first step (Fast-dLLM);
+    Fast diffusion decoding (``mode="diffusion"``, no CFG; LLaDA, and Dream with blocks;
+    sampling/fast_diffusion.py, docs/sampling.md): ``cache`` "prefix" reuses the keys/values
+    before the current block, "dual" also those after it, both computed at each block's
+    first step (Fast-dLLM);
     ``threshold`` commits every masked position of the block whose confidence exceeds it
     (at least one per step) until the block is done; ``steps`` is then the number of SRI
     points, read at committed fractions 1/T, 2/T, ..., 1 of the response.

@@ -29,8 +29,12 @@ from .config import SamplerConfig
 from .diffusion import diffusion_sample, pool_response
 
 
-def dream_timesteps(scfg: SamplerConfig):
-    return jnp.linspace(1.0, scfg.dream_eps, scfg.steps + 1, dtype=jnp.float32)
+def step_fraction(scfg: SamplerConfig, steps: int, i):
+    """(1 - s / t, last) at step i of ``steps`` on Dream's timesteps linspace(1, eps,
+    steps + 1): the share of the masked positions step i commits, and whether i is the last
+    step (which commits all of them)."""
+    ts = jnp.linspace(1.0, scfg.dream_eps, steps + 1, dtype=jnp.float32)
+    return 1.0 - ts[i + 1] / ts[i], i == steps - 1
 
 
 def sample_tokens(logits, u, scfg: SamplerConfig):
@@ -54,9 +58,37 @@ def sample_tokens(logits, u, scfg: SamplerConfig):
     return conf, x0.astype(jnp.int32)
 
 
+def ranked_transfer(scfg: SamplerConfig, conf, masked, frac, last, num_mask, u_pos):
+    """[B, L] bool: Dream's commits at one step, the k best-ranked masked positions with
+    k = floor(num_mask * frac) (num_mask at the ``last`` step; ``num_mask`` a scalar, the
+    batch mean as upstream, or [B] per row). Ranked by ``conf`` or, with
+    ``dream_alg_temp > 0``, drawn without replacement from softmax(conf / alg_temp)
+    (Gumbel-top-k with the uniforms ``u_pos`` [B, L]); ties toward the lower index."""
+    b, n = conf.shape
+    k_t = jnp.where(last, num_mask, num_mask * frac).astype(jnp.int32)
+    conf = jnp.where(masked, conf, -jnp.inf)
+    if scfg.dream_alg_temp > 0:
+        logp = jax.nn.log_softmax(conf / scfg.dream_alg_temp, axis=-1)
+        conf = jnp.where(masked, logp + gumbel(u_pos), -jnp.inf)
+    _, order = jax.lax.top_k(conf, n)  # full ranking, ties -> lower index first
+    rank = jnp.zeros((b, n), jnp.int32).at[jnp.arange(b)[:, None], order].set(
+        jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n)))
+    return masked & (rank < jnp.reshape(k_t, (-1, 1)))
+
+
+def dream_noise(key, shape, scfg: SamplerConfig):
+    """This step's uniforms: ``tok`` for the token draw (temperature > 0), ``pos`` for
+    ``origin``'s reveals and ``dream_alg_temp``'s position draw."""
+    _, k_tok, k_pos = jax.random.split(key, 3)
+    return draw_noise(k_tok, k_pos, shape, scfg.temperature > 0,
+                      scfg.dream_alg == "origin" or scfg.dream_alg_temp > 0)
+
+
 def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
                attention_mask, positions, probe: Probe, hidden_layer, state, i,
                record_snapshots: bool = False, noise=None):
+    """One step of Dream's sampler over the whole response (the step function protocol of
+    :func:`~.diffusion.diffusion_sample`)."""
     b = state.canvas.shape[0]
     g = scfg.gen_length
     mask_id = mcfg.mask_token_id
@@ -65,30 +97,18 @@ def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
                   hidden_layer=hidden_layer, compute_logits=False)
     # shifted logits: response position P + j is predicted from hidden state P + j - 1
     logits = lm_head(params, mcfg, jax.lax.dynamic_slice_in_dim(out.hidden, prompt_len - 1, g, 1))
-    ts = dream_timesteps(scfg)
-    t, s = ts[i], ts[i + 1]
-    last = i == scfg.steps - 1
-    key, k_tok, k_pos = jax.random.split(state.key, 3)
+    frac, last = step_fraction(scfg, scfg.steps, i)
+    key = jax.random.split(state.key, 3)[0]
     if noise is None:
-        noise = draw_noise(k_tok, k_pos, logits.shape, scfg.temperature > 0,
-                           scfg.dream_alg == "origin" or scfg.dream_alg_temp > 0)
+        noise = dream_noise(state.key, logits.shape, scfg)
     x_gen = x[:, prompt_len:]
     masked = x_gen == mask_id
     conf, x0 = sample_tokens(logits, noise.tok, scfg)
     if scfg.dream_alg == "origin":
-        p_transfer = jnp.where(last, 1.0, 1.0 - s / t)
-        transfer = masked & (noise.pos < p_transfer)
+        transfer = masked & (noise.pos < jnp.where(last, 1.0, frac))
     else:
         num_mask = jnp.sum(masked).astype(jnp.float32) / b
-        k_t = jnp.where(last, num_mask, num_mask * (1.0 - s / t)).astype(jnp.int32)
-        conf = jnp.where(masked, conf, -jnp.inf)
-        if scfg.dream_alg_temp > 0:
-            logp = jax.nn.log_softmax(conf / scfg.dream_alg_temp, axis=-1)
-            conf = jnp.where(masked, logp + gumbel(noise.pos), -jnp.inf)
-        _, order = jax.lax.top_k(conf, g)  # full ranking, ties -> lower index first
-        rank = jnp.zeros((b, g), jnp.int32).at[jnp.arange(b)[:, None], order].set(
-            jnp.broadcast_to(jnp.arange(g, dtype=jnp.int32), (b, g)))
-        transfer = masked & (rank < k_t)
+        transfer = ranked_transfer(scfg, conf, masked, frac, last, num_mask, noise.pos)
     x = x.at[:, prompt_len:].set(jnp.where(transfer, x0, x_gen))
 
     phi = pool_response(out, hidden_layer, x, prompt_len, mask_id, scfg.pooling,

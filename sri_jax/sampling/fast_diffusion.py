@@ -1,7 +1,9 @@
-"""Cached and confidence-threshold (parallel) LLaDA decoding in one XLA program, SRI kept.
+"""Cached and confidence-threshold (parallel) diffusion decoding in one XLA program, SRI kept.
 
-The semantics are Fast-dLLM's (``generate_with_prefix_cache`` / ``generate_with_dual_cache``
-and ``get_transfer_index`` with a threshold). Per block (a Python loop over the static block
+The semantics are Fast-dLLM's: for LLaDA-style models ``generate_with_prefix_cache`` /
+``generate_with_dual_cache`` and ``get_transfer_index`` with a threshold; for Dream-style
+models (shifted logits) the block-wise ``_sample`` of its dream/model/generation_utils_block.py
+(the differences: :func:`_align`, :func:`_transfer`; docs/sampling.md). Per block (a Python loop over the static block
 count: the prefix variant recomputes a suffix that shrinks block by block, so each block has
 its own static shapes; the steps of a block are one ``lax.scan``, or one ``lax.while_loop``
 with a threshold):
@@ -17,6 +19,8 @@ with a threshold):
    with ``threshold``, every masked position of the block whose confidence exceeds it
    (strictly) plus the most confident one, until every row's block is done. A row whose
    block is done commits nothing and is not counted in its NFE (forward passes per row).
+   Dream: the block's first step commits only its first position, the later ones follow
+   Dream's schedule restarted per block (or the threshold rule).
 4. phi = ``hbuf`` pooled over the response with the exact sampler's weights.
 
 SRI indexing: a row's progress after a step is p of P (steps taken of T with the schedule,
@@ -37,12 +41,13 @@ import jax
 import jax.numpy as jnp
 
 from ..models.config import ModelConfig
-from ..models.decoder import KVCache, default_positions, forward
+from ..models.decoder import KVCache, default_positions, forward, lm_head
 from ..sri.signal import sri_step
 from .common import Probe, StepRecord, draw_noise, masked_mean
 from .config import SamplerConfig
 from .diffusion import (NEG_INF, block_logits, canvas_mask, propose, response_weights,
                         scheduled_transfer)
+from .dream import dream_noise, ranked_transfer, sample_tokens, step_fraction
 
 
 class FastState(NamedTuple):
@@ -105,38 +110,86 @@ def grid_points(p_prev, p, total: int, t_pts: int):
     return hit, alpha
 
 
-def _commit(ctx: _Ctx, state: FastState, h_blk, lo: int, j):
-    """Choose and write this step's tokens: (canvas, key, active [B])."""
+def _align(ctx: _Ctx, chunk, first: bool):
+    """The final-norm hidden states whose logits predict the block's positions, from the
+    forwarded ``chunk`` (starting at the block; at a Dream block's first step one position
+    earlier). LLaDA: the block's own [B, bl, D]. Dream (shifted logits), as Fast-dLLM: the
+    block's first step commits only its first position, predicted from the position before
+    the block ([B, 1, D]); later steps shift inside the chunk, ``cat(h[:1], h[:-1])``, so
+    the block's first position reads its own state, a placeholder never used (it is
+    committed)."""
+    bl = ctx.scfg.block_length
+    if not ctx.mcfg.logits_shift:
+        return chunk[:, :bl]
+    if first:
+        return chunk[:, :1]
+    return jnp.concatenate([chunk[:, :1], chunk[:, :bl - 1]], axis=1)
+
+
+def _propose(ctx: _Ctx, state: FastState, h_blk):
+    """(x0, confidence, position uniforms) for the positions of ``h_blk`` [B, n, D]: LLaDA's
+    proposal, or Dream's ``sample_tokens`` with ``dream_alg``'s confidence."""
     scfg, mcfg = ctx.scfg, ctx.mcfg
-    bl = scfg.block_length
-    logits = block_logits(ctx.params, mcfg, scfg, h_blk[:, :bl], h_blk.shape[0])
-    key, k_noise, k_rand = jax.random.split(state.key, 3)
+    if mcfg.logits_shift:
+        logits = lm_head(ctx.params, mcfg, h_blk)
+        noise = dream_noise(state.key, logits.shape, scfg)
+        conf, x0 = sample_tokens(logits, noise.tok, scfg)
+        return x0, conf, noise.pos
+    logits = block_logits(ctx.params, mcfg, scfg, h_blk, h_blk.shape[0])
+    _, k_noise, k_rand = jax.random.split(state.key, 3)
     noise = draw_noise(k_noise, k_rand, logits.shape, scfg.temperature > 0,
                        scfg.remasking == "random")
     x0, conf = propose(mcfg, scfg, logits, noise)
-    x_blk = state.canvas[:, lo:lo + bl]
-    masked = x_blk == mcfg.mask_token_id
-    active = jnp.any(masked, axis=1)
-    conf = jnp.where(masked, conf, NEG_INF)
-    if scfg.threshold is None:
-        transfer = scheduled_transfer(scfg, conf, j)
-    else:
-        best = jnp.arange(bl)[None, :] == jnp.argmax(conf, axis=1)[:, None]
-        transfer = masked & ((conf > scfg.threshold) | best)
-    canvas = state.canvas.at[:, lo:lo + bl].set(jnp.where(transfer, x0, x_blk))
-    return canvas, key, active
+    return x0, conf, noise.pos
 
 
-def _step(ctx: _Ctx, state: FastState, lo: int, j, full: bool, refresh: bool = False):
-    """One decoding step of the block starting at canvas position ``lo``."""
+def _transfer(ctx: _Ctx, conf, masked, j, u_pos, first: bool):
+    """[B, n] bool: the positions committed at step j of the block."""
+    scfg, shift = ctx.scfg, ctx.mcfg.logits_shift
+    if shift and first:
+        return masked  # Dream: the block's first position (n = 1), unconditionally
+    if scfg.threshold is not None:
+        conf = jnp.where(masked, conf, NEG_INF)
+        best = jnp.arange(conf.shape[1])[None, :] == jnp.argmax(conf, axis=1)[:, None]
+        return masked & ((conf > scfg.threshold) | best)
+    if not shift:
+        return scheduled_transfer(scfg, jnp.where(masked, conf, NEG_INF), j)
+    # Dream's schedule over the block's steps (Fast-dLLM: timesteps of steps_per_block + 1
+    # points, steps 1.. after the first), k from the row's masked count in the block
+    frac, last = step_fraction(scfg, scfg.steps_per_block, j)
+    num_mask = jnp.sum(masked, axis=1).astype(jnp.float32)
+    return ranked_transfer(scfg, conf, masked, frac, last, num_mask, u_pos)
+
+
+def _commit(ctx: _Ctx, state: FastState, h_blk, lo: int, j, first: bool):
+    """Choose and write this step's tokens: (canvas, key, active [B])."""
+    n, bl = h_blk.shape[1], ctx.scfg.block_length
+    mask_id = ctx.mcfg.mask_token_id
+    x0, conf, u_pos = _propose(ctx, state, h_blk)
+    x_blk = state.canvas[:, lo:lo + n]
+    masked = x_blk == mask_id
+    transfer = _transfer(ctx, conf, masked, j, u_pos, first)
+    canvas = state.canvas.at[:, lo:lo + n].set(jnp.where(transfer, x0, x_blk))
+    # With the schedule every row takes every step (as the exact sampler); with a threshold a
+    # row whose block is done idles, so that its result does not depend on its batch.
+    active = jnp.any(state.canvas[:, lo:lo + bl] == mask_id, axis=1)
+    if ctx.scfg.threshold is None:
+        active = jnp.ones_like(active)
+    return canvas, jax.random.split(state.key, 3)[0], active
+
+
+def _step(ctx: _Ctx, state: FastState, lo: int, j, full: bool, refresh: bool = False,
+          first: bool = False):
+    """One decoding step of the block starting at canvas position ``lo`` (``first``: the
+    block's first step)."""
     kv, hbuf = state.kv, state.hbuf
     if full or refresh:
         hidden, new_hbuf, kv = _full_forward(ctx, state)
-        h_blk = hidden[:, lo:]
+        chunk = hidden[:, lo - 1:] if first and ctx.mcfg.logits_shift else hidden[:, lo:]
     if not full:
         state = state._replace(kv=kv, hbuf=new_hbuf) if refresh else state
-        h_blk, new_hbuf = _partial_forward(ctx, state, lo)
-    canvas, key, active = _commit(ctx, state, h_blk, lo, j)
+        chunk, new_hbuf = _partial_forward(ctx, state, lo)
+    canvas, key, active = _commit(ctx, state, _align(ctx, chunk, first), lo, j, first)
     hbuf = jnp.where(active[:, None, None], new_hbuf.astype(hbuf.dtype), hbuf)
     p0 = ctx.prompt_len
     phi = masked_mean(hbuf, response_weights(canvas[:, p0:], ctx.mcfg.mask_token_id,
@@ -162,7 +215,7 @@ def _step(ctx: _Ctx, state: FastState, lo: int, j, full: bool, refresh: bool = F
 def _block(ctx: _Ctx, state: FastState, lo: int, refresh: bool):
     """Every step of the block at ``lo``: the first one full, then schedule or threshold."""
     scfg = ctx.scfg
-    state = _step(ctx, state, lo, 0, full=True)
+    state = _step(ctx, state, lo, 0, full=True, first=True)
     step = functools.partial(_step, ctx, lo=lo, full=scfg.cache == "none", refresh=refresh)
     if scfg.threshold is not None:
         # At most block_length steps: each commits >= 1 token per unfinished row, unless a
@@ -175,6 +228,33 @@ def _block(ctx: _Ctx, state: FastState, lo: int, refresh: bool):
                         jnp.arange(1, scfg.steps_per_block))[0]
 
 
+def check_fast(mcfg: ModelConfig, scfg: SamplerConfig) -> None:
+    """One ValueError listing what of a cached / threshold ``scfg`` ``mcfg``'s model cannot
+    run; nothing for the exact sampler."""
+    if not scfg.fast:
+        return
+    if mcfg.causal:
+        raise ValueError("cache/threshold decoding is for diffusion models; use cache='none', "
+                         "threshold=None")
+    errs = []
+    if mcfg.logits_shift and scfg.dream_alg == "origin":
+        errs.append("dream_alg 'origin' reveals positions at random, block decoding ranks "
+                    "them: use maskgit_plus, topk_margin or entropy")
+    if mcfg.logits_shift and scfg.threshold is not None:
+        if scfg.dream_alg == "entropy":
+            errs.append("a threshold compares probabilities and dream_alg 'entropy' scores "
+                        "by negative entropy: use maskgit_plus or topk_margin")
+        if scfg.dream_alg_temp > 0:
+            errs.append("a threshold commits by confidence, dream_alg_temp draws positions "
+                        "at random: leave dream_alg_temp at 0")
+    elif mcfg.logits_shift and scfg.steps_per_block < 2:
+        errs.append(f"a Dream block's first step commits only its first position, so each of "
+                    f"the {scfg.num_blocks} blocks needs >= 2 steps: raise steps "
+                    f"({scfg.steps}) or block_length ({scfg.block_length})")
+    if errs:
+        raise ValueError("cached/threshold Dream decoding: " + "; ".join(errs))
+
+
 def fast_diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
                           attention_mask, key, probe: Probe, *, hidden_layer=None,
                           return_activations=False, record_snapshots=False,
@@ -183,9 +263,7 @@ def fast_diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_
     (tokens [B, G], sri [B, T], StepRecord of [B, T, ...], nfe [B] int32), the first three as
     :func:`~.diffusion.diffusion_sample`. ``refresh_each_step`` (tests): recompute the cache
     from the current canvas before every cached step, which must reproduce the exact sampler."""
-    if mcfg.logits_shift or mcfg.causal:
-        raise ValueError("cache/threshold decoding is implemented for LLaDA-style models "
-                         "(bidirectional, unshifted logits); use cache='none', threshold=None")
+    check_fast(mcfg, scfg)
     b, p0 = input_ids.shape
     g, t_pts, d = scfg.gen_length, scfg.steps, mcfg.hidden_size
     amask = canvas_mask(attention_mask, g)
