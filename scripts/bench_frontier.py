@@ -108,7 +108,7 @@ def make_runner(model, hidden_layer):
 
     def run(params, ids, mask, key, probe, *, scfg, refresh=False):
         """(tokens, sri, phi [B, T, D], nfe) of one batch."""
-        kw = dict(hidden_layer=hidden_layer, return_activations=True)
+        kw = dict(reads=Reads(hidden_layer, activations=True))
         if scfg.fast:
             tokens, sri, recs, nfe = fast_diffusion_sample(
                 params, model.config, scfg, ids, mask, key, probe, refresh_each_step=refresh,
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
                     "exact always runs first, the others are measured against it)")
     args = ap.parse_args(argv)
     from sri_jax.sampling import SamplerConfig
-    from sri_jax.sampling.common import Probe
+    from sri_jax.sampling.common import Probe, Reads
 
     if args.quick:
         args.prompts, args.gen_length, args.steps, args.block_length = 8, 32, 8, 16

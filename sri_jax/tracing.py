@@ -257,10 +257,10 @@ def _records(res, head: dict, judge, program, prefixes):
     if res.templates is not None:
         cols["template"] = [t if isinstance(t, str) else json.dumps(list(map(int, t)))
                             for t in res.templates]
-    if program.return_activations:
+    if program.reads.activations:
         cols["activations"] = pa.array([r.reshape(-1).tolist() for r in res.activations],
                                        pa.list_(pa.float32()))
-    if program.record_snapshots:
+    if program.reads.snapshots:
         cols["snapshots"] = pa.array([r.reshape(-1).tolist() for r in res.snapshots],
                                      pa.list_(pa.int32()))
     return pa.table(cols)

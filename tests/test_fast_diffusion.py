@@ -20,7 +20,7 @@ from sri_jax.models.decoder import random_params
 from sri_jax.models.model import Model
 from sri_jax.sampling import SamplerConfig, generate
 from sri_jax.sampling import api as sampling_api
-from sri_jax.sampling.common import Probe
+from sri_jax.sampling.common import Probe, Reads
 from sri_jax.sampling.fast_diffusion import fast_diffusion_sample, grid_points
 from test_sampling import DIFF_CFG, IDS, MASK, centers_for
 from tolerance import assert_fp32_close
@@ -39,8 +39,8 @@ def run(model, cfg, ids=IDS, mask=MASK, centers=None, refresh=False, layer=None)
     hl = None if layer is None else model.config.resolve_layer(layer)
     tokens, sri, recs, nfe = fast_diffusion_sample(
         model.params, model.config, cfg, jnp.asarray(ids), jnp.asarray(mask),
-        jax.random.key(0), probe, hidden_layer=hl, return_activations=True,
-        record_snapshots=True, refresh_each_step=refresh)
+        jax.random.key(0), probe, reads=Reads(hl, activations=True, snapshots=True),
+        refresh_each_step=refresh)
     return tuple(map(np.asarray, (tokens, sri, recs.phi, recs.snapshot, nfe)))
 
 

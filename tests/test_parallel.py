@@ -140,7 +140,7 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
     from sri_jax.sampling import Readout, SamplerConfig, generate
     from sri_jax.sampling.api import Program, _sample
     from sri_jax.sampling.batching import batch_inputs
-    from sri_jax.sampling.common import Probe
+    from sri_jax.sampling.common import Probe, Reads
     from sri_jax.sri import Centers
 
     assert jax.device_count() == 8, jax.devices()
@@ -214,7 +214,7 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
                 probe = Probe(*centers.device_arrays(), jax.numpy.asarray(r))
                 a = sampler_inputs(mesh, pids, pmask, 0, probe)
                 txt = _sample.lower(sm.params, *a, program=Program(
-                    mcfg, scfg, return_activations=True)).compile().as_text()
+                    mcfg, scfg, Reads(activations=True))).compile().as_text()
                 s_len = pids.shape[1] + scfg.gen_length
                 pat = r"f32\[%d,(\d+),%d,(\d+),%d\]" % (mcfg.num_layers, s_len, mcfg.head_dim)
                 report["kv_cache"][shape] = {

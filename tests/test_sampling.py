@@ -28,7 +28,7 @@ from sri_jax.models.decoder import random_params
 from sri_jax.models.model import Model
 from sri_jax.sampling import Readout, SamplerConfig, generate
 from sri_jax.sampling import api as sampling_api
-from sri_jax.sampling.common import Probe, StepNoise, filter_logits
+from sri_jax.sampling.common import Probe, Reads, StepNoise, filter_logits
 from sri_jax.sampling.diffusion import diffusion_sample
 from sri_jax.sampling.dream import dream_sample
 from sri_jax.sri import Centers, sri_signal
@@ -89,7 +89,8 @@ def port(model, cfg, noise, sampler=diffusion_sample):
     """The fused sampler fed ``noise``: (tokens [B, G], phi [B, T, D]) as numpy."""
     tokens, _, recs = sampler(model.params, model.config, cfg, jnp.asarray(IDS),
                               jnp.asarray(MASK), jax.random.key(0), Probe(),
-                              return_activations=True, noise=jax.tree.map(jnp.asarray, noise))
+                              reads=Reads(activations=True),
+                              noise=jax.tree.map(jnp.asarray, noise))
     return np.asarray(tokens), np.asarray(recs.phi)
 
 

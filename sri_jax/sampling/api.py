@@ -18,7 +18,7 @@ from ..sri.centers import check_compatible
 from ..sri.signal import Centers
 from .autoregressive import ar_sample
 from .batching import batch_inputs, input_order, pad_id, plan_batches
-from .common import Probe
+from .common import Probe, Reads
 from .config import SamplerConfig
 from .diffusion import diffusion_sample
 from .dream import dream_sample
@@ -75,9 +75,7 @@ class Program:
 
     mcfg: ModelConfig
     scfg: SamplerConfig
-    hidden_layer: Optional[int] = None
-    return_activations: bool = False
-    record_snapshots: bool = False
+    reads: Reads = Reads()
     detector_fn: Optional[PureDetector] = None
 
 
@@ -95,9 +93,7 @@ def _sample(params, input_ids, attention_mask, key, probe, detector=(None, None)
     else:
         fn = dream_sample if mcfg.logits_shift else diffusion_sample
     tokens, sri, recs = fn(params, mcfg, scfg, input_ids, attention_mask, key, probe,
-                           hidden_layer=program.hidden_layer,
-                           return_activations=program.return_activations,
-                           record_snapshots=program.record_snapshots, **kw)
+                           reads=program.reads, **kw)
     scores = None if program.detector_fn is None else program.detector_fn(detector[0], sri)
     flags = None if program.detector_fn is None else scores > detector[1]
     return tokens, sri, recs, scores, flags
@@ -284,8 +280,9 @@ def prepare(model: Model, cfg: SamplerConfig, *, centers: Optional[Centers] = No
         detector.check_centers(centers, tau=cfg.tau)
         fn, params, thr = detector.as_pure()
         fn, det = PureDetector.wrap(fn), (params, thr)
-    program = Program(mcfg, cfg, None if cfg.layer == "last" else mcfg.resolve_layer(cfg.layer),
-                      readout.activations, readout.snapshots, fn)
+    program = Program(mcfg, cfg, Reads(None if cfg.layer == "last" else
+                                       mcfg.resolve_layer(cfg.layer),
+                                       readout.activations, readout.snapshots), fn)
     return SamplerCall(program, probe, centers is not None, det)
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from ..models.config import ModelConfig
 from ..models.decoder import KVCache, forward
-from .common import Probe, StepRecord, project, sample_token, sri_update
+from .common import Probe, Reads, StepRecord, project, sample_token, sri_update
 from .config import SamplerConfig
 
 
@@ -62,9 +62,9 @@ def pick(mcfg: ModelConfig, scfg: SamplerConfig, probe: Probe, state: ARState, t
 
 
 def ar_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids, attention_mask,
-              key, probe: Probe, *, hidden_layer=None, return_activations=False,
-              record_snapshots=False):
+              key, probe: Probe, *, reads: Reads = Reads()):
     """The fused AR sampler. Returns (tokens [B, G], sri [B, T], StepRecord of [B, T, ...])."""
+    hidden_layer, return_activations, record_snapshots = reads
     b, p = input_ids.shape
     g = scfg.gen_length
     dtype = params["embed"].dtype

@@ -18,6 +18,16 @@ class Probe(NamedTuple):
     direction: Optional[jax.Array] = None    # [D] unit vector for phi . r_hat
 
 
+class Reads(NamedTuple):
+    """What a fused sampler reads and records besides tokens and SRI (static, hashable): the
+    layer whose output is pooled (None: the final-norm output), phi per step
+    (``activations``) and the response after every step (``snapshots``)."""
+
+    hidden_layer: Optional[int] = None
+    activations: bool = False
+    snapshots: bool = False
+
+
 class StepRecord(NamedTuple):
     """What one step emits (stacked by the scan along a leading T axis)."""
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from ..models.config import ModelConfig
 from ..models.decoder import default_positions, forward, lm_head
-from .common import (Probe, StepRecord, draw_noise, gumbel_argmax, masked_mean, project,
+from .common import (Probe, Reads, StepRecord, draw_noise, gumbel_argmax, masked_mean, project,
                      sri_update)
 from .config import SamplerConfig
 
@@ -39,6 +39,22 @@ class DiffusionState(NamedTuple):
     sri: jax.Array     # [B, T] fp32 (zeros when no centers)
     fixed: Optional[jax.Array] = None  # [B, G] bool: response-template tokens (infill), never
     #                                    remasked or pooled; None: every response slot generated
+
+
+class StepContext(NamedTuple):
+    """What every step of one run reads, fixed for the whole scan: the weights, the configs,
+    the prompt length, the canvas attention mask and positions [B, P + G], the probe, the
+    layer read (None: the last) and whether the step records a snapshot."""
+
+    params: dict
+    mcfg: ModelConfig
+    scfg: SamplerConfig
+    prompt_len: int
+    attention_mask: jax.Array
+    positions: jax.Array
+    probe: Probe
+    hidden_layer: Optional[int] = None
+    record_snapshots: bool = False
 
 
 def transfer_schedule(block_length: int, steps_per_block: int):
@@ -115,11 +131,11 @@ def scheduled_transfer(scfg: SamplerConfig, conf, j, left=None):
     return jnp.any(chosen, axis=1)
 
 
-def diffusion_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
-                   attention_mask, positions, probe: Probe, hidden_layer, state, t,
-                   record_snapshots: bool = False, noise=None):
+def diffusion_step(ctx: StepContext, state: DiffusionState, t, noise=None):
     """One sampler iteration. ``noise``: this step's :class:`~.common.StepNoise` (drawn from
     the carried key when None)."""
+    params, mcfg, scfg, prompt_len, attention_mask, positions, probe, hidden_layer, \
+        record_snapshots = ctx
     b, total = state.canvas.shape
     bl, spb = scfg.effective_block_length, scfg.steps_per_block
     mask_id = mcfg.mask_token_id
@@ -178,23 +194,24 @@ def canvas_mask(attention_mask, gen_length: int):
 
 
 def diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
-                     attention_mask, key, probe: Probe, *, hidden_layer=None,
-                     return_activations=False, record_snapshots=False,
+                     attention_mask, key, probe: Probe, *, reads: Reads = Reads(),
                      step_fn=diffusion_step, noise=None, template=None):
     """The fused sampler. Returns (response tokens [B, G], sri [B, T], StepRecord of [B, T, ...]).
     ``step_fn`` is one iteration over the canvas (LLaDA's by default, Dream's in dream.py).
     ``noise``: a :class:`~.common.StepNoise` of arrays with a leading [T] axis, consumed
     instead of the key's draws (tests feed the oracles the same numbers).
     ``template`` [B, G] (infill): the response canvas to start from, see :func:`init_state`."""
+    hidden_layer, return_activations, record_snapshots = reads
     prompt_len = input_ids.shape[1]
     amask = canvas_mask(attention_mask, scfg.gen_length)
     positions = default_positions(mcfg, amask)
     state = init_state(mcfg, scfg, input_ids, key, template)
+    ctx = StepContext(params, mcfg, scfg, prompt_len, amask, positions, probe, hidden_layer,
+                      record_snapshots)
 
     def body(state, xs):
         t, noise_t = xs
-        state, rec = step_fn(params, mcfg, scfg, prompt_len, amask, positions, probe,
-                             hidden_layer, state, t, record_snapshots, noise_t)
+        state, rec = step_fn(ctx, state, t, noise_t)
         if not return_activations:
             rec = rec._replace(phi=None)
         return state, rec

@@ -26,7 +26,7 @@ from ..models.decoder import forward, lm_head
 from .common import (Probe, StepRecord, draw_noise, filter_logits, gumbel, project,
                      sri_update)
 from .config import SamplerConfig
-from .diffusion import diffusion_sample, pool_response
+from .diffusion import StepContext, diffusion_sample, pool_response
 
 
 def step_fraction(scfg: SamplerConfig, steps: int, i):
@@ -84,11 +84,11 @@ def dream_noise(key, shape, scfg: SamplerConfig):
                       scfg.dream_alg == "origin" or scfg.dream_alg_temp > 0)
 
 
-def dream_step(params, mcfg: ModelConfig, scfg: SamplerConfig, prompt_len: int,
-               attention_mask, positions, probe: Probe, hidden_layer, state, i,
-               record_snapshots: bool = False, noise=None):
+def dream_step(ctx: StepContext, state, i, noise=None):
     """One step of Dream's sampler over the whole response (the step function protocol of
     :func:`~.diffusion.diffusion_sample`)."""
+    params, mcfg, scfg, prompt_len, attention_mask, positions, probe, hidden_layer, \
+        record_snapshots = ctx
     b = state.canvas.shape[0]
     g = scfg.gen_length
     mask_id = mcfg.mask_token_id

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from ..models.config import ModelConfig
 from ..models.decoder import KVCache, default_positions, forward, lm_head
 from ..sri.signal import sri_step
-from .common import Probe, StepRecord, draw_noise, masked_mean
+from .common import Probe, Reads, StepRecord, draw_noise, masked_mean
 from .config import SamplerConfig
 from .diffusion import (NEG_INF, block_logits, canvas_mask, propose, response_weights,
                         scheduled_transfer)
@@ -256,14 +256,14 @@ def check_fast(mcfg: ModelConfig, scfg: SamplerConfig) -> None:
 
 
 def fast_diffusion_sample(params, mcfg: ModelConfig, scfg: SamplerConfig, input_ids,
-                          attention_mask, key, probe: Probe, *, hidden_layer=None,
-                          return_activations=False, record_snapshots=False,
+                          attention_mask, key, probe: Probe, *, reads: Reads = Reads(),
                           refresh_each_step=False):
     """Cached / threshold LLaDA sampling (``scfg.cache``, ``scfg.threshold``). Returns
     (tokens [B, G], sri [B, T], StepRecord of [B, T, ...], nfe [B] int32), the first three as
     :func:`~.diffusion.diffusion_sample`. ``refresh_each_step`` (tests): recompute the cache
     from the current canvas before every cached step, which must reproduce the exact sampler."""
     check_fast(mcfg, scfg)
+    hidden_layer, return_activations, record_snapshots = reads
     b, p0 = input_ids.shape
     g, t_pts, d = scfg.gen_length, scfg.steps, mcfg.hidden_size
     amask = canvas_mask(attention_mask, g)
