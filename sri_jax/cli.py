@@ -150,6 +150,7 @@ def main(argv=None) -> int:
         print(f"sri-jax: error: {e}", file=sys.stderr)
         return 2
     args = parse_args(argv)
+    args.argv = argv[argv.index(args.command) + 1:]  # recorded as provenance by some commands
     try:
         with warnings.catch_warnings():  # warnings as one line each: "sri-jax CMD: warning: ..."
             warnings.showwarning = lambda message, *a, **k: print(

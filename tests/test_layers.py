@@ -69,3 +69,17 @@ def test_cli_is_a_dispatch_table_over_the_command_modules():
     back = {str(f.relative_to(PKG)): sorted(m for m in _imports(f) if m.startswith("sri_jax.cli"))
             for f in (PKG / "commands").glob("*.py")}
     assert {k: v for k, v in back.items() if v} == {}
+
+
+def test_commands_see_their_own_arguments_as_given(monkeypatch):
+    """``args.argv``: the flags after the command name, as typed (adapt-diffusion records
+    them as the artifact's provenance)."""
+    from sri_jax import cli
+    from sri_jax.commands import adapt_diffusion
+
+    seen = {}
+    monkeypatch.setattr(adapt_diffusion, "run", lambda args: seen.setdefault("argv", args.argv)
+                        and 0)
+    argv = ["adapt-diffusion", "--rank", "8", "--lr", "2e-3", "--max-minutes", "5"]
+    cli.main(argv)
+    assert seen["argv"] == argv[1:]
