@@ -219,8 +219,10 @@ def compare_decoders(ar_name: str = AR_MODEL, diffusion_name: str = DIFFUSION_MO
                "config": dataclasses.asdict(config), "rows": rows, "perplexity": ppl,
                "lambda_r": list(LAMBDA_R),
                "centers": {k: v["centers"] or v.get("no_centers") for k, v in res.items()},
-               "samples": {k: {n: [[p, t] for p, t in zip(
-                   prompts["benign" if n == "benign" else "harmful"], s["texts"][:6])]
+               "answer_tokens": {f"{k} {n}": float(np.mean([len(a) for a in s["answers"]]))
+                                 for k, v in res.items() for n, s in v["sets"].items()},
+               "answers": {k: {n: [[p, t] for p, t in zip(
+                   prompts["benign" if n == "benign" else "harmful"], s["texts"])]
                    for n, s in v["sets"].items()} for k, v in res.items()},
                "figure": None if fig is None else str(fig),
                "seconds": round(time.perf_counter() - t0, 1)}
@@ -236,6 +238,9 @@ def format_summary(summary: dict) -> str:
     from .reporting import format_table
 
     lines = [format_table(summary["rows"])]
+    if "answer_tokens" in summary:
+        lines.append("mean generated tokens before EOS: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in summary["answer_tokens"].items()))
     for label, p in summary["perplexity"].items():
         lines.append(f"AR-model perplexity of {label} benign answers: {p['perplexity']:.2f} "
                      f"({p['tokens']} tokens, {p['answers']} answers; median per answer "

@@ -76,6 +76,10 @@ def test_compare_decoders_on_a_tiny_pair(tmp_path, patched):
     assert saved["rows"] == json.loads(json.dumps(s["rows"], default=float))
     assert (tmp_path / "c" / "ar_vs_diffusion.png").stat().st_size > 0
     assert "AR-model perplexity of diffusion benign answers" in logs[-2]
+    assert set(s["answer_tokens"]) == set(groups)
+    assert all(0 <= v <= GEN for v in s["answer_tokens"].values())
+    assert [len(s["answers"][d][n]) for d in ("AR", "diffusion")
+            for n in ("benign", "harmful", "harmful/prefill")] == [3] * 6
 
 
 def test_answer_perplexity_equals_an_unpadded_loop(pair):
