@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-calib", type=int, default=32)
     ap.add_argument("--n-test", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--attacks", default="", help="comma-separated fixed jailbreak transforms "
+                    "to add as sets (e.g. refusal_suppression,flip_attack,gcg_suffix,"
+                    "random_search); prefilling is always run")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--quick", type=int, metavar="N", help="only the cheap check: greedy "
                     "answers of both models to N held-out benign and harmful prompts, refusal "
@@ -30,6 +33,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if min(a.n_calib, a.n_test, a.batch_size) < 1 or (a.quick is not None and a.quick < 1):
         ap.error("--n-calib, --n-test, --batch-size and --quick must be >= 1")
+    from sri_jax.data.attacks import ATTACKS
+
+    attacks = tuple(x for x in a.attacks.split(",") if x)
+    unknown = [x for x in attacks if x not in ATTACKS or x in ("prefill", "infill")]
+    if unknown:
+        ap.error(f"--attacks: unknown or not a prompt transform: {', '.join(unknown)}; "
+                 f"choose from {', '.join(k for k in ATTACKS if k not in ('prefill', 'infill'))}")
     try:
         if a.quick:
             res = quick_eval(a.diffusion, a.ar, n=a.quick, progress=not a.no_progress)
@@ -38,7 +48,7 @@ def main(argv=None) -> int:
             return 0
         compare_decoders(a.ar, a.diffusion, out_dir=a.out, config=CompareConfig(
             n_calib=a.n_calib, n_test=a.n_test, batch_size=a.batch_size,
-            progress=not a.no_progress))
+            progress=not a.no_progress, attacks=attacks))
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"compare_decoders: error: {e}", file=sys.stderr)
         return 1

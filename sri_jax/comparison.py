@@ -30,7 +30,9 @@ SETS = ("benign", "harmful", "harmful/prefill")
 class CompareConfig:
     """Prompt counts per class (``n_calib`` for the centers, ``n_test`` for the test) and the
     shared decoding budget: ``gen_length`` tokens; the diffusion model in ``steps`` steps
-    (Dream sampler, one block), the AR model one token per step."""
+    (Dream sampler, one block), the AR model one token per step. ``attacks``: fixed jailbreak
+    transforms (:data:`sri_jax.data.attacks.ATTACKS`) applied to the harmful test prompts,
+    each one more set ("harmful/<attack>") next to the raw and prefilled ones."""
 
     n_calib: int = 32
     n_test: int = 32
@@ -38,6 +40,7 @@ class CompareConfig:
     steps: int = 32
     batch_size: int = 32
     progress: bool = True
+    attacks: tuple = ()
 
     def samplers(self) -> dict:
         from .sampling.config import SamplerConfig
@@ -121,8 +124,10 @@ def until_eos(tokens, eos: int) -> list:
 def run_decoder(model, cfg, prompts: dict, c: CompareConfig) -> dict:
     """Centers from the calibration prompts (None, with the reason, when the model refuses no
     harmful or every benign one), then the benign, harmful and prefilled harmful test sets:
-    texts, keyword refusals, SRI [n, T] (None without centers), answers (ids before EOS)."""
+    prompts sent, texts, keyword refusals, SRI [n, T] (None without centers), answers (ids
+    before EOS); ``c.attacks`` add one transformed harmful set each."""
     from .calibration import calibrate
+    from .data.attacks import apply_attack
     from .judges import keyword
     from .sampling.api import Prompting, generate_batched
 
@@ -136,11 +141,13 @@ def run_decoder(model, cfg, prompts: dict, c: CompareConfig) -> dict:
         out["no_centers"] = why
     sources = {"benign": (prompts["benign"], None), "harmful": (prompts["harmful"], None),
                "harmful/prefill": (prompts["harmful"], prompts["prefill"])}
+    for a in c.attacks:
+        sources[f"harmful/{a}"] = ([x.text for x in apply_attack(a, prompts["harmful"])], None)
     for name, (ps, pre) in sources.items():
         res = generate_batched(model, ps, cfg, batch_size=c.batch_size, progress=c.progress,
                                desc=name, centers=centers, prompting=Prompting(prefix=pre))
         eos = model.config.eos_token_id
-        out["sets"][name] = {"texts": res.texts,
+        out["sets"][name] = {"prompts": list(ps), "texts": res.texts,
                              "refused": [keyword.is_refusal(t) for t in res.texts],
                              "sri": None if res.sri is None else np.asarray(res.sri),
                              "answers": [until_eos(t, eos) for t in res.tokens]}
@@ -221,9 +228,8 @@ def compare_decoders(ar_name: str = AR_MODEL, diffusion_name: str = DIFFUSION_MO
                "centers": {k: v["centers"] or v.get("no_centers") for k, v in res.items()},
                "answer_tokens": {f"{k} {n}": float(np.mean([len(a) for a in s["answers"]]))
                                  for k, v in res.items() for n, s in v["sets"].items()},
-               "answers": {k: {n: [[p, t] for p, t in zip(
-                   prompts["benign" if n == "benign" else "harmful"], s["texts"])]
-                   for n, s in v["sets"].items()} for k, v in res.items()},
+               "answers": {k: {n: [[p, t] for p, t in zip(s["prompts"], s["texts"])]
+                           for n, s in v["sets"].items()} for k, v in res.items()},
                "figure": None if fig is None else str(fig),
                "seconds": round(time.perf_counter() - t0, 1)}
     (out / "compare.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")

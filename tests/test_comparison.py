@@ -61,13 +61,13 @@ def test_compare_decoders_on_a_tiny_pair(tmp_path, patched):
     from sri_jax.comparison import CompareConfig, compare_decoders
 
     cfg = CompareConfig(n_calib=3, n_test=3, gen_length=GEN, steps=3, batch_size=4,
-                        progress=False)
+                        progress=False, attacks=("flip_attack",))
     logs = []
     s = compare_decoders("tiny-ar-0", "tiny-dream", out_dir=tmp_path / "c", config=cfg,
                          prompts=_prompts(), log=logs.append)
     groups = [r["group"] for r in s["rows"]]
-    assert groups == [f"{d} {n}" for d in ("AR", "diffusion")
-                      for n in ("benign", "harmful", "harmful/prefill")]
+    sets = ("benign", "harmful", "harmful/prefill", "harmful/flip_attack")
+    assert groups == [f"{d} {n}" for d in ("AR", "diffusion") for n in sets]
     assert all(r["n"] == 3 and r["refusal_rate"] in (0, 1 / 3, 2 / 3, 1) for r in s["rows"])
     assert s["models"] == {"AR": "tiny-ar-0", "diffusion": "tiny-dream"}
     assert s["samplers"]["AR"]["mode"] == "autoregressive"
@@ -78,8 +78,13 @@ def test_compare_decoders_on_a_tiny_pair(tmp_path, patched):
     assert "AR-model perplexity of diffusion benign answers" in logs[-2]
     assert set(s["answer_tokens"]) == set(groups)
     assert all(0 <= v <= GEN for v in s["answer_tokens"].values())
-    assert [len(s["answers"][d][n]) for d in ("AR", "diffusion")
-            for n in ("benign", "harmful", "harmful/prefill")] == [3] * 6
+    assert [len(s["answers"][d][n]) for d in ("AR", "diffusion") for n in sets] == [3] * 8
+    from sri_jax.data.attacks import apply_attack
+
+    flipped = [x.text for x in apply_attack("flip_attack", HARMFUL[3:6])]
+    for d in ("AR", "diffusion"):
+        assert [p for p, _ in s["answers"][d]["harmful/flip_attack"]] == flipped
+        assert [p for p, _ in s["answers"][d]["harmful/prefill"]] == HARMFUL[3:6]
 
 
 def test_answer_perplexity_equals_an_unpadded_loop(pair):
