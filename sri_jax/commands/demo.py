@@ -217,7 +217,7 @@ def _compare(model, out: Path, c: DemoConfig, log):
     if f.is_file():
         prev = json.loads(f.read_text())
         if (prev.get("models") == {"AR": model.name, "diffusion": partner}
-                and prev.get("config") == dataclasses.asdict(cc)):
+                and prev.get("config") == json.loads(json.dumps(dataclasses.asdict(cc)))):
             log(f"\nAR versus diffusion (saved by an earlier run, {f}):\n"
                 + format_summary(prev))
             return prev
