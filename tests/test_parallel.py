@@ -5,7 +5,10 @@ the rest of the suite runs on the default single CPU device): this file is also 
 script (``python tests/test_parallel.py OUT.json``). The child runs every case and writes a
 JSON report; the tests below assert on it. The oracle is the single-device run of the same
 sampler on the same weights in the same child (itself checked against plain Python loops in
-test_sampling.py): tokens must be identical, sigma and phi within 1e-5.
+test_sampling.py, test_fast_diffusion.py and test_fast_dream.py): tokens must be identical,
+phi within tests/tolerance.py's FP32_REL of its scale and sigma within SIGMA_ATOL. Covered:
+the exact diffusion and AR samplers on four meshes, and every cached / threshold mode
+(FAST_MODES, LLaDA and Dream) on two.
 """
 
 from __future__ import annotations
@@ -26,7 +29,17 @@ HERE = Path(__file__).resolve().parent
 MESHES = ("8x1", "4x2", "2x4", "1x8")
 KV_MESHES = ("2x4",)  # KV heads split over model (1x8, where they are not, is a fallback)
 KINDS = ("diffusion", "autoregressive")
-# Fast XLA:CPU compilation (the child compiles ~12 small programs; numbers do not change
+# Cached / threshold decoding (sampling/fast_diffusion.py), each mode on a data-only and a
+# mixed mesh: name -> (model, SamplerConfig options). "dream": shifted logits (block-wise).
+FAST_MESHES = ("8x1", "2x4")
+FAST_SAMPLER = dict(steps=4, gen_length=8, block_length=4)  # two blocks of two steps
+FAST_MODES = {"prefix": ("diffusion", dict(cache="prefix")),
+              "dual": ("diffusion", dict(cache="dual")),
+              "threshold": ("diffusion", dict(threshold=0.8)),
+              "dual-threshold": ("diffusion", dict(cache="dual", threshold=0.8)),
+              "dream-dual": ("dream", dict(cache="dual")),
+              "dream-threshold": ("dream", dict(threshold=0.8))}
+# Fast XLA:CPU compilation (the child compiles ~30 small programs; numbers do not change
 # between the single-device oracle and the sharded runs, which share these flags).
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
@@ -62,7 +75,9 @@ def model_configs():
     ar = ModelConfig(family="llama", vocab_size=96, hidden_size=D, intermediate_size=128,
                      num_layers=2, num_heads=8, num_kv_heads=4, head_dim=8, eos_token_id=1,
                      pad_token_id=0)
-    return {"diffusion": diff, "autoregressive": ar}
+    dream = diff.replace(family="dream", attention_bias=True, logits_shift=True,
+                         rope_fp32_apply=False, rope_theta=1e6)
+    return {"diffusion": diff, "autoregressive": ar, "dream": dream}
 
 
 def numpy_params(cfg, seed: int, std: float = 0.5) -> dict:
@@ -127,6 +142,59 @@ def write_hf_dir(path: Path, model) -> Path:
 # ----------------------------------------------------------------------------- the child
 
 
+def _compare(a, b):  # pragma: no cover - runs in the 8-device subprocess
+    """A sharded run ``a`` against the single-device run ``b``."""
+    out = {"tokens_equal": bool(np.array_equal(a.tokens, b.tokens)),
+           "rows": int(a.tokens.shape[0])}  # the sharded run's rows: padding stripped
+    for f in ("sri", "activations", "projections"):
+        x, y = getattr(a, f), getattr(b, f)
+        # sigma in (0, 1): absolute; activations / projections: relative to their scale
+        scale = 1.0 if f == "sri" or x is None else float(np.max(np.abs(y)))
+        out[f] = None if x is None else float(np.max(np.abs(x - y))) / scale
+    if b.snapshots is not None:
+        out["snapshots_equal"] = bool(np.array_equal(a.snapshots, b.snapshots))
+    return out
+
+
+def _fast_runs(report, tick, ids, mask):  # pragma: no cover - in the 8-device subprocess
+    """Every cached / threshold mode on FAST_MESHES against its single-device run. The
+    heads are scaled x3 (sharper logits) so that with threshold 0.8 steps commit one to
+    four tokens and rows finish their blocks at different steps (a row that is done idles
+    while the others decode: per-row state in a while loop over a data-sharded batch)."""
+    import jax
+
+    from sri_jax import make_mesh
+    from sri_jax.models.model import Model
+    from sri_jax.parallel import shard_model
+    from sri_jax.sampling import Readout, SamplerConfig, generate
+    from sri_jax.sri import Centers
+
+    cfgs, rng = model_configs(), np.random.default_rng(0)
+    steps = FAST_SAMPLER["steps"]
+    centers = Centers(rng.normal(size=(steps, D)).astype(np.float32),
+                      rng.normal(size=(steps, D)).astype(np.float32))
+    readout = Readout(activations=True, snapshots=True,
+                      direction=rng.normal(size=D).astype(np.float32))
+    models = {}
+    for seed, kind in enumerate(("diffusion", "dream"), start=1):
+        params = numpy_params(cfgs[kind], seed=seed)
+        params["lm_head"] = 3 * params["lm_head"]
+        models[kind] = Model(cfgs[kind], jax.tree.map(jax.numpy.asarray, params))
+    meshes = {s: make_mesh(*map(int, s.split("x"))) for s in FAST_MESHES}
+    sharded = {(k, s): shard_model(m, meshes[s]) for k, m in models.items() for s in meshes}
+    for name, (kind, opts) in FAST_MODES.items():
+        kw = dict(input_ids=ids, attention_mask=mask, centers=centers, readout=readout,
+                  cfg=SamplerConfig(**FAST_SAMPLER, **opts))
+        ref = generate(models[kind], **kw)
+        # response tokens committed at each SRI grid point; one token a step would give
+        # exactly (t + 1) G / T: more means a step committed several (parallel decoding)
+        committed = (ref.snapshots != cfgs[kind].mask_token_id).sum(-1)
+        report["fast"][name] = {"committed": committed.tolist()}
+        for shape in FAST_MESHES:
+            report["fast"][name][shape] = _compare(generate(sharded[kind, shape], **kw), ref)
+        tick(f"fast {name}")
+
+
 def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
     import re
     import warnings
@@ -150,23 +218,13 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
     samplers = {"diffusion": SamplerConfig(steps=4, gen_length=8, block_length=4),
                 "autoregressive": SamplerConfig.autoregressive(gen_length=6)}
     cfgs = model_configs()
-    report = {"runs": {}, "shardings": {}, "kv_cache": {}, "sampled": {}, "devices": 8,
-              "timings": []}
+    report = {"runs": {}, "shardings": {}, "kv_cache": {}, "sampled": {}, "fast": {},
+              "devices": 8, "timings": []}
 
     def tick(label):
         report["timings"].append((label, round(time.perf_counter() - t_start, 2)))
 
     warnings.simplefilter("ignore")  # the 1x8 fallback warning is expected
-
-    def compare(a, b):
-        out = {"tokens_equal": bool(np.array_equal(a.tokens, b.tokens)),
-               "rows": int(a.tokens.shape[0])}  # the sharded run's rows: padding stripped
-        for f in ("sri", "activations", "projections"):
-            x, y = getattr(a, f), getattr(b, f)
-            # sigma in (0, 1): absolute; activations / projections: relative to their scale
-            scale = 1.0 if f == "sri" or x is None else float(np.max(np.abs(y)))
-            out[f] = None if x is None else float(np.max(np.abs(x - y))) / scale
-        return out
 
     for kind in KINDS:
         mcfg, scfg = cfgs[kind], samplers[kind]
@@ -185,7 +243,7 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
             mesh = make_mesh(data=d, model=m)
             sm = shard_model(model, mesh)
             res = generate(sm, **kw)
-            report["runs"][f"{kind}-{shape}"] = compare(res, ref)
+            report["runs"][f"{kind}-{shape}"] = _compare(res, ref)
             tick(f"{kind} {shape}")
             specs = param_specs(mcfg, mesh)
             rows = describe_shardings(sm.params)
@@ -225,8 +283,10 @@ def _child(out_path: str):  # pragma: no cover - runs in the 8-device subprocess
                 # temperature > 0 (opt-in, two more compilations): threefry is partitionable,
                 # so Gumbel / categorical draws over sharded logits are the same
                 skw = dict(kw, cfg=scfg.replace(temperature=0.8), seed=7)
-                report["sampled"][kind] = compare(generate(sm, **skw), generate(model, **skw))
+                report["sampled"][kind] = _compare(generate(sm, **skw), generate(model, **skw))
                 tick(f"sampled {kind}")
+
+    _fast_runs(report, tick, ids, mask)
 
     # Checkpoint loading straight into shards: HF directory and (dequantised) GGUF.
     import tempfile
@@ -311,6 +371,31 @@ def test_mesh_gives_single_device_results(report, kind, shape):
     assert r["tokens_equal"], r
     assert r["sri"] < SIGMA_ATOL, r  # tests/tolerance.py
     assert r["activations"] < FP32_REL and r["projections"] < FP32_REL, r
+
+
+@pytest.mark.parametrize("shape", FAST_MESHES)
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_fast_decoding_on_a_mesh_gives_single_device_results(report, mode, shape):
+    """Prefix / dual cache and threshold decoding, LLaDA and Dream (block-wise): the sharded
+    run reproduces the single-device one (itself checked against plain loops in
+    test_fast_diffusion.py / test_fast_dream.py), the per-step snapshots included."""
+    r = report["fast"][mode][shape]
+    assert r["rows"] == 3  # batch of 3 padded to the data axis, padding stripped
+    assert r["tokens_equal"] and r["snapshots_equal"], r
+    assert r["sri"] < SIGMA_ATOL, r  # tests/tolerance.py
+    assert r["activations"] < FP32_REL and r["projections"] < FP32_REL, r
+
+
+@pytest.mark.parametrize("mode", [m for m, (_, o) in FAST_MODES.items() if "threshold" in o])
+def test_threshold_cases_commit_several_tokens_a_step(report, mode):
+    """The threshold cases above are not one-token-a-step runs: some step commits several
+    tokens (more than (t + 1) G / T committed at a grid point t) and the rows progress
+    differently (a row whose block is done idles while the others decode)."""
+    committed = np.array(report["fast"][mode]["committed"])  # [rows, T]
+    t, g = FAST_SAMPLER["steps"], FAST_SAMPLER["gen_length"]
+    one_a_step = np.arange(1, t + 1) * g // t
+    assert (committed > one_a_step).any(), committed
+    assert len({tuple(c) for c in committed}) > 1, committed
 
 
 def test_sampling_at_temperature_matches_single_device(report):
