@@ -298,6 +298,8 @@ def parse(argv):
     ap.add_argument("--figure", default=str(REPO / "docs" / "figures" / "frontier.png"))
     ap.add_argument("--work", help="per-setting results, reused by a rerun (default "
                     "runs/frontier/MODEL)")
+    ap.add_argument("--no-exact-again", action="store_true",
+                    help="skip the closing rerun of exact (it bounds the host's load drift)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 8 prompts (smoke)")
     ap.add_argument("--settings", help="comma-separated setting names to run (default: all; "
                     "exact always runs first, the others are measured against it)")
@@ -343,8 +345,8 @@ def main(argv=None) -> int:
         cal = calibrate(model, runner, exact_cfg, args, work)
     rows, exact, exact_labels = [], None, None
     # exact again at the end: the host's load drifts, the two exact rows bound the drift
-    for name, kw in [s for s in SETTINGS if s[0] == "exact" or s[0] in args.wanted] + [
-            ("exact_again", {})]:
+    again = [] if args.no_exact_again else [("exact_again", {})]
+    for name, kw in [s for s in SETTINGS if s[0] == "exact" or s[0] in args.wanted] + again:
         kw = dict(kw)
         refresh = kw.pop("refresh", False)
         scfg = base.replace(**kw) if kw else exact_cfg

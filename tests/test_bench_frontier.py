@@ -52,6 +52,11 @@ def test_quick_run_resumes_and_blocks_equals_exact(tmp_path):
     assert r2.returncode == 0, r2.stderr[-3000:]
     again = json.loads((tmp_path / "o.json").read_text())["rows"]
     assert again == list(rows.values())
+    # a subset of the settings reads the same results back; --no-exact-again drops the rerun
+    r4 = _run(*[a if a != "blocks,dual" else "dual" for a in args], "--no-exact-again")
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    sub = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert sub == [rows["exact"], rows["dual"]]
     # the same folder with other settings is refused, naming the fix
     r3 = _run(*[a if a != "blocks,dual" else "dual" for a in args], "--dream-alg", "topk_margin")
     assert r3.returncode != 0 and "pass another --work folder" in r3.stderr
