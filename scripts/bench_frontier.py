@@ -261,9 +261,12 @@ def figure(rows, path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "mean_abs_dsigma", "mean |d sigma| vs exact"),
-                           (axes[1], "refusal_agreement", "refusal label agreement")):
+    panels = [("mean_abs_dsigma", "mean |d sigma| vs exact"),
+              ("refusal_agreement", "refusal label agreement")]
+    if all("guard_auroc" in r for r in rows):
+        panels.append(("guard_auroc", "SRI Guard AUROC (harmful vs benign)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for ax, (key, label) in zip(axes, panels):
         for r in rows:
             ax.scatter(r["speedup_vs_exact"], r[key])
             ax.annotate(r["name"], (r["speedup_vs_exact"], r[key]), fontsize=8)
