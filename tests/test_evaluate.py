@@ -77,7 +77,8 @@ def report(model, centers, trace_dir):
 def test_report_layout_and_round_trip(report, tmp_path):
     d = report.to_dict()
     assert set(d) == {"meta", "guard", "benign", "attacks", "means", "supervised",
-                      "ablations", "baselines", "scores"}
+                      "ablations", "baselines", "scores", "attack_success"}
+    assert d["attack_success"] is None  # no harm judge: not measured
     assert set(d["attacks"]) == set(HARMFUL)
     assert set(d["means"]) == {"all", "jailbreak"}
     assert set(d["ablations"]) == {"sri_last", "first_step", "text"}

@@ -149,11 +149,3 @@ def test_trace_records_store_the_template(tmp_path):
     by_id = dict(zip(rec["prompt_id"], rec["tokens"].tolist()))
     # batches of 2 padded rows use other seeds, but greedy LLaDA ignores the key
     assert [by_id[str(i)] for i in range(3)] == ref.tokens.tolist()
-
-
-def test_cli_refuses_infill_in_evaluate(tmp_path):
-    from sri_jax.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--out", str(tmp_path / "e"), "--attacks", "infill"])
-    assert e.value.code == 2

@@ -68,10 +68,6 @@ def attack_list(text):
     if bad:
         raise argparse.ArgumentTypeError(f"unknown attack(s) {bad}; give a comma-separated "
                                          f"list of {', '.join(sorted(ATTACKS))}")
-    for a in ("prefill", "infill"):
-        if a in names:
-            raise argparse.ArgumentTypeError(f"{a} is traced with `sri-jax trace --attack "
-                                             f"{a}`; demo and evaluate do not run it yet")
     return ",".join(names)
 
 

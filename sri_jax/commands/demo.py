@@ -97,8 +97,10 @@ def run_demo(out_dir="sri_out", config: Optional[DemoConfig] = None, *, log=prin
     ``options``: its fields, over ``config``. Rerunning resumes (traces and the centers on
     disk are reused, the guard is replaced; ``out_dir/centers`` and ``/guard`` must be
     missing, empty or artifacts of those kinds, checked before anything runs)."""
+    from ..detector.protocol import check_prompting
     from ..reporting import format_table, groups_from_traces, summarize
     from ..reporting.figures import make_figures
+    from ..sampling.api import Prompting
     from ..tracing import TraceOptions, trace
     from .evaluate import check_own_outputs
 
@@ -110,12 +112,14 @@ def run_demo(out_dir="sri_out", config: Optional[DemoConfig] = None, *, log=prin
     sp = evaluation_splits(n_calib_harmless=c.n_calib_harmless,
                            n_calib_harmful=c.n_calib_harmful, n_train=c.n_guard_train,
                            n_holdout=c.n_guard_holdout, n_test=c.n_test, n_attack=c.n_test,
-                           attacks=c.attacks)
+                           attacks=c.attacks, causal=model.config.causal)
+    check_prompting(model, cfg, sp["harmful"], sp["prompting"])
     centers = _centers(model, cfg, sp, out, c, log)
 
     def run_set(set_name, prompts, ids, attack="none"):
         d = out / "traces" / f"{set_name}__{attack}"
         trace(model, prompts, cfg, centers=centers, out_dir=d, ids=ids,
+              prompting=Prompting(**sp["prompting"].get(attack, {})),
               options=TraceOptions(set_name=set_name, attack=attack, batch_size=c.batch_size,
                                    progress=c.progress))
         return d

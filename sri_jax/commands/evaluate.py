@@ -42,6 +42,11 @@ def add_arguments(p) -> None:
                    help="comma-separated: perplexity,self_exam (empty: none)")
     p.add_argument("--llama-guard", help="also run Llama Guard 3: 1b, 8b, a hub id or a "
                                          "local directory")
+    p.add_argument("--harm-judge", default="none", metavar="MODEL|none",
+                   help="judge attack success with this harm judge model (e.g. "
+                        "qwen2.5-coder-1.5b-instruct; docs/judge.md): success = not refused "
+                        "AND judged harmful, and the guard on the successful jailbreaks "
+                        "(default none: not measured)")
     p.add_argument("--no-classifier", action="store_true",
                    help="skip the supervised leave-one-attack-out SRIClassifier")
     p.add_argument("--ppl-quantile", type=A.finite_float(0, 1, lo_open=True, hi_open=True),
@@ -59,6 +64,8 @@ def _split(value) -> list:
 
 def run(args) -> int:
     check_own_outputs(args.out)  # before the model loads: fail fast
+    judge = None if args.harm_judge == "none" else load_harm_judge(
+        args.harm_judge, args.batch_size, not args.no_progress)
     model = A.load(args)
     cfg = A.sampler(args, model)
     n = {k: getattr(args, k) if args.n is None else args.n
@@ -68,6 +75,7 @@ def run(args) -> int:
                        **n)
     run_evaluation(model, cfg, args.out, sizes=sizes, centers_path=args.centers,
                    llama_guard=args.llama_guard, allow_unverified=args.trust_centers,
+                   harm_judge=judge,
                    layers=_split(args.layers), ablations=_split(args.ablations),
                    baselines=_split(args.baselines), classifier=not args.no_classifier,
                    batch_size=args.batch_size, guard_kwargs={"epochs": args.epochs},
@@ -128,27 +136,38 @@ class SplitSizes:
 
 
 def run_evaluation(model, cfg, out, *, sizes: SplitSizes = SplitSizes(), centers_path=None,
-                   llama_guard=None, allow_unverified=False, config=None, **options):
-    """Splits (``sizes``), centers (loaded or calibrated), :func:`evaluate_guard` with
-    ``config`` / ``options`` (:class:`EvalConfig` fields), then ``report.json``,
+                   llama_guard=None, allow_unverified=False, config=None, harm_judge=None,
+                   **options):
+    """Splits (``sizes``; ``prefill`` / ``infill`` among the attacks force each response's
+    start or template, :func:`~sri_jax.data.attacks.attack_inputs`), centers (loaded or
+    calibrated), :func:`evaluate_guard` with ``config`` / ``options`` (:class:`EvalConfig`
+    fields), then ``report.json``,
     ``report.md`` and the fitted guard (``guard/``) under ``out``. Every trace is written
     under ``out/traces`` first: rerunning the same command resumes an interrupted evaluation
     instead of starting over: the centers it saved are reused and its own ``guard/`` is
     replaced (only folders of those kinds: anything else there is refused up front). Returns
-    the :class:`sri_jax.detector.EvalReport`."""
+    the :class:`sri_jax.detector.EvalReport`. ``harm_judge``: a judge model name (loaded as
+    :class:`~sri_jax.judges.harm.HarmJudge` before anything is traced) or a judge object;
+    the prompts it was calibrated on must not be in an evaluated split (checked)."""
     from ..detector.baselines import LlamaGuard3
     from ..detector.evaluate import EvalConfig, evaluate_guard
 
     out = Path(out)
     check_own_outputs(out)
     c = dataclasses.replace(config or EvalConfig(), **options)
-    splits = evaluation_splits(**dataclasses.asdict(sizes), seed=c.seed)
+    if harm_judge is not None:
+        c = dataclasses.replace(c, harm_judge=harm_judge if not isinstance(harm_judge, str)
+                                else load_harm_judge(harm_judge, c.batch_size, c.progress))
+    splits = evaluation_splits(**dataclasses.asdict(sizes), seed=c.seed,
+                               causal=model.config.causal,
+                               exclude_ids=_judge_prompt_ids(c.harm_judge, c.log))
     centers = centers_for(model, cfg, splits, centers_path, out, c.batch_size, c.progress,
                           c.log, judge=c.judge, allow_unverified=allow_unverified)
     ext = {"llama_guard": LlamaGuard3(llama_guard)} if llama_guard else None
     rep = evaluate_guard(model, centers, cfg, benign_train=splits["benign_train"],
                          benign_holdout=splits["benign_holdout"],
                          benign_test=splits["benign_test"], harmful=splits["harmful"],
+                         prompting=splits["prompting"],
                          calibration=(splits["calib_harmless"], splits["calib_harmful"]),
                          config=c, external_guards=ext, trace_dir=out / "traces")
     rep.save(out / "report.json")
@@ -157,3 +176,24 @@ def run_evaluation(model, cfg, out, *, sizes: SplitSizes = SplitSizes(), centers
     c.log(rep.table())
     c.log(f"report: {out / 'report.json'}, {out / 'report.md'}; guard: {out / 'guard'}")
     return rep
+
+
+def load_harm_judge(name: str, batch_size: int, progress: bool):
+    """The :class:`~sri_jax.judges.harm.HarmJudge` of model ``name`` (at most 8 rows per
+    forward pass: its rubric prompts are long)."""
+    from ..judges.harm import HarmJudge
+
+    return HarmJudge(name, batch_size=min(batch_size, 8), progress=progress)
+
+
+def _judge_prompt_ids(judge, log) -> list:
+    """The prompts the harm judge was calibrated on (none without a judge; none, said, when
+    the hand-labelled file is not there: it ships with the source, not the wheel)."""
+    if judge is None:
+        return []
+    from ..judges.harm import AGREEMENT_FILE, calibration_prompt_ids
+
+    if not AGREEMENT_FILE.is_file():
+        log(f"harm judge calibration prompts not checked: {AGREEMENT_FILE} is missing")
+        return []
+    return calibration_prompt_ids()

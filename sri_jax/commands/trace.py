@@ -33,27 +33,21 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..data import apply_attack
-    from ..data.attacks import prefill_prefixes
+    from ..data.attacks import attack_inputs
     from ..sri.centers import load_centers
     from ..sampling.api import Prompting
     from ..tracing import TraceOptions, trace
 
-    prefill = args.attack == "prefill"
-    if not prefill and (args.prefix_tokens is not None or args.prefix_source is not None):
+    if args.attack != "prefill" and (args.prefix_tokens is not None
+                                     or args.prefix_source is not None):
         raise A.UsageError("--prefix-tokens and --prefix-source belong to --attack prefill")
     mesh = A.mesh(args)
     centers = load_centers(args.centers, allow_unverified=args.trust_centers)
     ps = A.prompts(args.prompts, args.limit, args.field)
     model = A.load(args, mesh)
     cfg = A.sampler(args, model)
-    prompts = list(ps.prompts) if args.attack in ("none", "prefill") else [
-        a.text for a in apply_attack(args.attack, list(ps.prompts), seed=args.seed)]
-    kw = {"prefix": prefill_prefixes(ps, args.prefix_source or "auto")} if prefill else {}
-    if args.attack == "infill":  # diffusion: the template; AR: its head as a prefix
-        from ..data.attacks import response_kwargs
-
-        kw = response_kwargs(apply_attack("infill", list(ps.prompts)), model.config.causal)
+    prompts, kw = attack_inputs(args.attack, ps, model.config.causal, seed=args.seed,
+                                prefix_source=args.prefix_source or "auto")
     out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
                 prompting=Prompting(prefix_tokens=args.prefix_tokens, **kw),
                 options=TraceOptions(set_name=ps.name, attack=args.attack,

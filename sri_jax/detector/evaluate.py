@@ -14,8 +14,16 @@ one :class:`EvalConfig`. Optional parts (each flagged, since each costs time):
   with the undefended model and the SRI Guard like the paper's Table 13: overhead % of
   generation time, false positives % (benign test refused or flagged), jailbreak refusal %
   (attack prompts refused or flagged; mean over the jailbreak sets, i.e. every set but the raw
-  harmful "none" one when there are others). Attack success needs an LLM judge and is not
-  measured here.
+  harmful "none" one when there are others) and, with a ``harm_judge``, attack success %
+  (successful rows neither refused nor flagged).
+
+Attack sets may force the response (``prompting``: prefill prefixes, infill templates; see
+:func:`sri_jax.data.attacks.attack_inputs`); they are traced with them and evaluated like any
+other jailbreak set. With a ``harm_judge`` (:class:`sri_jax.judges.harm.HarmJudge` or any
+``(requests, responses) -> bool[N]``), every attack set's responses that were not refused are
+judged against the raw requests (``harmful["none"]``): success = not refused AND harmful,
+reported per set next to the keyword "not refused" rate, and the guard is also scored on the
+successful jailbreaks alone (``EvalReport.attack_success``).
 
 Overheads (:mod:`sri_jax.detector.timing`) are measured on ``n_timing`` prompts drawn from the
 benign test and attack sets. Two SRI Guard rows: ``sri_guard`` = the detector's own compute
@@ -43,8 +51,9 @@ from ..judges.keyword import is_refusal
 from . import ablations as abl
 from .baselines import PerplexityFilter, SelfExamination, as_detector
 from .metrics import evaluate_scores
-from .protocol import (Traced, fit_and_score_guard, jailbreak_sets, leave_one_attack_out,
-                       step_texts, trace_set)
+from .protocol import (Traced, check_prompting, check_same_requests, fit_and_score_guard,
+                       jailbreak_sets, judge_success, leave_one_attack_out, step_texts,
+                       success_metrics, trace_set)
 from .report import EvalReport, defense_row
 from .timing import generation_timing, min_times, pct, timing_prompts
 
@@ -72,7 +81,9 @@ class EvalConfig:
     timed rounds for the overhead columns. ``trace_dir``: where every set's traces go
     (``<set>/`` Parquet shards, ``layer_<layer>/<set>/`` and ``layer_<layer>/centers`` for
     the layer ablation); rerunning with the same folder reuses what is on disk, so an
-    interrupted evaluation resumes. Default: a temporary folder.
+    interrupted evaluation resumes. Default: a temporary folder. ``harm_judge``:
+    ``(requests, responses) -> bool[N]`` (e.g. :class:`sri_jax.judges.harm.HarmJudge`),
+    attack success = not refused AND judged harmful; None: not measured.
     """
 
     batch_size: int = 32
@@ -93,6 +104,7 @@ class EvalConfig:
     progress: bool = True
     log: Callable = print
     trace_dir: Optional[object] = None
+    harm_judge: Optional[Callable] = None
 
     def __post_init__(self):
         for name, allowed, extra in (("ablations", ABLATIONS, ""), ("baselines", BASELINES,
@@ -111,23 +123,39 @@ class EvalConfig:
             self.log(*args)
 
 
-def _check_sets(sets: Mapping[str, list], harmful: Mapping[str, list]) -> None:
+def _check_inputs(model, cfg, sets: Mapping[str, list], harmful: Mapping[str, list],
+                  prompting: Mapping[str, dict], calibration, c: EvalConfig) -> list:
+    """Every check that can fail before anything is traced; returns the other layers."""
     if not harmful:
         raise ValueError("harmful is empty: pass {'none': raw_harmful_prompts, attack: ...}")
     for name, ps in list(sets.items()) + list(harmful.items()):
         if not ps:
             raise ValueError(f"prompt set {name!r} is empty")
+    check_prompting(model, cfg, harmful, prompting)
+    if c.harm_judge is not None:
+        if "none" not in harmful:
+            raise ValueError("the harm judge reads the original requests: include the raw "
+                             "harmful prompts as harmful['none']")
+        check_same_requests(len(harmful["none"]), {a: len(p) for a, p in harmful.items()})
+    layers = [l for l in c.layers if l != cfg.layer]
+    if layers and calibration is None:
+        raise ValueError("the layer ablation recalibrates the centers per layer: pass "
+                         "calibration=(harmless_prompts, harmful_prompts)")
+    return layers
 
 
 def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
                    benign_holdout: Sequence[str], benign_test: Sequence[str],
                    harmful: Mapping[str, Sequence[str]], calibration: Optional[tuple] = None,
+                   prompting: Optional[Mapping[str, Mapping]] = None,
                    config: Optional[EvalConfig] = None, **options) -> EvalReport:
     """Run the SRI Guard evaluation (module docstring) and return an :class:`EvalReport`
     (its ``guard_`` is the fitted guard).
 
     ``harmful``: attack name -> attacked prompts, including "none" for the raw harmful prompts.
     ``calibration``: ``(harmless_prompts, harmful_prompts)`` for the layer ablation.
+    ``prompting``: attack name -> ``Prompting`` fields of a response-side attack
+    (``{"prefix": [...]}`` or ``{"template": [...]}``, one per prompt; ``attack_inputs``).
     ``config``: an :class:`EvalConfig`; ``options``: its fields, over ``config``.
     """
     from ..tracing import TraceOptions
@@ -137,11 +165,8 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
     harmful = {str(k): list(v) for k, v in harmful.items()}
     sets = {"benign_train": list(benign_train), "benign_holdout": list(benign_holdout),
             "benign_test": list(benign_test)}
-    _check_sets(sets, harmful)
-    layers = [l for l in c.layers if l != cfg.layer]
-    if layers and calibration is None:
-        raise ValueError("the layer ablation recalibrates the centers per layer: pass "
-                         "calibration=(harmless_prompts, harmful_prompts)")
+    prompting = {str(k): dict(v) for k, v in dict(prompting or {}).items()}
+    layers = _check_inputs(model, cfg, sets, harmful, prompting, calibration, c)
     all_sets = {**sets, **{f"attack:{a}": p for a, p in harmful.items()}}
     with tempfile.TemporaryDirectory(prefix="sri_jax_eval_") as tmp:
         root = Path(c.trace_dir if c.trace_dir is not None else tmp)
@@ -150,6 +175,7 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
             return {name: trace_set(model, ps, cfg_, centers_,
                                     out_dir=Path(root_) / name.replace(":", "__"),
                                     judge=c.judge, step_judge=c.step_judge, record=record,
+                                    prompting=prompting.get(name[len("attack:"):]),
                                     options=TraceOptions(set_name=f"{tag}{name}",
                                                          batch_size=c.batch_size,
                                                          seed=c.seed, progress=c.progress))
@@ -161,16 +187,20 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
         g = fit_and_score_guard(tr.sri, ho.sri, (te.sri, te.refused),
                                 {a: (t.sri, t.refused) for a, t in atk.items()},
                                 centers=centers, guard_kwargs=dict(c.guard_kwargs or {}))
+        success = (judge_success(c.harm_judge, harmful["none"], atk)
+                   if c.harm_judge is not None else None)
         supervised = _supervised(tr, te, atk, c)
         ablation = _ablations(model, cfg, g, traced, atk, layers, calibration, root, c,
                               trace_sets)
-    base = _defenses(model, centers, cfg, g, sets, harmful, traced, c)
-    meta = _meta(model, cfg, centers, sets, harmful, c,
+    base = _defenses(model, centers, cfg, g, sets, harmful, traced, c, success)
+    meta = _meta(model, cfg, centers, sets, harmful, prompting, c,
                  trace_s=sum(t.seconds for t in traced.values()),
                  total_s=time.perf_counter() - t_start)
     return EvalReport(meta=meta, guard=_guard_info(g.guard), benign=g.benign,
                       attacks=g.attacks, means=g.means, supervised=supervised,
-                      ablations=ablation, baselines=base, scores=_scores(g), guard_=g.guard)
+                      ablations=ablation, baselines=base, scores=_scores(g), guard_=g.guard,
+                      attack_success=None if success is None else success_metrics(
+                          success, atk, g, c.harm_judge))
 
 
 def _supervised(tr: Traced, te: Traced, atk: Mapping[str, Traced], c: EvalConfig):
@@ -198,7 +228,7 @@ def _ablations(model, cfg, g, traced, atk, layers, calibration, root, c, trace_s
 
 
 def _defenses(model, centers, cfg, g, sets, harmful, traced: Mapping[str, Traced],
-              c: EvalConfig) -> dict:
+              c: EvalConfig, success: Optional[Mapping] = None) -> dict:
     """Table 13: the undefended model, each baseline defense and the SRI Guard, with the
     generation timing the overheads are relative to."""
     tp = timing_prompts(sets["benign_test"], harmful, max(1, c.n_timing))
@@ -212,7 +242,8 @@ def _defenses(model, centers, cfg, g, sets, harmful, traced: Mapping[str, Traced
     refused = {a: t.refused for a, t in atk.items()}
 
     def row(overhead, flags_b, flags_a, extra=None):
-        return defense_row(overhead, te.refused, flags_b, refused, flags_a, jb, extra)
+        return defense_row(overhead, te.refused, flags_b, refused, flags_a, jb, extra,
+                           success=success)
 
     table = {"undefended": row(0.0, np.zeros(len(te.refused), bool),
                                {a: np.zeros(len(t.refused), bool) for a, t in atk.items()})}
@@ -264,11 +295,14 @@ def _guard_rows(g, timing: dict, row) -> dict:
                                 {"overhead_pct_raw": raw, "vs": "generate without centers"})}
 
 
-def _meta(model, cfg, centers, sets, harmful, c: EvalConfig, *, trace_s, total_s) -> dict:
+def _meta(model, cfg, centers, sets, harmful, prompting, c: EvalConfig, *, trace_s,
+          total_s) -> dict:
     return {"model": getattr(model, "name", ""),
             "weight_hash": getattr(model, "weight_hash", ""),
             "sampler": cfg.to_dict(), "steps": cfg.steps, "layer": cfg.layer,
             "attacks": list(harmful), "jailbreak_sets": jailbreak_sets(harmful),
+            "forced_response": {a: sorted(k for k in kw if k != "prefix_tokens")
+                                for a, kw in prompting.items()},
             "n": {**{k: len(v) for k, v in sets.items()},
                   **{f"attack:{a}": len(p) for a, p in harmful.items()}},
             "judge": getattr(c.judge, "__name__", str(c.judge)),
