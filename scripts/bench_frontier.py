@@ -167,6 +167,35 @@ def decode_setting(model, runner, scfg, ids, mask, probe, batch: int, refresh=Fa
     return tokens, sri, nfe, secs, compile_s
 
 
+def interleaved_speedups(model, runner, configs, ids, mask, batch: int, rounds: int) -> dict:
+    """name -> median over ``rounds`` of (exact's seconds / the setting's seconds) on the
+    first batch, each round timing exact and then every setting back to back (compiled
+    first, untimed). On a shared host the load changes over a long run; adjacent timings
+    see the same load, so their ratio is the fair one."""
+    import jax
+    import jax.numpy as jnp
+
+    from sri_jax.sampling.common import Probe
+
+    args = (model.params, jnp.asarray(ids[:batch]), jnp.asarray(mask[:batch]),
+            jax.random.key(0), Probe())
+
+    def timed(scfg, refresh):
+        t0 = time.perf_counter()
+        jax.block_until_ready(runner(*args, scfg=scfg, refresh=refresh))
+        return time.perf_counter() - t0
+
+    for scfg, refresh in configs.values():
+        timed(scfg, refresh)  # compile
+    ratios = {name: [] for name in configs if name != "exact"}
+    for r in range(rounds):
+        base = timed(*configs["exact"])
+        for name in ratios:
+            ratios[name].append(base / timed(*configs[name]))
+        print(f"  timing round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+    return {name: float(np.median(v)) for name, v in ratios.items()}
+
+
 def refusal_labels(model, tokens):
     if model.tokenizer is not None:
         from sri_jax import is_refusal
@@ -230,8 +259,11 @@ def calibrate(model, runner, scfg, args, work):
     centers = res[1][keep_b].mean(0), res[1][keep_h].mean(0)
     sri = sigma(res[1][~harmful], centers, scfg.tau)
     guard = SRIGuard(epochs=args.guard_epochs, seed=0).fit(sri)
-    info = {"calibration_prompts": 2 * args.calib, "centers_from": [int(keep_b.sum()),
-            int(keep_h.sum())], "guard_threshold": guard.threshold_}
+    info = {"calibration_prompts": 2 * args.calib,
+            "harmful_refused": int((harmful & labels).sum()),
+            "benign_answered": int((~harmful & ~labels).sum()),
+            "centers_from": [int(keep_b.sum()), int(keep_h.sum())],
+            "guard_threshold": guard.threshold_}
     return {"centers": centers, "tau": scfg.tau, "guard": guard, "info": info}
 
 
@@ -307,12 +339,17 @@ def parse(argv):
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "frontier.json"))
-    ap.add_argument("--figure", default=str(REPO / "docs" / "figures" / "frontier.png"))
+    ap.add_argument("--out", help="the JSON (default runs/frontier/MODEL/frontier.json: the "
+                    "recorded results under docs/ are only rewritten when named)")
+    ap.add_argument("--figure", help="the figure (default: next to the JSON)")
     ap.add_argument("--work", help="per-setting results, reused by a rerun (default "
                     "runs/frontier/MODEL)")
     ap.add_argument("--no-exact-again", action="store_true",
                     help="skip the closing rerun of exact (it bounds the host's load drift)")
+    ap.add_argument("--timing-rounds", type=int, default=0,
+                    help="then time exact and each setting back to back on one batch, this "
+                    "many rounds: speedup_interleaved (the median ratio; fair under a "
+                    "changing load)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 8 prompts (smoke)")
     ap.add_argument("--settings", help="comma-separated setting names to run (default: all; "
                     "exact always runs first, the others are measured against it)")
@@ -329,6 +366,9 @@ def parse(argv):
                  f"{', '.join(n for n, _ in SETTINGS)}")
     if args.held_out and args.model == "standin":
         ap.error("--held-out needs a model with a tokenizer (--model NAME)")
+    run_dir = REPO / "runs" / "frontier" / args.model
+    args.out = args.out or str(run_dir / "frontier.json")
+    args.figure = args.figure or str(Path(args.out).with_suffix(".png"))
     args.wanted = wanted
     return args
 
@@ -356,13 +396,14 @@ def main(argv=None) -> int:
         else base  # Dream's own sampler decodes one block
     if args.held_out:
         cal = calibrate(model, runner, exact_cfg, args, work)
-    rows, exact, exact_labels = [], None, None
+    rows, exact, exact_labels, configs = [], None, None, {}
     # exact again at the end: the host's load drifts, the two exact rows bound the drift
     again = [] if args.no_exact_again else [("exact_again", {})]
     for name, kw in [s for s in SETTINGS if s[0] == "exact" or s[0] in args.wanted] + again:
         kw = dict(kw)
         refresh = kw.pop("refresh", False)
         scfg = base.replace(**kw) if kw else exact_cfg
+        configs.setdefault("exact" if name == "exact_again" else name, (scfg, refresh))
         res = cached(work, name, lambda: decode_setting(
             model, runner, scfg, ids, mask, Probe(), args.batch_size, refresh))
         labels, label_kind = refusal_labels(model, res[0])
@@ -372,6 +413,12 @@ def main(argv=None) -> int:
                 cal["centers"] = exact_centers(res[1], harmful)
         rows.append(row(name, res, exact, labels, exact_labels, cal, harmful))
         print(json.dumps(rows[-1]), flush=True)
+        write(args, model, label_kind, rows, cal.get("info"))
+    if args.timing_rounds:
+        fair = interleaved_speedups(model, runner, configs, ids, mask, args.batch_size,
+                                    args.timing_rounds)
+        for r in rows:
+            r["speedup_interleaved"] = fair.get(r["name"], 1.0)
         write(args, model, label_kind, rows, cal.get("info"))
     figure(rows, Path(args.figure))
     print(f"wrote {args.out} and {args.figure}")

@@ -53,9 +53,12 @@ def test_quick_run_resumes_and_blocks_equals_exact(tmp_path):
     again = json.loads((tmp_path / "o.json").read_text())["rows"]
     assert again == list(rows.values())
     # a subset of the settings reads the same results back; --no-exact-again drops the rerun
-    r4 = _run(*[a if a != "blocks,dual" else "dual" for a in args], "--no-exact-again")
+    r4 = _run(*[a if a != "blocks,dual" else "dual" for a in args], "--no-exact-again",
+              "--timing-rounds", "1")
     assert r4.returncode == 0, r4.stderr[-3000:]
     sub = json.loads((tmp_path / "o.json").read_text())["rows"]
+    # ... plus the back-to-back timing ratio (exact against itself: 1)
+    assert sub[0].pop("speedup_interleaved") == 1.0 and sub[1].pop("speedup_interleaved") > 0
     assert sub == [rows["exact"], rows["dual"]]
     # the same folder with other settings is refused, naming the fix
     r3 = _run(*[a if a != "blocks,dual" else "dual" for a in args], "--dream-alg", "topk_margin")
