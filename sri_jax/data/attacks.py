@@ -583,6 +583,9 @@ def response_kwargs(attacked: Sequence[AttackedPrompt], causal: bool) -> dict:
     return {}
 
 
+RESPONSE_ATTACKS = ("prefill", "infill")  # they force the response, not the prompt
+
+
 def attack_inputs(name: str, prompts: Union[PromptSet, Sequence[str]], causal: bool, *,
                   seed: int = 0, prefix_source: str = "auto") -> tuple[list[str], dict]:
     """``(texts, prompting)``: what attack ``name`` sends for each of ``prompts`` and the
@@ -675,7 +678,7 @@ def attack_prompt_set(
         extra={"original": tuple(a.original for a in out), "attack": tuple(a.attack for a in out),
                "template_id": tuple(a.params.get("template_id", a.params.get("suffix_id")) for a in out),
                **({"prefix": tuple(a.params["prefix"] for a in out)}
-                  if name in ("prefill", "infill") else {}),
+                  if name in RESPONSE_ATTACKS else {}),
                **({"template": tuple(a.params["template"] for a in out)}
                   if name == "infill" else {})},
     )

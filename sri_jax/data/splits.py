@@ -55,9 +55,6 @@ def advbench_halves():
                       seed=0)
 
 
-RESPONSE_ATTACKS = ("prefill", "infill")  # they force the response, not the prompt
-
-
 def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CALIB_HARMFUL,
                       n_train=N_GUARD_TRAIN, n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64,
                       attacks: Sequence[str] = (), seed=0, causal: Optional[bool] = None,
@@ -72,7 +69,7 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
     prompt ids that must not be evaluated (``sri-jax evaluate`` with a harm judge passes
     :func:`sri_jax.judges.harm.calibration_prompt_ids`, the prompts its threshold was chosen
     on): one in a benign split or the harmful test part is an error."""
-    from .attacks import attack_inputs
+    from .attacks import RESPONSE_ATTACKS, attack_inputs
     from .sets import load_prompt_set, split
 
     response_side = [a for a in attacks if a in RESPONSE_ATTACKS]
