@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 DEMO_MODEL = "smollm2-135m-instruct-safe"
 
@@ -69,6 +70,55 @@ def attack_list(text):
         raise argparse.ArgumentTypeError(f"unknown attack(s) {bad}; give a comma-separated "
                                          f"list of {', '.join(sorted(ATTACKS))}")
     return ",".join(names)
+
+
+def infill_size(text):
+    """argparse type: ``STEPSxSLOTS`` (e.g. ``2x12``), two integers >= 1 -> (steps, slots)."""
+    m = re.fullmatch(r"(\d+)[xX](\d+)", str(text).strip())
+    if m is None or min(int(m[1]), int(m[2])) < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}; give STEPSxSLOTS, two integers >= 1 "
+                                         "(e.g. 2x12: 2 steps of 12 mask tokens)")
+    return int(m[1]), int(m[2])
+
+
+infill_size.__name__ = "STEPSxSLOTS"
+
+
+def response_flags(p: argparse.ArgumentParser):
+    """--prefix-tokens, --prefix-source and --infill of the response-side attacks in
+    ``--attacks`` (:func:`response_options`)."""
+    from ..data.attacks import PREFIX_SOURCES
+
+    g = p.add_argument_group("response-side attacks (prefill, infill in --attacks)")
+    g.add_argument("--prefix-tokens", type=POSITIVE, metavar="N",
+                   help="force only the first N tokens of every prefix (prefill; infill on an "
+                        "autoregressive model: the template's head) (default: whole)")
+    g.add_argument("--prefix-source", choices=PREFIX_SOURCES,
+                   help="prefill: the set's own target column when it has one, else 'Sure, "
+                        "here is how to <request>' (auto, default); always that (derived); "
+                        "or 'Sure, here is' (generic)")
+    g.add_argument("--infill", type=infill_size, metavar="STEPSxSLOTS",
+                   help="infill: the response template's numbered steps and mask tokens per "
+                        "step (default 3x24)")
+
+
+def response_options(args):
+    """The :class:`~sri_jax.data.attacks.ResponseOptions` of :func:`response_flags`; a flag
+    whose attack is not in ``--attacks`` is a usage error."""
+    from ..data.attacks import ResponseOptions
+
+    attacks = set(args.attacks.split(","))
+    for flag, value, needs in (("--prefix-tokens", args.prefix_tokens, ("prefill", "infill")),
+                               ("--prefix-source", args.prefix_source, ("prefill",)),
+                               ("--infill", args.infill, ("infill",))):
+        if value is not None and not attacks & set(needs):
+            raise UsageError(f"{flag} applies to the {' and '.join(needs)} attack"
+                             f"{'s' if len(needs) > 1 else ''}; add {' or '.join(needs)} to "
+                             f"--attacks or leave {flag} out")
+    kw = {"prefix_tokens": args.prefix_tokens, "prefix_source": args.prefix_source}
+    if args.infill is not None:
+        kw["infill_steps"], kw["infill_slots"] = args.infill
+    return ResponseOptions(**{k: v for k, v in kw.items() if v is not None})
 
 
 def names(registry) -> str:

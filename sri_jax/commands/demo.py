@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..data.attacks import DEMO_ATTACKS
+from ..data.attacks import DEMO_ATTACKS, ResponseOptions
 from ..data.splits import (N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT,
                            N_GUARD_TRAIN, N_TEST, evaluation_splits)
 from . import args as A
@@ -30,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--n-calib-harmful", type=A.NON_NEGATIVE, default=N_CALIB_HARMFUL)
     p.add_argument("--attacks", type=A.attack_list, default=",".join(DEMO_ATTACKS),
                    help=f"comma-separated attacks, of: {A.names(ATTACKS)} (to trace)")
+    A.response_flags(p)
     p.add_argument("--gen-length", type=A.POSITIVE)
     p.add_argument("--centers", help="reuse centers from this folder instead of calibrating "
                                      "(e.g. checkpoints/smollm2-135m-instruct-safe/centers)")
@@ -51,6 +52,7 @@ def run(args) -> int:
         n_guard_train=args.n_guard_train, n_guard_holdout=args.n_guard_holdout,
         guard=not args.no_guard, compare=not args.no_compare,
         attacks=tuple(a for a in args.attacks.split(",") if a),
+        response=A.response_options(args),
         batch_size=args.batch_size, gen_length=args.gen_length,
         progress=not args.no_progress, centers_path=args.centers,
         allow_unverified=args.trust_centers,
@@ -66,7 +68,9 @@ class DemoConfig:
     the prompt sets' text is encoded as plain text (control text in a prompt stays text;
     ``Model.safe_prompts``). ``centers_path``: reuse these centers instead of calibrating.
     ``compare``: when the model has a shipped diffusion adaptation, compare the two decoders
-    (:mod:`sri_jax.comparison`, ``n_compare`` prompts per class for centers and test)."""
+    (:mod:`sri_jax.comparison`, ``n_compare`` prompts per class for centers and test).
+    ``response``: how ``prefill`` / ``infill`` in ``attacks`` force the response
+    (:class:`~sri_jax.data.attacks.ResponseOptions`)."""
 
     model_name: str = DEMO_MODEL
     dtype: str = "auto"
@@ -79,6 +83,7 @@ class DemoConfig:
     compare: bool = True
     n_compare: int = 16
     attacks: Sequence[str] = DEMO_ATTACKS
+    response: ResponseOptions = ResponseOptions()
     batch_size: int = 64
     gen_length: Optional[int] = None
     progress: bool = True
@@ -112,7 +117,8 @@ def run_demo(out_dir="sri_out", config: Optional[DemoConfig] = None, *, log=prin
     sp = evaluation_splits(n_calib_harmless=c.n_calib_harmless,
                            n_calib_harmful=c.n_calib_harmful, n_train=c.n_guard_train,
                            n_holdout=c.n_guard_holdout, n_test=c.n_test, n_attack=c.n_test,
-                           attacks=c.attacks, causal=model.config.causal)
+                           attacks=c.attacks, causal=model.config.causal,
+                           response=c.response)
     check_prompting(model, cfg, sp["harmful"], sp["prompting"])
     centers = _centers(model, cfg, sp, out, c, log)
 

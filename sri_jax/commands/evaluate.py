@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ..data.attacks import ResponseOptions
 from ..data.splits import (N_CALIB_HARMFUL, N_CALIB_HARMLESS, N_GUARD_HOLDOUT, N_GUARD_TRAIN,
                            evaluation_splits)
 from ..judges.keyword import is_refusal
@@ -33,6 +34,7 @@ def add_arguments(p) -> None:
     p.add_argument("--attacks", type=A.attack_list, default=",".join(EVAL_ATTACKS),
                    help=f"comma-separated attacks, of: {A.names(ATTACKS)} (raw harmful 'none' "
                         "is always included)")
+    A.response_flags(p)
     p.add_argument("--ablations", default="first_step,text",
                    help="comma-separated: first_step,text (empty: none)")
     p.add_argument("--layers", default="",
@@ -64,6 +66,7 @@ def _split(value) -> list:
 
 def run(args) -> int:
     check_own_outputs(args.out)  # before the model loads: fail fast
+    response = A.response_options(args)
     judge = None if args.harm_judge == "none" else load_harm_judge(
         args.harm_judge, args.batch_size, not args.no_progress)
     model = A.load(args)
@@ -73,7 +76,8 @@ def run(args) -> int:
     sizes = SplitSizes(n_calib_harmless=args.n_calib_harmless,
                        n_calib_harmful=args.n_calib_harmful, attacks=tuple(_split(args.attacks)),
                        **n)
-    run_evaluation(model, cfg, args.out, sizes=sizes, centers_path=args.centers,
+    run_evaluation(model, cfg, args.out, sizes=sizes, response=response,
+                   centers_path=args.centers,
                    llama_guard=args.llama_guard, allow_unverified=args.trust_centers,
                    harm_judge=judge,
                    layers=_split(args.layers), ablations=_split(args.ablations),
@@ -135,11 +139,13 @@ class SplitSizes:
     attacks: tuple = ()
 
 
-def run_evaluation(model, cfg, out, *, sizes: SplitSizes = SplitSizes(), centers_path=None,
-                   llama_guard=None, allow_unverified=False, config=None, harm_judge=None,
-                   **options):
+def run_evaluation(model, cfg, out, *, sizes: SplitSizes = SplitSizes(), response=None,
+                   centers_path=None, llama_guard=None, allow_unverified=False, config=None,
+                   harm_judge=None, **options):
     """Splits (``sizes``; ``prefill`` / ``infill`` among the attacks force each response's
-    start or template, :func:`~sri_jax.data.attacks.attack_inputs`), centers (loaded or
+    start or template, :func:`~sri_jax.data.attacks.attack_inputs`, as ``response`` says: a
+    :class:`~sri_jax.data.attacks.ResponseOptions`, recorded in ``meta.response_options``
+    when a set forces the response), centers (loaded or
     calibrated), :func:`evaluate_guard` with ``config`` / ``options`` (:class:`EvalConfig`
     fields), then ``report.json``,
     ``report.md`` and the fitted guard (``guard/``) under ``out``. Every trace is written
@@ -158,8 +164,9 @@ def run_evaluation(model, cfg, out, *, sizes: SplitSizes = SplitSizes(), centers
     if harm_judge is not None:
         c = dataclasses.replace(c, harm_judge=harm_judge if not isinstance(harm_judge, str)
                                 else load_harm_judge(harm_judge, c.batch_size, c.progress))
+    response = response or ResponseOptions()
     splits = evaluation_splits(**dataclasses.asdict(sizes), seed=c.seed,
-                               causal=model.config.causal,
+                               causal=model.config.causal, response=response,
                                exclude_ids=_judge_prompt_ids(c.harm_judge, c.log))
     centers = centers_for(model, cfg, splits, centers_path, out, c.batch_size, c.progress,
                           c.log, judge=c.judge, allow_unverified=allow_unverified)
@@ -170,6 +177,8 @@ def run_evaluation(model, cfg, out, *, sizes: SplitSizes = SplitSizes(), centers
                          prompting=splits["prompting"],
                          calibration=(splits["calib_harmless"], splits["calib_harmful"]),
                          config=c, external_guards=ext, trace_dir=out / "traces")
+    if splits["prompting"]:
+        rep.meta["response_options"] = dataclasses.asdict(response)
     rep.save(out / "report.json")
     (out / "report.md").write_text(rep.table())
     rep.guard_.save(out / "guard", overwrite=True)

@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..data.attacks import attack_inputs
+    from ..data.attacks import ResponseOptions, attack_inputs
     from ..sri.centers import load_centers
     from ..sampling.api import Prompting
     from ..tracing import TraceOptions, trace
@@ -46,10 +46,12 @@ def run(args) -> int:
     ps = A.prompts(args.prompts, args.limit, args.field)
     model = A.load(args, mesh)
     cfg = A.sampler(args, model)
+    response = ResponseOptions(prefix_tokens=args.prefix_tokens,
+                               prefix_source=args.prefix_source or "auto")
     prompts, kw = attack_inputs(args.attack, ps, model.config.causal, seed=args.seed,
-                                prefix_source=args.prefix_source or "auto")
+                                response=response)
     out = trace(model, prompts, cfg, centers=centers, out_dir=args.out, ids=list(ps.ids),
-                prompting=Prompting(prefix_tokens=args.prefix_tokens, **kw),
+                prompting=Prompting(**kw),
                 options=TraceOptions(set_name=ps.name, attack=args.attack,
                                      batch_size=args.batch_size, seed=args.seed,
                                      save_activations=args.save_activations,

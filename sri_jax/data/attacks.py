@@ -586,20 +586,54 @@ def response_kwargs(attacked: Sequence[AttackedPrompt], causal: bool) -> dict:
 RESPONSE_ATTACKS = ("prefill", "infill")  # they force the response, not the prompt
 
 
+@dataclass(frozen=True)
+class ResponseOptions:
+    """How the response-side attacks force the response (``evaluate`` / ``demo``
+    ``--prefix-tokens``, ``--prefix-source``, ``--infill``). ``prefix_tokens``: every forced
+    prefix (prefill; infill on an autoregressive model, the template's head) cut to its first
+    N tokens (None: whole); ``prefix_source``: where prefill prefixes come from
+    (:data:`PREFIX_SOURCES`); ``infill_steps`` x ``infill_slots``: the infill template's
+    numbered steps and mask tokens per step (:func:`infill`)."""
+
+    prefix_tokens: Optional[int] = None
+    prefix_source: str = "auto"
+    infill_steps: int = 3
+    infill_slots: int = 24
+
+    def __post_init__(self):
+        if self.prefix_source not in PREFIX_SOURCES:
+            raise ValueError(f"unknown prefix source {self.prefix_source!r}; use one of "
+                             f"{PREFIX_SOURCES}")
+        for name in ("prefix_tokens", "infill_steps", "infill_slots"):
+            v = getattr(self, name)
+            if (v is not None or name != "prefix_tokens") and (
+                    isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
 def attack_inputs(name: str, prompts: Union[PromptSet, Sequence[str]], causal: bool, *,
-                  seed: int = 0, prefix_source: str = "auto") -> tuple[list[str], dict]:
+                  seed: int = 0, response: ResponseOptions = ResponseOptions()
+                  ) -> tuple[list[str], dict]:
     """``(texts, prompting)``: what attack ``name`` sends for each of ``prompts`` and the
     ``Prompting`` fields it forces on the response side (``{}`` for prompt-side attacks).
     ``prefill``: the prompts unchanged, ``prefix`` from :func:`prefill_prefixes` (a
-    :class:`PromptSet` with a target column gives its own targets); ``infill``: the prompts
-    unchanged, :func:`response_kwargs` for a model with ``causal`` attention (diffusion: the
-    template; autoregressive: its head as a prefix). The one place ``sri-jax trace``,
-    ``evaluate`` and ``demo`` turn an attack name into model inputs."""
+    :class:`PromptSet` with a target column gives its own targets; ``response.prefix_source``);
+    ``infill``: the prompts unchanged, a template of ``response.infill_steps`` x
+    ``infill_slots``, :func:`response_kwargs` for a model with ``causal`` attention
+    (diffusion: the template; autoregressive: its head as a prefix). ``prefix_tokens`` joins
+    every forced ``prefix`` when ``response.prefix_tokens`` is set. The one place
+    ``sri-jax trace``, ``evaluate`` and ``demo`` turn an attack name into model inputs."""
     raw = list(prompts.prompts if isinstance(prompts, PromptSet) else prompts)
     if name == "prefill":
-        return raw, {"prefix": prefill_prefixes(prompts, prefix_source)}
-    attacked = apply_attack(name, raw, seed=seed)
-    return [a.text for a in attacked], response_kwargs(attacked, causal)
+        texts, kw = raw, {"prefix": prefill_prefixes(prompts, response.prefix_source)}
+    else:
+        size = ({"steps": response.infill_steps, "mask_tokens": response.infill_slots}
+                if name == "infill" else {})
+        attacked = apply_attack(name, raw, seed=seed, **size)
+        texts, kw = [a.text for a in attacked], response_kwargs(attacked, causal)
+    if "prefix" in kw and response.prefix_tokens is not None:
+        kw["prefix_tokens"] = response.prefix_tokens
+    return texts, kw
 
 
 # --------------------------------------------------------------------------------------------

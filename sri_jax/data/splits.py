@@ -58,18 +58,20 @@ def advbench_halves():
 def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CALIB_HARMFUL,
                       n_train=N_GUARD_TRAIN, n_holdout=N_GUARD_HOLDOUT, n_test=64, n_attack=64,
                       attacks: Sequence[str] = (), seed=0, causal: Optional[bool] = None,
-                      exclude_ids: Sequence[str] = ()) -> dict:
+                      exclude_ids: Sequence[str] = (), response=None) -> dict:
     """The prompt splits of ``sri-jax evaluate`` / ``demo``: benign cut into calib | train |
     holdout | test (:func:`benign_splits`; calib first, so centers from ``sri-jax demo`` with
     the same ``n_calib_harmless`` never saw the evaluation prompts); AdvBench cut into test |
     calib, the attacks applied to the test part (:func:`~sri_jax.data.attacks.attack_inputs`:
     ``harmful[attack]`` the texts sent, ``prompting[attack]`` the forced response of
-    ``prefill`` / ``infill``, which need ``causal``, the model's ``config.causal``); harmful
+    ``prefill`` / ``infill``, which need ``causal``, the model's ``config.causal``;
+    ``response``: their :class:`~sri_jax.data.attacks.ResponseOptions`, default whole
+    prefixes, source auto, a 3 x 24 infill template); harmful
     calibration = AdvBench calib + HarmBench, first ``n_calib_harmful``. ``exclude_ids``:
     prompt ids that must not be evaluated (``sri-jax evaluate`` with a harm judge passes
     :func:`sri_jax.judges.harm.calibration_prompt_ids`, the prompts its threshold was chosen
     on): one in a benign split or the harmful test part is an error."""
-    from .attacks import RESPONSE_ATTACKS, attack_inputs
+    from .attacks import RESPONSE_ATTACKS, ResponseOptions, attack_inputs
     from .sets import load_prompt_set, split
 
     response_side = [a for a in attacks if a in RESPONSE_ATTACKS]
@@ -86,9 +88,11 @@ def evaluation_splits(*, n_calib_harmless=N_CALIB_HARMLESS, n_calib_harmful=N_CA
     harmful, prompting = {"none": list(a["test"].prompts)}, {}
     for name in attacks:
         if name != "none":
-            harmful[name], kw = attack_inputs(name, a["test"], bool(causal), seed=seed)
+            harmful[name], kw = attack_inputs(name, a["test"], bool(causal), seed=seed,
+                                              response=response or ResponseOptions())
             if kw:
                 prompting[name] = kw
+    _check_cut(response, prompting, attacks)
     return {"calib_harmless": list(b["calib"].prompts),
             "calib_harmful": harmful_calib[:n_calib_harmful],
             "benign_train": list(b["train"].prompts),
@@ -111,3 +115,13 @@ def _check_excluded(parts: dict, exclude_ids: Sequence[str]) -> None:
             raise ValueError(f"evaluation split {name!r} holds {len(bad)} excluded prompts "
                              f"(e.g. {bad[0]}, calibrated on by the harm judge); use fewer "
                              "prompts or another seed")
+
+
+def _check_cut(response, prompting: dict, attacks: Sequence[str]) -> None:
+    """``prefix_tokens`` needs a forced prefix to cut (prefill; infill on an AR model)."""
+    if response is not None and response.prefix_tokens is not None and not any(
+            "prefix" in kw for kw in prompting.values()):
+        raise ValueError(f"prefix_tokens (--prefix-tokens) {response.prefix_tokens}: no attack "
+                         f"in {list(attacks)} forces a response prefix on this model (infill "
+                         "on a diffusion model fills a template); add prefill to the attacks "
+                         "or leave it out")
