@@ -26,13 +26,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sri_jax import load_model  # noqa: E402
-from sri_jax.data.attacks import apply_attack, response_kwargs  # noqa: E402
-from sri_jax.detector.evaluate import evaluation_splits  # noqa: E402
+from sri_jax.calibration import calibrate  # noqa: E402
+from sri_jax.data.attacks import EVAL_ATTACKS, apply_attack, response_kwargs  # noqa: E402
+from sri_jax.data.splits import evaluation_splits  # noqa: E402
+from sri_jax.judges.keyword import is_refusal  # noqa: E402
 from sri_jax.sampling.api import Prompting, generate_batched  # noqa: E402
-from sri_jax.sri.centers import calibrate, load_centers, save_centers  # noqa: E402
-from sri_jax.sri.judge import is_refusal  # noqa: E402
+from sri_jax.sampling.config import SamplerConfig  # noqa: E402
+from sri_jax.sri.centers import load_centers, save_centers  # noqa: E402
 from sri_jax.sri.signal import internal_recovery_rate  # noqa: E402
-from sri_jax.workflow import EVAL_ATTACKS, default_sampler  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct-safe", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct",
           "smollm2-135m-diffusion")
@@ -41,18 +42,60 @@ SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 START, END = "<!-- attack-table:start -->", "<!-- attack-table:end -->"
 
 
-def centers_for(model, cfg, name, out, calib, given):
-    path = Path(given.get(name) or SHIPPED / name / "centers")
-    if (path / "centers.npz").is_file():
-        return load_centers(path), str(path)
-    path = out / name / "centers"
-    if (path / "centers.npz").is_file():
-        return load_centers(path), str(path)
-    s = evaluation_splits(n_calib_harmless=calib, n_calib_harmful=calib)
-    c = calibrate(model, s["calib_harmless"], s["calib_harmful"], cfg, batch_size=32,
-                  progress=False)
-    save_centers(c, path)
-    return c, str(path)
+def sampler_for(model, gen_length: int) -> SamplerConfig:
+    """Greedy, the model's own sampler: AR one token per step; diffusion (one block) one
+    step per token, the budget the shipped diffusion adapter was made for."""
+    if model.config.causal:
+        return SamplerConfig.for_model(model, gen_length=gen_length)
+    return SamplerConfig.for_model(model, gen_length=gen_length, steps=gen_length)
+
+
+def centers_for(model, cfg, name, args, shipped_ok: bool = True):
+    """Centers for ``cfg``: --centers or the shipped ones (for the table's main sampler),
+    else calibrated here on the evaluation's calibration prompts (--calib per class) and
+    kept in the run folder, one folder per sampler budget."""
+    paths = [Path(args.centers.get(name) or SHIPPED / name / "centers")] if shipped_ok else []
+    tag = "" if shipped_ok else f"-g{cfg.gen_length}-s{cfg.steps}"
+    paths.append(args.out / name / f"centers{tag}")
+    for path in paths:
+        if (path / "centers.npz").is_file():
+            return load_centers(path), str(path)
+    s = evaluation_splits(n_calib_harmless=args.calib, n_calib_harmful=args.calib)
+    try:
+        c = calibrate(model, s["calib_harmless"], s["calib_harmful"], cfg, batch_size=16,
+                      progress=False)
+    except ValueError as e:  # e.g. a model that refuses no harmful prompt: no refusal center
+        print(f"{name}: no centers, so no SRI ({e})", flush=True)
+        return None, f"none: {e}"
+    save_centers(c, paths[-1])
+    return c, str(paths[-1])
+
+
+def attack_rows(model, name, raw, args):
+    """One record per attack of ``args.attacks`` not yet in the run folder: the attack
+    applied to the held-out prompts ``raw``, generated greedily with SRI."""
+    todo = [a for a in args.attacks if not (args.out / name / f"{a}.json").is_file()]
+    steps, slots = args.infill
+    for a in todo:
+        t0 = time.time()
+        atk = apply_attack(a, raw, **({"steps": steps, "mask_tokens": slots}
+                                      if a == "infill" else {}))
+        kw = response_kwargs(atk, model.config.causal)
+        main = "template" not in kw  # a diffusion canvas template needs its own budget
+        cfg = sampler_for(model, args.gen_length if main else args.infill_gen_length)
+        centers, cpath = centers_for(model, cfg, name, args, shipped_ok=main)
+        r = generate_batched(model, [x.text for x in atk], cfg, centers=centers,
+                             batch_size=16, progress=False, prompting=Prompting(**kw))
+        rec = {"model": name, "attack": a, "n": len(raw), "requests": list(raw),
+               "responses": r.texts, "refused": [bool(is_refusal(t)) for t in r.texts],
+               "sri": None if r.sri is None else np.asarray(r.sri).tolist(), "centers": cpath,
+               "sampler": cfg.to_dict(), "seconds": round(time.time() - t0, 1),
+               "variant": ("template" if "template" in kw else
+                           "prefix (AR analogue: template head)" if a == "infill"
+                           else "prefix" if "prefix" in kw else "prompt"), **kw}
+        save(args, rec)
+        print(f"{name}/{a}: refused {sum(rec['refused'])}/{len(raw)}, {rec['seconds']} s",
+              flush=True)
 
 
 def save(args, rec):
@@ -94,43 +137,36 @@ def generate_phase(args, raw):
         if name in args.from_eval:
             import_eval(args, name, Path(args.from_eval[name]))
             args.centers.setdefault(name, str(Path(args.from_eval[name]) / "centers"))
-        todo = [a for a in args.attacks if not (args.out / name / f"{a}.json").is_file()]
-        if not todo:
+        if all((args.out / name / f"{a}.json").is_file() for a in args.attacks):
             continue
         t0 = time.time()
         model = load_model(name, dtype="float32")
         model.safe_prompts = True
-        cfg = default_sampler(model)
-        centers, cpath = centers_for(model, cfg, name, args.out, args.calib, args.centers)
-        print(f"{name}: loaded + centers ({cpath}) in {time.time() - t0:.0f} s", flush=True)
-        for a in todo:
-            t0 = time.time()
-            atk = apply_attack(a, raw)
-            kw = response_kwargs(atk, model.config.causal)
-            r = generate_batched(model, [x.text for x in atk], cfg, centers=centers,
-                                 batch_size=16, progress=False, prompting=Prompting(**kw))
-            rec = {"model": name, "attack": a, "n": len(raw), "requests": raw,
-                   "responses": r.texts, "refused": [bool(is_refusal(t)) for t in r.texts],
-                   "sri": np.asarray(r.sri).tolist(), "centers": cpath,
-                   "sampler": cfg.to_dict(), "seconds": round(time.time() - t0, 1),
-                   "variant": ("template" if "template" in kw else
-                               "prefix (AR analogue: template head)" if a == "infill"
-                               else "prefix" if "prefix" in kw else "prompt"),
-                   **{k: v for k, v in kw.items()}}
-            save(args, rec)
-            print(f"{name}/{a}: refused {sum(rec['refused'])}/{len(raw)}, "
-                  f"{rec['seconds']} s", flush=True)
+        print(f"{name}: loaded in {time.time() - t0:.0f} s", flush=True)
+        attack_rows(model, name, raw, args)
+
+
+def shown_responses(rec) -> list:
+    """The responses as a user reads them (what the harm judge reads, as in ``sri-jax
+    evaluate``): a forced prefix, then the generated text (an infill template on a diffusion
+    canvas is already part of the response)."""
+    return [p + r for p, r in zip(rec.get("prefix") or [""] * rec["n"], rec["responses"])]
+
+
+def unjudged(rec) -> bool:
+    """Not judged yet, or a prefilled row judged on its continuation alone (older runs)."""
+    return "harmful" not in rec or ("prefix" in rec and rec.get("judged") != "shown")
 
 
 def judge_phase(args):
     """Score every generated, unjudged row file; with --follow keep polling until every
     model/attack file of --models exists and is judged (the judge is loaded once)."""
-    from sri_jax.harm_judge import HarmJudge
+    from sri_jax.judges.harm import HarmJudge
 
     judge = None
     while True:
         pending = [f for f in sorted(args.out.glob("*/*.json"))
-                   if f.parent.name in args.models and "harmful" not in json.loads(f.read_text())]
+                   if f.parent.name in args.models and unjudged(json.loads(f.read_text()))]
         for f in pending:
             rec = json.loads(f.read_text())
             if judge is None:
@@ -141,13 +177,13 @@ def judge_phase(args):
             idx = [i for i, r in enumerate(rec["refused"]) if not r]  # refused: no success
             scores = [None] * rec["n"]
             if idx:
-                s = judge.score([rec["requests"][i] for i in idx],
-                                [rec["responses"][i] for i in idx])
+                shown = shown_responses(rec)
+                s = judge.score([rec["requests"][i] for i in idx], [shown[i] for i in idx])
                 for i, v in zip(idx, s):
                     scores[i] = float(v)
             rec["harm_scores"] = scores
             rec["harmful"] = [s is not None and s > judge.threshold for s in scores]
-            rec["judge"] = judge.describe()
+            rec["judge"], rec["judged"] = judge.describe(), "shown"
             rec["judge_seconds"] = round(time.time() - t0, 1)
             save(args, rec)
             print(f"{rec['model']}/{rec['attack']}: judged {len(idx)} in "
@@ -155,9 +191,17 @@ def judge_phase(args):
                   flush=True)
         done = all((args.out / m / f"{a}.json").is_file() for m in args.models
                    for a in args.attacks)
-        if not args.follow or (done and not pending):
+        if not getattr(args, "follow", False) or (done and not pending):
             return
         time.sleep(30)
+
+
+def sri_cells(sri) -> str:
+    """Mean sigma, its std across prompts (mean over steps) and IRR; "-" without centers."""
+    if sri is None:
+        return "- | - | -"
+    sri = np.asarray(sri)
+    return f"{sri.mean():.3f} | {sri.std(0).mean():.3f} | {internal_recovery_rate(sri):.3f}"
 
 
 def table(args) -> str:
@@ -170,14 +214,13 @@ def table(args) -> str:
             if not f.is_file():
                 continue
             rec = json.loads(f.read_text())
-            n, sri = rec["n"], np.asarray(rec["sri"])
+            n = rec["n"]
             ref = sum(rec["refused"])
             succ = (f"{100 * sum(rec['harmful']) / n:.1f} ({sum(rec['harmful'])}/{n})"
                     if "harmful" in rec else f"0.0 (0/{n}: all refused)" if ref == n
                     else f"not judged ({n - ref} answered)")
             lines.append(f"| {name} | {a} | {rec['variant']} | {100 * ref / n:.1f} ({ref}/{n}) "
-                         f"| {succ} | {sri.mean():.3f} | {sri.std(0).mean():.3f} "
-                         f"| {internal_recovery_rate(sri):.3f} |")
+                         f"| {succ} | {sri_cells(rec['sri'])} |")
     return "\n".join(lines)
 
 
@@ -195,6 +238,8 @@ def figure(args, name, path):
         if not f.is_file():
             continue
         rec = json.loads(f.read_text())
+        if rec["sri"] is None:  # no centers for this model
+            continue
         sri, ref = np.asarray(rec["sri"]), np.asarray(rec["refused"])
         parts = ([("none, refused", sri[ref]), ("none, not refused", sri[~ref])] if a == "none"
                  else [(a, sri)])
@@ -242,6 +287,10 @@ def main():
     p.add_argument("--centers", default="", help="model=folder,... centers to use")
     p.add_argument("--from-eval", default="", help="model=folder,... of `sri-jax evaluate` "
                    "runs (same seed, --n-attack = --n) whose traces give that model's rows")
+    p.add_argument("--gen-length", type=int, default=32, help="tokens per answer")
+    p.add_argument("--infill", default="3x24", help="infill template: STEPSxSLOTS")
+    p.add_argument("--infill-gen-length", type=int, default=128,
+                   help="answer length of a diffusion model's infill row (holds the template)")
     p.add_argument("--judge", default="qwen2.5-coder-1.5b-instruct")
     p.add_argument("--phases", default="generate,judge,table")
     p.add_argument("--follow", action="store_true",
@@ -253,6 +302,11 @@ def main():
     args.attacks = [a for a in args.attacks.split(",") if a]
     args.centers = dict(kv.split("=", 1) for kv in args.centers.split(",") if kv)
     args.from_eval = dict(kv.split("=", 1) for kv in args.from_eval.split(",") if kv)
+    try:
+        args.infill = tuple(int(x) for x in args.infill.lower().split("x"))
+        assert len(args.infill) == 2 and min(args.infill) >= 1
+    except (ValueError, AssertionError):
+        p.error(f"--infill {args.infill!r}: give STEPSxSLOTS, both >= 1 (e.g. 3x24)")
     args.out.mkdir(parents=True, exist_ok=True)
     raw = evaluation_splits(n_attack=args.n)["harmful"]["none"]
     phases = args.phases.split(",")
