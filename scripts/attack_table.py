@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sri_jax import load_model  # noqa: E402
 from sri_jax.calibration import calibrate  # noqa: E402
-from sri_jax.data.attacks import EVAL_ATTACKS, apply_attack, response_kwargs  # noqa: E402
+from sri_jax.data.attacks import EVAL_ATTACKS, ResponseOptions, attack_inputs  # noqa: E402
 from sri_jax.data.splits import evaluation_splits  # noqa: E402
 from sri_jax.judges.keyword import is_refusal  # noqa: E402
 from sri_jax.sampling.api import Prompting, generate_batched  # noqa: E402
@@ -78,13 +78,12 @@ def attack_rows(model, name, raw, args):
     steps, slots = args.infill
     for a in todo:
         t0 = time.time()
-        atk = apply_attack(a, raw, **({"steps": steps, "mask_tokens": slots}
-                                      if a == "infill" else {}))
-        kw = response_kwargs(atk, model.config.causal)
+        texts, kw = attack_inputs(a, raw, model.config.causal, response=ResponseOptions(
+            prefix_source="derived", infill_steps=steps, infill_slots=slots))
         main = "template" not in kw  # a diffusion canvas template needs its own budget
         cfg = sampler_for(model, args.gen_length if main else args.infill_gen_length)
         centers, cpath = centers_for(model, cfg, name, args, shipped_ok=main)
-        r = generate_batched(model, [x.text for x in atk], cfg, centers=centers,
+        r = generate_batched(model, texts, cfg, centers=centers,
                              batch_size=16, progress=False, prompting=Prompting(**kw))
         rec = {"model": name, "attack": a, "n": len(raw), "requests": list(raw),
                "responses": r.texts, "refused": [bool(is_refusal(t)) for t in r.texts],
