@@ -60,12 +60,17 @@ def centers_for(model, cfg, name, args, shipped_ok: bool = True):
     for path in paths:
         if (path / "centers.npz").is_file():
             return load_centers(path), str(path)
+    why = paths[-1].with_name(paths[-1].name + ".none")  # why a calibration failed before
+    if why.is_file():
+        return None, f"none: {why.read_text()}"
     s = evaluation_splits(n_calib_harmless=args.calib, n_calib_harmful=args.calib)
     try:
         c = calibrate(model, s["calib_harmless"], s["calib_harmful"], cfg, batch_size=16,
                       progress=False)
     except ValueError as e:  # e.g. a model that refuses no harmful prompt: no refusal center
         print(f"{name}: no centers, so no SRI ({e})", flush=True)
+        why.parent.mkdir(parents=True, exist_ok=True)
+        why.write_text(str(e))
         return None, f"none: {e}"
     save_centers(c, paths[-1])
     return c, str(paths[-1])

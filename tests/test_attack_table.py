@@ -150,6 +150,10 @@ def test_a_model_without_refusals_gets_rows_without_sri(table_mod, tmp_path, mon
     assert rec["sri"] is None and rec["centers"].startswith("none: ")
     assert not (tmp_path / "ar" / "centers").exists()
     assert table_mod.table(args).splitlines()[2].endswith("| - | - | - |")
+    # the next attack of the run does not try to calibrate again
+    monkeypatch.setattr(table_mod, "calibrate", lambda *a, **k: pytest.fail("recalibrated"))
+    table_mod.attack_rows(tiny_chat_model(0), "ar", HARMFUL[:2], _args(tmp_path, ["prefill"]))
+    assert _rec(args, "ar", "prefill")["centers"] == rec["centers"]
     table_mod.figure(args, "ar", tmp_path / "f.png")  # nothing to plot, no error
 
 
