@@ -170,7 +170,8 @@ def judge_phase(args):
     judge = None
     while True:
         pending = [f for f in sorted(args.out.glob("*/*.json"))
-                   if f.parent.name in args.models and unjudged(json.loads(f.read_text()))]
+                   if f.parent.name in args.models and f.stem in args.attacks
+                   and unjudged(json.loads(f.read_text()))]
         for f in pending:
             rec = json.loads(f.read_text())
             if judge is None:

@@ -122,6 +122,10 @@ def test_judge_success_and_table_numbers(table_mod, tmp_path, monkeypatch):
                                                        "P2:prefill2"])])
     assert _rec(args, "m", "none")["harmful"] == [False, True, False, False]
     assert _rec(args, "m", "prefill")["harmful"] == [False, True, True, False]
+    # rows of attacks not asked for are left alone
+    other = {k: v for k, v in _rec(args, "m", "none").items()
+             if k not in ("harmful", "harm_scores", "judged", "judge")}
+    table_mod.save(args, {**other, "attack": "gcg_suffix"})
     # a prefilled row judged on its continuation alone (older runs) is judged again
     old = {**_rec(args, "m", "prefill"), "harmful": [False] * 4}
     del old["judged"]
@@ -129,6 +133,7 @@ def test_judge_success_and_table_numbers(table_mod, tmp_path, monkeypatch):
     asked.clear()
     table_mod.judge_phase(args)
     assert [x[0] for x in asked] == [["a", "b", "c"]]
+    assert "harmful" not in _rec(args, "m", "gcg_suffix")
     assert _rec(args, "m", "prefill")["harmful"] == [False, True, True, False]
     lines = table_mod.table(args).splitlines()[2:]
     for line, a, succ in zip(lines, args.attacks, ("25.0 (1/4)", "50.0 (2/4)")):
