@@ -145,7 +145,7 @@ def judge_success(harm_judge, requests, attacks: Mapping[str, Traced],
     rows = [(a, int(i)) for a, t in attacks.items() for i in np.flatnonzero(~t.refused)]
     shown = {a: t.shown() for a, t in attacks.items()}
     pairs = ([requests[i] for _, i in rows], [shown[a][i] for a, i in rows])
-    scorer = getattr(harm_judge, "score", None)
+    scorer = getattr(harm_judge, "score", None) if hasattr(harm_judge, "threshold") else None
     if scorer is not None:
         kw = {} if cache is None else {"cache": cache}
         scores = np.asarray(scorer(*pairs, **kw) if rows else [], np.float64)
@@ -173,17 +173,17 @@ def describe_judge(judge) -> dict:
 
 
 def success_metrics(success: Mapping[str, np.ndarray], attacks: Mapping[str, Traced],
-                    g: "GuardResult", harm_judge, scores: Optional[Mapping] = None) -> dict:
+                    g: "GuardResult", harm_judge, judge_scores: Optional[Mapping] = None) -> dict:
     """The attack-success part of the report: per set the keyword "not refused" rate, the
-    harm judge's verdicts and the success rate (with the successful rows; with ``scores``,
+    harm judge's verdicts and the success rate (with the successful rows; with ``judge_scores``,
     the judge's score per row, None where not judged), and the SRI
     Guard on the successful jailbreaks alone (those rows of every jailbreak set) versus the
     benign test set (None when there are none)."""
     per = {a: {"n": int(len(s)), "not_refused": float(np.mean(~attacks[a].refused)),
                "success": float(np.mean(s)), "n_success": int(np.sum(s)),
                "success_rows": np.flatnonzero(s).tolist()} for a, s in success.items()}
-    for a in per if scores is not None else ():
-        per[a]["scores"] = list(scores[a])
+    for a in per if judge_scores is not None else ():
+        per[a]["scores"] = list(judge_scores[a])
     jb = jailbreak_sets(success)
     scores = np.concatenate([g.scores_attack[a][success[a]] for a in jb])
     subset = None
