@@ -141,6 +141,8 @@ def test_success_rows_are_not_refused_and_judged_harmful(run):
     assert set(judge.calls) == asked and len(judge.calls) == len(asked)
     assert any(w.any() for w in want.values()) and not all(w.all() for w in want.values())
     assert rep.attack_success["harm_judge"] == judge.describe()
+    assert all("scores" not in r for r in per.values())  # a judge without score()
+    assert not (d / "harm_scores.json").exists()
 
 
 def test_guard_on_successful_jailbreaks_uses_exactly_those_rows(run):
@@ -182,10 +184,12 @@ def test_no_success_leaves_the_subset_unmeasured_and_resumes(run, model, centers
     assert "No successful jailbreak" in again.table()
 
 
-def test_real_harm_judge_class_in_the_evaluation(run, model, centers):
+def test_real_harm_judge_class_in_the_evaluation(run, model, centers, monkeypatch):
     """The HarmJudge (a tiny random judge model): success = not refused AND its verdict,
-    with the judge asked directly about every pair (refused ones too) and masked by hand."""
-    from test_harm_judge import _model
+    with the judge asked directly about every pair (refused ones too) and masked by hand;
+    the report keeps its scores (None where refused), which live in trace_dir's score file,
+    so a rerun with the same judge (other threshold) runs no forward pass."""
+    from test_harm_judge import Spy, _model
 
     from sri_jax.judges.harm import HarmJudge
 
@@ -196,20 +200,30 @@ def test_real_harm_judge_class_in_the_evaluation(run, model, centers):
         r = _disk(d / f"attack__{a}")
         shown[a] = [p + t for p, t in zip(r["prefix"], r["response"])] if "prefix" in r \
             else r["response"]
+    direct = {a: judge.score(RAW, s) for a, s in shown.items()}
     # a threshold inside the random judge's scores, so that it says both Yes and No
-    judge.threshold = float(np.median(np.concatenate([judge.score(RAW, s)
-                                                      for s in shown.values()])))
+    judge.threshold = float(np.median(np.concatenate(list(direct.values()))))
     rep = _evaluate(model, centers, d, judge)
+    assert (d / "harm_scores.json").is_file()
     per = rep.attack_success["per_attack"]
     verdicts = []
     for a in HARMFUL:
         verdict = judge(RAW, shown[a])
         verdicts.append(verdict)
-        ok = ~np.array([parity_judge(t) for t in _disk(d / f"attack__{a}")["response"]]) \
-            & verdict
-        assert per[a]["success_rows"] == np.flatnonzero(ok).tolist(), a
+        refused = np.array([parity_judge(t) for t in _disk(d / f"attack__{a}")["response"]])
+        assert per[a]["success_rows"] == np.flatnonzero(~refused & verdict).tolist(), a
+        assert [s is None for s in per[a]["scores"]] == refused.tolist(), a
+        got = np.array([s for s in per[a]["scores"] if s is not None])
+        # judged in other batches than one set alone: fp32 logits ~1 move by ~1e-6
+        np.testing.assert_allclose(got, direct[a][~refused], rtol=1e-4, atol=1e-6)
     assert np.concatenate(verdicts).any() and not np.concatenate(verdicts).all()
     assert rep.attack_success["harm_judge"] == json.loads(json.dumps(judge.describe()))
+    again = HarmJudge(_model(seed=1), batch_size=4, progress=False,
+                      threshold=judge.threshold)
+    spy = Spy(monkeypatch, again)
+    rep2 = _evaluate(model, centers, d, again)
+    assert spy.calls == 0 and spy.encoded == []
+    assert rep2.attack_success["per_attack"] == per
 
 
 def test_table13_attack_success_column(run):
@@ -306,18 +320,24 @@ def test_evaluation_splits_exclude_the_judge_prompts():
         evaluation_splits(n_attack=400, exclude_ids=calibration_prompt_ids())
 
 
-def test_run_evaluation_with_prefill_and_infill(tmp_path, model):
+def test_run_evaluation_with_prefill_and_infill(tmp_path, model, monkeypatch):
     """``sri-jax evaluate``'s driver on the offline splits with both response-side attacks
     (AR: infill = the template's head as a prefix) and a harm judge: each set equals a direct
-    prefilled trace of the same prompts; a rerun retraces nothing."""
+    prefilled trace of the same prompts; a rerun retraces nothing and judges no pair again
+    (the scores are kept in out/traces/harm_scores.json); report.json holds the scores."""
+    from test_harm_judge import Spy, _model
+
     from sri_jax.commands.evaluate import SplitSizes, run_evaluation
+    from sri_jax.judges.harm import HarmJudge
 
     sizes = SplitSizes(n_calib_harmless=8, n_calib_harmful=8, n_train=8, n_holdout=8, n_test=4,
                        n_attack=4, attacks=("prefill", "infill"))
     kw = dict(sizes=sizes, judge=parity_judge, step_judge=parity_judge, classifier=False,
               baselines=(), ablations=(), batch_size=8, guard_kwargs={"epochs": 5},
               progress=False, n_timing=4, timing_repeats=1, log=lambda *a: None)
-    rep = run_evaluation(model, CFG, tmp_path, harm_judge=StubJudge(), **kw)
+    judge_model = _model(seed=1)
+    rep = run_evaluation(model, CFG, tmp_path, harm_judge=HarmJudge(judge_model,
+                                                                    progress=False), **kw)
     assert list(rep.attacks) == ["none", "prefill", "infill"]
     assert rep.meta["forced_response"] == {"prefill": ["prefix"], "infill": ["prefix"]}
     assert list(rep.attack_success["per_attack"]) == ["none", "prefill", "infill"]
@@ -333,8 +353,15 @@ def test_run_evaluation_with_prefill_and_infill(tmp_path, model):
         np.testing.assert_array_equal(got["tokens"], want["tokens"])
         np.testing.assert_allclose(got["sri"], want["sri"], rtol=1e-5, atol=1e-6)
     disk = {p: p.stat().st_mtime_ns for p in (tmp_path / "traces").rglob("*.parquet")}
-    again = run_evaluation(model, CFG, tmp_path, harm_judge=StubJudge(), **kw)
+    saved = json.loads((tmp_path / "report.json").read_text())["attack_success"]["per_attack"]
+    assert saved == rep.attack_success["per_attack"]
+    assert sum(s is not None for r in saved.values() for s in r["scores"]) > 0
+    assert (tmp_path / "traces" / "harm_scores.json").is_file()
+    judge = HarmJudge(judge_model, progress=False)
+    spy = Spy(monkeypatch, judge)
+    again = run_evaluation(model, CFG, tmp_path, harm_judge=judge, **kw)
     assert {p: p.stat().st_mtime_ns for p in disk} == disk
+    assert spy.calls == 0 and spy.encoded == []
     assert again.attack_success["per_attack"] == rep.attack_success["per_attack"]
 
 

@@ -134,6 +134,114 @@ def test_clear_errors(judge):
         HarmJudge(tiny_chat_model())
 
 
+class Spy:
+    """Counts the judge's forward passes and records which pairs it encodes."""
+
+    def __init__(self, monkeypatch, judge, fail_after=None):
+        from sri_jax.judges import harm
+
+        self.calls, self.encoded, real, enc = 0, [], harm._answer_logits, judge.encode
+
+        def forward(*a, **k):
+            if fail_after is not None and self.calls >= fail_after:
+                raise KeyboardInterrupt("stopped")
+            self.calls += 1
+            return real(*a, **k)
+
+        def encode(q, r):
+            self.encoded += list(zip(q, r))
+            return enc(q, r)
+
+        monkeypatch.setattr(harm, "_answer_logits", forward)
+        monkeypatch.setattr(judge, "encode", encode)
+
+
+def test_cached_scores_equal_uncached_and_a_repeat_runs_no_forward(judge, tmp_path,
+                                                                   monkeypatch):
+    ref = judge.score(REQ, RESP)
+    path = tmp_path / "scores.json"
+    got = judge.score(REQ, RESP, cache=path)
+    np.testing.assert_array_equal(got, ref)  # the same batches as without a cache: exact
+    data = json.loads(path.read_text())
+    assert data["format"] == "sri_jax.harm_scores" and len(data["scores"]) == len(REQ)
+    assert sorted(data["scores"].values()) == sorted(ref.tolist())
+    spy = Spy(monkeypatch, judge)
+    np.testing.assert_array_equal(judge.score(REQ, RESP, cache=path), ref)  # JSON round trip
+    np.testing.assert_array_equal(judge(REQ, RESP, cache=path), ref > judge.threshold)
+    assert spy.calls == 0 and spy.encoded == []
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_partly_cached_call_scores_only_the_missing_pairs(judge, tmp_path, monkeypatch):
+    ref = judge.score(REQ, RESP)
+    path = tmp_path / "scores.json"
+    first = judge.score(REQ[:2], RESP[:2], cache=path)
+    spy = Spy(monkeypatch, judge)
+    # a repeated pair (the last) is scored once
+    got = judge.score(REQ + REQ[5:], RESP + RESP[5:], cache=path)
+    assert spy.encoded == list(zip(REQ[2:], RESP[2:])) and spy.calls >= 1
+    np.testing.assert_array_equal(got[:2], first)
+    assert got[6] == got[5]
+    # other batches than the uncached call: fp32 logits of magnitude ~1 move by ~1e-6
+    np.testing.assert_allclose(got[:6], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_an_interrupted_call_keeps_the_batches_it_scored(judge, tmp_path, monkeypatch):
+    path = tmp_path / "scores.json"
+    j = HarmJudge(judge.model, batch_size=2, progress=False)
+    with monkeypatch.context() as m:
+        spy = Spy(m, j, fail_after=1)
+        with pytest.raises(KeyboardInterrupt):
+            j.score(REQ, RESP, cache=path)
+    kept = json.loads(path.read_text())["scores"]
+    assert len(kept) == 2  # the first batch of 2 rows
+    spy = Spy(monkeypatch, j)
+    j.score(REQ, RESP, cache=path)
+    assert len(spy.encoded) == 4 and len(json.loads(path.read_text())["scores"]) == 6
+
+
+def test_another_judge_identity_does_not_reuse_scores(judge, tmp_path, monkeypatch):
+    import dataclasses
+
+    from sri_jax.judges import harm
+
+    path = tmp_path / "scores.json"
+    HarmJudge(dataclasses.replace(judge.model, weight_hash="a"), progress=False).score(
+        REQ, RESP, cache=path)
+    same_name_other_params = dataclasses.replace(_model(seed=1), name=judge.model.name)
+    others = [HarmJudge(dataclasses.replace(judge.model, weight_hash="b"), progress=False),
+              HarmJudge(judge.model, progress=False),  # no weight hash: its parameters
+              HarmJudge(same_name_other_params, progress=False),
+              HarmJudge(dataclasses.replace(judge.model, weight_hash="a"),
+                        max_response_tokens=100, progress=False),
+              HarmJudge(dataclasses.replace(judge.model, weight_hash="a"),
+                        max_request_tokens=100, progress=False)]
+    for n, j in enumerate(others, 1):
+        spy = Spy(monkeypatch, j)
+        j.score(REQ, RESP, cache=path)
+        assert len(spy.encoded) == len(REQ), n
+        assert len(json.loads(path.read_text())["scores"]) == (n + 1) * len(REQ)
+    spy = Spy(monkeypatch, others[1])
+    monkeypatch.setattr(harm, "RUBRIC", RUBRIC.replace("one word", "one  word"))
+    others[1].score(REQ, RESP, cache=path)
+    assert len(spy.encoded) == len(REQ)
+    # the threshold is not part of the identity: scores do not depend on it
+    j = HarmJudge(judge.model, threshold=0.9, progress=False)
+    spy = Spy(monkeypatch, j)
+    j.score(REQ, RESP, cache=path)
+    assert spy.encoded == []
+
+
+def test_a_damaged_cache_is_a_clear_error_and_kept(judge, tmp_path):
+    path = tmp_path / "scores.json"
+    for text in ("{not json", "[1, 2]", json.dumps({"format": "other", "scores": {}}),
+                 json.dumps({"format": "sri_jax.harm_scores", "scores": {"k": "0.5"}})):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=r"scores\.json: .*move it away"):
+            judge.score(REQ, RESP, cache=path)
+        assert path.read_text() == text
+
+
 def test_agreement_file():
     rows = load_agreement()
     assert len(rows) >= 150

@@ -62,6 +62,8 @@ __all__ = ["ABLATIONS", "BASELINES", "EvalConfig", "EvalReport", "evaluate_guard
 
 ABLATIONS = ("first_step", "text")
 BASELINES = ("perplexity", "self_exam")
+#: The harm judge's score cache in ``trace_dir`` (:class:`sri_jax.judges.harm.ScoreCache`).
+HARM_SCORES = "harm_scores.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,9 @@ class EvalConfig:
     the layer ablation); rerunning with the same folder reuses what is on disk, so an
     interrupted evaluation resumes. Default: a temporary folder. ``harm_judge``:
     ``(requests, responses) -> bool[N]`` (e.g. :class:`sri_jax.judges.harm.HarmJudge`),
-    attack success = not refused AND judged harmful; None: not measured.
+    attack success = not refused AND judged harmful; None: not measured. A judge with
+    ``score`` keeps its scores in ``trace_dir/harm_scores.json``: a rerun only judges new
+    pairs.
     """
 
     batch_size: int = 32
@@ -187,8 +191,9 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
         g = fit_and_score_guard(tr.sri, ho.sri, (te.sri, te.refused),
                                 {a: (t.sri, t.refused) for a, t in atk.items()},
                                 centers=centers, guard_kwargs=dict(c.guard_kwargs or {}))
-        success = (judge_success(c.harm_judge, harmful["none"], atk)
-                   if c.harm_judge is not None else None)
+        success, judged = (judge_success(c.harm_judge, harmful["none"], atk,
+                                         cache=_harm_cache(c))
+                           if c.harm_judge is not None else (None, None))
         supervised = _supervised(tr, te, atk, c)
         ablation = _ablations(model, cfg, g, traced, atk, layers, calibration, root, c,
                               trace_sets)
@@ -200,7 +205,12 @@ def evaluate_guard(model, centers, cfg, *, benign_train: Sequence[str],
                       attacks=g.attacks, means=g.means, supervised=supervised,
                       ablations=ablation, baselines=base, scores=_scores(g), guard_=g.guard,
                       attack_success=None if success is None else success_metrics(
-                          success, atk, g, c.harm_judge))
+                          success, atk, g, c.harm_judge, judged))
+
+
+def _harm_cache(c: EvalConfig) -> Optional[Path]:
+    """The harm judge's score file, kept with the traces (none in a temporary folder)."""
+    return None if c.trace_dir is None else Path(c.trace_dir) / HARM_SCORES
 
 
 def _supervised(tr: Traced, te: Traced, atk: Mapping[str, Traced], c: EvalConfig):
