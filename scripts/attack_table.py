@@ -183,7 +183,8 @@ def judge_phase(args):
             scores = [None] * rec["n"]
             if idx:
                 shown = shown_responses(rec)
-                s = judge.score([rec["requests"][i] for i in idx], [shown[i] for i in idx])
+                s = judge.score([rec["requests"][i] for i in idx], [shown[i] for i in idx],
+                                cache=args.out / "harm_scores.json")
                 for i, v in zip(idx, s):
                     scores[i] = float(v)
             rec["harm_scores"] = scores

@@ -106,7 +106,8 @@ def test_judge_success_and_table_numbers(table_mod, tmp_path, monkeypatch):
         def __init__(self, name):
             assert name == "stub"
 
-        def score(self, requests, responses):
+        def score(self, requests, responses, cache=None):
+            assert cache == tmp_path / "harm_scores.json"
             asked.append((list(requests), list(responses)))
             return np.array([0.9 if r.endswith(("1", "2")) else 0.1 for r in responses])
 
