@@ -375,7 +375,8 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
     steps and at the end (artifact kind "gcg"), and a run finds its saved state there and
     continues from it (the same model, prompts, targets and settings; ``steps`` may grow).
     ``max_seconds``: a time budget; the run stops (and saves) after the step that passes
-    it, and a rerun continues exactly where it stopped."""
+    it, and a rerun continues exactly where it stopped. An initial suffix that does not
+    survive as text after every prompt (see :func:`suffix_in_context`) is a ValueError."""
     from tqdm.auto import tqdm
 
     prompts, targets = list(prompts), list(targets)
