@@ -13,8 +13,13 @@ universal one). One compiled step:
    the step's key), all evaluated in batched forward passes (``eval_chunk`` candidates x
    prompts rows at a time);
 
-then on the host the lowest-loss candidate whose text re-encodes to the same ids becomes the
-suffix (as upstream, even if worse than the current one; the best suffix seen is kept).
+then on the host the lowest-loss candidate that survives as text becomes the suffix (as
+upstream, even if worse than the current one; the best suffix seen is kept): its text
+re-encodes alone to the same ids, and for every prompt the chat prompt of
+``prompt + separator + text``, encoded as the samplers encode prompts (``Model.chat_ids``,
+with the model's ``safe_prompts``), is exactly the optimised row (:func:`suffix_in_context`):
+the attack sends text, and a tokenizer may merge across the prompt/suffix or suffix/end of
+turn boundary.
 The key of step i is ``fold_in(key(seed), i)``: a run is deterministic for a seed, and a run
 resumed from its saved state (``out_dir``, every ``checkpoint_every`` steps, an artifact of
 kind "gcg") continues exactly as the uninterrupted one.
@@ -46,7 +51,11 @@ class GCGConfig:
     """suffix_length S, top_k tokens per position, num_candidates single swaps per step
     (a multiple of eval_chunk, the candidates per batched forward), steps, ascii_only
     (allowed tokens decode to printable ASCII), init (the start suffix text; default
-    ``"!"`` tokens as upstream, else the first allowed token), seed, checkpoint_every."""
+    ``"!"`` tokens as upstream, else the first allowed token), seed, checkpoint_every,
+    separator (the text between the prompt and the suffix, part of the prompt's row and of
+    what an attack sends: ``prompt + separator + suffix``; "" appends the suffix directly,
+    as byte-level BPE suffixes that start with a space token need; " " for tokenizers whose
+    decoded suffix starts with a word)."""
 
     suffix_length: int = 20
     top_k: int = 256
@@ -57,6 +66,7 @@ class GCGConfig:
     init: Optional[str] = None
     seed: int = 0
     checkpoint_every: int = 10
+    separator: str = ""
 
     def __post_init__(self):
         errs = [f"{k} must be >= 1, got {getattr(self, k)}" for k in
@@ -98,6 +108,7 @@ class GCGResult:
     best_loss: float
     history: list           # per step: {"loss": chosen candidate's loss, "ids": its ids}
     initial_loss: float
+    separator: str = ""     # what an attack sends: prompt + separator + suffix
 
 
 # ------------------------------------------------------------------ the objective (pure)
@@ -194,10 +205,43 @@ def allowed_tokens(model, ascii_only: bool = True) -> np.ndarray:
     return ok
 
 
+def row_parts(model, prompt: str, separator: str = "",
+              system_prompt: Optional[str] = "default") -> tuple:
+    """(before, after): the ids of a row around its suffix: the chat template's head and
+    ``prompt + separator`` (the template's text and the user's tokenized apart, the user's
+    as plain text), then the end of turn and generation prompt."""
+    text = model.chat_prompt(prompt + separator + _SLOT, system_prompt)
+    i = text.find(_SLOT)
+    if i < 0:
+        raise ValueError("the chat template dropped the suffix slot; GCG cannot place "
+                         "the suffix")
+    head = model.chat_prompt(_SLOT, system_prompt)
+    j = head.find(_SLOT)
+    before = model._tokens(head[:j]) + model._tokens(text[j:i], split_special_tokens=True)
+    return before, model._tokens(text[i + len(_SLOT):])
+
+
+def suffix_in_context(model, prompts: Sequence[str], suffix: str, *, separator: str = "",
+                      system_prompt: Optional[str] = "default", ids=None,
+                      parts=None) -> list:
+    """Per prompt: whether the chat prompt of ``prompt + separator + suffix``, encoded as
+    the samplers encode prompts (``Model.chat_ids``, with the model's ``safe_prompts``),
+    is exactly the row GCG optimises: the prompt part, the suffix ids (``ids``; default the
+    suffix encoded alone), the end part (``parts``: :func:`row_parts` of each prompt). A
+    False means the model sees other tokens than the optimised ones (a merge across the
+    prompt/suffix or suffix/end-of-turn boundary)."""
+    ids = (model.tokenizer(suffix, add_special_tokens=False)["input_ids"] if ids is None
+           else [int(i) for i in ids])
+    if parts is None:
+        parts = [row_parts(model, p, separator, system_prompt) for p in prompts]
+    return [model.chat_ids([p + separator + suffix], system_prompt)[0] == b + ids + a
+            for p, (b, a) in zip(prompts, parts)]
+
+
 def build_problem(model, prompts: Sequence[str], targets: Sequence[str], suffix_length: int,
-                  system_prompt: Optional[str] = "default") -> GCGProblem:
-    """The rows of the objective for ``prompts`` (user text, the suffix appended directly:
-    pass the joining space as part of the suffix tokens) and their ``targets``."""
+                  system_prompt: Optional[str] = "default", separator: str = "") -> GCGProblem:
+    """The rows of the objective for ``prompts`` (user text; the suffix follows
+    ``prompt + separator``) and their ``targets``."""
     if not model.config.causal:
         raise ValueError(f"GCG optimises the continuation of an autoregressive model; "
                          f"{model.name or 'this model'} is a diffusion model")
@@ -211,17 +255,8 @@ def build_problem(model, prompts: Sequence[str], targets: Sequence[str], suffix_
     for p, t in zip(prompts, targets):
         if not p.strip() or not t.strip():
             raise ValueError("prompts and targets must be non-empty text")
-        text = model.chat_prompt(p + _SLOT, system_prompt)
-        i = text.find(_SLOT)
-        if i < 0:
-            raise ValueError("the chat template dropped the suffix slot; GCG cannot place "
-                             "the suffix")
-        head = model.chat_prompt(_SLOT, system_prompt)
-        j = head.find(_SLOT)
-        before = model._tokens(head[:j]) + model._tokens(text[j:i], split_special_tokens=True)
-        after = model._tokens(text[i + len(_SLOT):])
-        target = model._tokens(t, split_special_tokens=True)
-        rows.append((before, after, target))
+        rows.append((*row_parts(model, p, separator, system_prompt),
+                     model._tokens(t, split_special_tokens=True)))
     length = max(len(b) + suffix_length + len(a) + len(t) for b, a, t in rows)
     w = max(len(t) for _, _, t in rows)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
@@ -286,14 +321,13 @@ def _save_state(out_dir, state: dict) -> None:
         write_json(tmp / STATE_FILE, state, indent=1)
 
 
-def _advance(state: dict, tok, loss: float, cands: np.ndarray, losses: np.ndarray) -> float:
-    """Take the lowest-loss candidate that round-trips (none: keep the suffix), record it in
-    ``state`` (history, best) and return its loss."""
+def _advance(state: dict, accept, loss: float, cands: np.ndarray, losses: np.ndarray) -> float:
+    """Take the lowest-loss candidate that ``accept`` takes (none: keep the suffix), record
+    it in ``state`` (history, best) and return its loss."""
     if state["initial_loss"] is None:
         state["initial_loss"] = state["best_loss"] = loss
-    chosen = next((j for j in np.argsort(losses, kind="stable")
-                   if round_trips(tok, cands[j])), None)
-    if chosen is None:  # no candidate re-encodes to itself: keep the suffix
+    chosen = next((j for j in np.argsort(losses, kind="stable") if accept(cands[j])), None)
+    if chosen is None:  # no candidate survives as text: keep the suffix
         ids, new = state["suffix_ids"], loss
     else:
         ids, new = cands[chosen].tolist(), float(losses[chosen])
@@ -302,6 +336,34 @@ def _advance(state: dict, tok, loss: float, cands: np.ndarray, losses: np.ndarra
     if new < state["best_loss"]:
         state["best_loss"], state["best_ids"] = new, ids
     return new
+
+
+def _survivor(model, prompts: list, cfg: GCGConfig, system_prompt):
+    """(accept, check_initial): whether a suffix's ids survive as text (they re-encode alone
+    and in every prompt's chat prompt, :func:`suffix_in_context`), and a check of the
+    initial suffix that raises a ValueError naming the first prompt it fails in."""
+    tok, sep = model.tokenizer, cfg.separator
+    parts = [row_parts(model, p, sep, system_prompt) for p in prompts]
+
+    def in_context(ids):
+        return suffix_in_context(model, prompts, tok.decode([int(i) for i in ids]),
+                                 separator=sep, system_prompt=system_prompt, ids=ids,
+                                 parts=parts)
+
+    def check_initial(ids):
+        if not round_trips(tok, ids):
+            raise ValueError(f"the initial GCG suffix {tok.decode(ids)!r} does not encode back "
+                             "to its own ids; give another GCGConfig.init")
+        k = next((k for k, ok in enumerate(in_context(ids)) if not ok), None)
+        if k is not None:
+            raise ValueError(
+                f"the initial GCG suffix {tok.decode(ids)!r} does not survive in context: for "
+                f"prompt {k} ({prompts[k][:60]!r}) the chat prompt of prompt + separator "
+                f"{sep!r} + suffix encodes to other ids than the optimised row (the tokenizer "
+                "merges across the boundary); give another GCGConfig.init or "
+                "GCGConfig.separator (e.g. ' '), or end the prompt differently")
+
+    return (lambda ids: round_trips(tok, ids) and all(in_context(ids))), check_initial
 
 
 def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfig = GCGConfig(),
@@ -313,21 +375,26 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
     steps and at the end (artifact kind "gcg"), and a run finds its saved state there and
     continues from it (the same model, prompts, targets and settings; ``steps`` may grow).
     ``max_seconds``: a time budget; the run stops (and saves) after the step that passes
-    it, and a rerun continues exactly where it stopped."""
+    it, and a rerun continues exactly where it stopped. An initial suffix that does not
+    survive as text after every prompt (see :func:`suffix_in_context`) is a ValueError."""
     from tqdm.auto import tqdm
 
     prompts, targets = list(prompts), list(targets)
-    prob = build_problem(model, prompts, targets, cfg.suffix_length, system_prompt)
+    prob = build_problem(model, prompts, targets, cfg.suffix_length, system_prompt,
+                         cfg.separator)
     allowed = allowed_tokens(model, cfg.ascii_only)
     if cfg.top_k > int(allowed.sum()):
         raise ValueError(f"top_k {cfg.top_k} exceeds the {int(allowed.sum())} allowed tokens")
     tok = model.tokenizer
     ident = {"model": model.name, "weight_hash": model.weight_hash,
              "config": cfg.problem_dict(), "system_prompt": system_prompt,
+             "safe_prompts": bool(model.safe_prompts),
              "prompts": _digest(prompts), "targets": _digest(targets)}
     state = _open_state(out_dir, ident)
+    accept, check_initial = _survivor(model, prompts, cfg, system_prompt)
     if state is None:
         init = initial_suffix(model, cfg, allowed)
+        check_initial(init)
         state = {"ident": ident, "step": 0, "suffix_ids": init, "history": [],
                  "best_ids": init, "best_loss": None, "initial_loss": None,
                  "prompts": prompts, "targets": targets,
@@ -343,7 +410,7 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
             cur = jnp.asarray(state["suffix_ids"], jnp.int32)
             loss, cands, losses = run(model.params, prob, cur, allowed_d,
                                       jax.random.fold_in(base, i))
-            new = _advance(state, tok, float(loss), np.asarray(cands), np.asarray(losses))
+            new = _advance(state, accept, float(loss), np.asarray(cands), np.asarray(losses))
             state["step"] = i + 1
             bar.update(1)
             bar.set_postfix(loss=f"{new:.3f}", best=f"{state['best_loss']:.3f}")
@@ -355,4 +422,4 @@ def run_gcg(model, prompts: Sequence[str], targets: Sequence[str], cfg: GCGConfi
     last = state["history"][-1]["loss"] if state["history"] else state["initial_loss"]
     return GCGResult(state["suffix_ids"], tok.decode(state["suffix_ids"]), last,
                      state["best_ids"], tok.decode(state["best_ids"]), state["best_loss"],
-                     state["history"], state["initial_loss"])
+                     state["history"], state["initial_loss"], cfg.separator)

@@ -526,11 +526,14 @@ GCG_UNIVERSAL = MappingProxyType(GCG_UNIVERSAL_RECORD)
 
 
 def gcg_universal(prompt: str) -> AttackedPrompt:
-    """``prompt + GCG_UNIVERSAL["suffix"]`` (the suffix as optimised: appended directly)."""
+    """``prompt + separator + GCG_UNIVERSAL["suffix"]``: the text as optimised
+    (``GCGConfig.separator``, recorded as ``GCG_UNIVERSAL["separator"]``; absent: "", the
+    suffix appended directly). ``sri_jax.gcg.suffix_in_context`` checks that the model
+    sees the optimised ids."""
     _check_prompt(prompt)
-    suffix = GCG_UNIVERSAL["suffix"]
-    return AttackedPrompt(prompt + suffix, "gcg_universal", prompt,
-                          {"suffix": suffix, "model": GCG_UNIVERSAL["model"],
+    suffix, sep = GCG_UNIVERSAL["suffix"], GCG_UNIVERSAL.get("separator", "")
+    return AttackedPrompt(prompt + sep + suffix, "gcg_universal", prompt,
+                          {"suffix": suffix, "separator": sep, "model": GCG_UNIVERSAL["model"],
                            "weight_hash": GCG_UNIVERSAL["weight_hash"]})
 
 
