@@ -115,3 +115,20 @@ def test_npz_reader_names_the_file(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(artifacts.ArtifactError, match=r"x\.npz: cannot read the things .*; redo"):
         artifacts.load_arrays(bad, ("a",), "the things", "redo")
+
+
+def test_shipped_qwen_guard_binds_to_its_centers():
+    """The guard shipped for the natively aligned model loads with its own centers (same
+    arrays as orbax reads, the threshold its evaluation report states) and refuses the
+    default model's centers."""
+    qwen = ROOT / "checkpoints" / "qwen2.5-coder-0.5b-instruct"
+    c = load_centers(qwen / "centers")
+    g = SRIGuard.load(qwen / "guard", centers=c)
+    raw = _orbax_read(qwen / "guard" / "params")
+    for got, ref in zip(jax.tree_util.tree_leaves(g.params_), jax.tree_util.tree_leaves(raw)):
+        np.testing.assert_array_equal(np.asarray(got), ref)
+    report = json.loads((qwen / "guard_eval.json").read_text())
+    assert report["meta"]["model"] == c.meta["model"] == "qwen2.5-coder-0.5b-instruct"
+    assert g.threshold_ == report["guard"]["threshold"]
+    with pytest.raises(ValueError):
+        SRIGuard.load(qwen / "guard", centers=load_centers(SHIPPED / "centers"))
