@@ -29,6 +29,7 @@ from sri_jax import load_model  # noqa: E402
 from sri_jax.calibration import calibrate  # noqa: E402
 from sri_jax.data.attacks import EVAL_ATTACKS, ResponseOptions, attack_inputs  # noqa: E402
 from sri_jax.data.splits import evaluation_splits  # noqa: E402
+from sri_jax.detector.protocol import check_prompting  # noqa: E402
 from sri_jax.judges.keyword import is_refusal  # noqa: E402
 from sri_jax.sampling.api import Prompting, generate_batched  # noqa: E402
 from sri_jax.sampling.config import SamplerConfig  # noqa: E402
@@ -87,6 +88,11 @@ def attack_rows(model, name, raw, args):
             prefix_source="derived", infill_steps=steps, infill_slots=slots))
         main = "template" not in kw  # a diffusion canvas template needs its own budget
         cfg = sampler_for(model, args.gen_length if main else args.infill_gen_length)
+        try:  # before any calibration: a template must fit the canvas, and so on
+            check_prompting(model, cfg, {a: texts}, {a: kw})
+        except ValueError as e:
+            print(f"{name}/{a}: skipped: {e}", flush=True)
+            continue
         centers, cpath = centers_for(model, cfg, name, args, shipped_ok=main)
         r = generate_batched(model, texts, cfg, centers=centers,
                              batch_size=16, progress=False, prompting=Prompting(**kw))

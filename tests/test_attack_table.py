@@ -163,6 +163,16 @@ def test_a_model_without_refusals_gets_rows_without_sri(table_mod, tmp_path, mon
     table_mod.figure(args, "ar", tmp_path / "f.png")  # nothing to plot, no error
 
 
+def test_a_template_that_does_not_fit_is_skipped_before_calibrating(table_mod, tmp_path,
+                                                                   monkeypatch, capsys):
+    monkeypatch.setattr(table_mod, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    args = _args(tmp_path, ["infill"], infill=(3, 24), infill_gen_length=24)
+    table_mod.attack_rows(tiny_chat_model(1, diffusion=True), "diff", HARMFUL[:2], args)
+    assert not (tmp_path / "diff" / "infill.json").exists()
+    out = capsys.readouterr().out
+    assert "diff/infill: skipped" in out and "gen_length 24" in out
+
+
 @pytest.mark.parametrize("bad", ["3", "2x0", "ax3", "2x3x4"])
 def test_bad_infill_is_a_usage_error(table_mod, tmp_path, monkeypatch, capsys, bad):
     monkeypatch.setattr(sys, "argv", ["attack_table.py", "--out", str(tmp_path), "--infill", bad])
