@@ -61,6 +61,8 @@ def centers_for(model, cfg, name, args, shipped_ok: bool = True):
     for path in paths:
         if (path / "centers.npz").is_file():
             return load_centers(path), str(path)
+    if args.calib == 0:
+        return None, "none: --calib 0 (refusal and success only)"
     why = paths[-1].with_name(paths[-1].name + ".none")  # why a calibration failed before
     if why.is_file():
         return None, f"none: {why.read_text()}"
@@ -296,7 +298,8 @@ def main():
     p.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--attacks", default=",".join(ATTACKS))
-    p.add_argument("--calib", type=int, default=32, help="prompts per class to calibrate")
+    p.add_argument("--calib", type=int, default=32, help="prompts per class to calibrate (0: no SRI columns, for a quick refusal / success "
+                   "row)")
     p.add_argument("--centers", default="", help="model=folder,... centers to use")
     p.add_argument("--from-eval", default="", help="model=folder,... of `sri-jax evaluate` "
                    "runs (same seed, --n-attack = --n) whose traces give that model's rows")

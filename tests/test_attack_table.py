@@ -160,6 +160,10 @@ def test_a_model_without_refusals_gets_rows_without_sri(table_mod, tmp_path, mon
     monkeypatch.setattr(table_mod, "calibrate", lambda *a, **k: pytest.fail("recalibrated"))
     table_mod.attack_rows(tiny_chat_model(0), "ar", HARMFUL[:2], _args(tmp_path, ["prefill"]))
     assert _rec(args, "ar", "prefill")["centers"] == rec["centers"]
+    # --calib 0: no calibration at all, the rows carry no SRI
+    args0 = _args(tmp_path / "zero", ["none"], calib=0)
+    table_mod.attack_rows(tiny_chat_model(0), "ar", HARMFUL[:2], args0)
+    assert _rec(args0, "ar", "none")["sri"] is None
     table_mod.figure(args, "ar", tmp_path / "f.png")  # nothing to plot, no error
 
 
