@@ -52,15 +52,18 @@ def sampler_for(model, gen_length: int) -> SamplerConfig:
 
 
 def centers_for(model, cfg, name, args, shipped_ok: bool = True):
-    """Centers for ``cfg``: --centers or the shipped ones (for the table's main sampler),
-    else calibrated here on the evaluation's calibration prompts (--calib per class) and
-    kept in the run folder, one folder per sampler budget."""
+    """Centers for ``cfg``: --centers or the shipped ones (for the table's main sampler) when
+    made at the same budget (steps, gen_length), else calibrated here on the evaluation's
+    calibration prompts (--calib per class) and kept in the run folder, one folder per
+    budget."""
     paths = [Path(args.centers.get(name) or SHIPPED / name / "centers")] if shipped_ok else []
-    tag = "" if shipped_ok else f"-g{cfg.gen_length}-s{cfg.steps}"
+    tag = "" if (cfg.gen_length, cfg.steps) == (32, 32) else f"-g{cfg.gen_length}-s{cfg.steps}"
     paths.append(args.out / name / f"centers{tag}")
     for path in paths:
         if (path / "centers.npz").is_file():
-            return load_centers(path), str(path)
+            c = load_centers(path)
+            if (c.meta.get("steps"), c.meta.get("gen_length")) == (cfg.steps, cfg.gen_length):
+                return c, str(path)  # (centers of another budget: calibrate, or none)
     if args.calib == 0:
         return None, "none: --calib 0 (refusal and success only)"
     why = paths[-1].with_name(paths[-1].name + ".none")  # why a calibration failed before
