@@ -268,8 +268,10 @@ def figure(args, name, path):
     ax.set_xlabel("step t")
     ax.set_ylabel("sigma_t: mean +- std over prompts")
     ax.set_title(f"{name}: held-out AdvBench prompts per attack")
-    if ax.lines:  # a model without SRI has nothing to plot
-        ax.legend(fontsize=7, ncol=2)
+    if not ax.lines:  # a model without SRI has nothing to plot
+        plt.close(fig)
+        return
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(path)

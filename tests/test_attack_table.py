@@ -170,7 +170,8 @@ def test_a_model_without_refusals_gets_rows_without_sri(table_mod, tmp_path, mon
     table_mod.attack_rows(tiny_chat_model(0), "ar", HARMFUL[:2], args0)
     assert _rec(args0, "ar", "none")["sri"] is None
 
-    table_mod.figure(args, "ar", tmp_path / "f.png")  # nothing to plot, no error
+    table_mod.figure(args, "ar", tmp_path / "f.png")  # nothing to plot: no error, no file
+    assert not (tmp_path / "f.png").exists()
 
 
 def test_a_template_that_does_not_fit_is_skipped_before_calibrating(table_mod, tmp_path,
