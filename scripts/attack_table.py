@@ -328,6 +328,10 @@ def main():
         assert len(args.infill) == 2 and min(args.infill) >= 1
     except (ValueError, AssertionError):
         p.error(f"--infill {args.infill!r}: give STEPSxSLOTS, both >= 1 (e.g. 3x24)")
+    for flag, v, low in (("--calib", args.calib, 0), ("--gen-length", args.gen_length, 1),
+                         ("--infill-gen-length", args.infill_gen_length, 1), ("--n", args.n, 1)):
+        if v < low:
+            p.error(f"{flag} {v}: give an integer >= {low}")
     args.out.mkdir(parents=True, exist_ok=True)
     raw = evaluation_splits(n_attack=args.n)["harmful"]["none"]
     phases = args.phases.split(",")

@@ -184,9 +184,12 @@ def test_a_template_that_does_not_fit_is_skipped_before_calibrating(table_mod, t
     assert "diff/infill: skipped" in out and "gen_length 24" in out
 
 
-@pytest.mark.parametrize("bad", ["3", "2x0", "ax3", "2x3x4"])
-def test_bad_infill_is_a_usage_error(table_mod, tmp_path, monkeypatch, capsys, bad):
-    monkeypatch.setattr(sys, "argv", ["attack_table.py", "--out", str(tmp_path), "--infill", bad])
+@pytest.mark.parametrize("flag,bad", [("--infill", "3"), ("--infill", "2x0"),
+                                      ("--infill", "ax3"), ("--infill", "2x3x4"),
+                                      ("--calib", "-1"), ("--gen-length", "0"),
+                                      ("--infill-gen-length", "0"), ("--n", "0")])
+def test_bad_options_are_usage_errors(table_mod, tmp_path, monkeypatch, capsys, flag, bad):
+    monkeypatch.setattr(sys, "argv", ["attack_table.py", "--out", str(tmp_path), flag, bad])
     with pytest.raises(SystemExit) as e:
         table_mod.main()
-    assert e.value.code == 2 and "--infill" in capsys.readouterr().err
+    assert e.value.code == 2 and flag in capsys.readouterr().err
