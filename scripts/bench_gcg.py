@@ -52,6 +52,18 @@ def step_flops(sz: dict, length: int, w: int, s: int, prompts: int, cands: int) 
     return cands * prompts * f + 3 * prompts * f + 3 * 2 * s * sz["vocab"] * sz["hidden"]
 
 
+def step_memory(compiled) -> dict:
+    """XLA's own accounting of the compiled step, in GiB: the buffers it takes (weights and
+    problem), the temporaries it allocates while running (activations, gradients, candidate
+    logits), and what it returns. Empty where the backend does not report it."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    names = {"argument_size_in_bytes": "arguments_gib", "temp_size_in_bytes": "temporaries_gib",
+             "output_size_in_bytes": "outputs_gib", "alias_size_in_bytes": "aliased_gib"}
+    return {v: getattr(m, k) / 2 ** 30 for k, v in names.items() if hasattr(m, k)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct-safe")
@@ -80,9 +92,15 @@ def main(argv=None):
     prob = build_problem(model, prompts, targets, cfg.suffix_length)
     allowed = allowed_tokens(model)
     suffix = jnp.asarray(initial_suffix(model, cfg, allowed), jnp.int32)
-    run = lambda i: jax.block_until_ready(gcg_step(  # noqa: E731
-        model.params, prob, suffix, jnp.asarray(allowed), jax.random.key(i), mcfg=model.config,
-        top_k=cfg.top_k, num_candidates=cfg.num_candidates, chunk=cfg.eval_chunk))
+    static = dict(mcfg=model.config, top_k=cfg.top_k, num_candidates=cfg.num_candidates,
+                  chunk=cfg.eval_chunk)
+    args_of = lambda i: (model.params, prob, suffix, jnp.asarray(allowed),  # noqa: E731
+                         jax.random.key(i))
+    t0 = time.perf_counter()
+    compiled = gcg_step.lower(*args_of(0), **static).compile()
+    compile_s = time.perf_counter() - t0
+    memory = step_memory(compiled)
+    run = lambda i: jax.block_until_ready(compiled(*args_of(i)))  # noqa: E731
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     run(0)
@@ -107,7 +125,8 @@ def main(argv=None):
            "target_tokens": int(w), "allowed_tokens": int(allowed.sum()),
            "config": {k: getattr(cfg, k) for k in ("suffix_length", "top_k", "num_candidates",
                                                  "eval_chunk")},
-           "peak_rss_gib": peak_rss, "first_call_s": first, "step_s": step,
+           "peak_rss_gib": peak_rss, "step_memory": memory, "compile_s": compile_s,
+           "first_call_s": first, "step_s": step,
            "step_times_s": times,
            "candidates_per_s": cfg.num_candidates * args.prompts / step,
            "step_gflop": fl / 1e9, "achieved_gflops": fl / step / 1e9,
@@ -115,12 +134,15 @@ def main(argv=None):
            "llama3_8b_step_s_at_400_tflops": fl8 / 400e12}
     print(f"{'model':32s} {res['model']}\n{'backend, cores':32s} {res['backend']}, "
           f"{res['cpu_cores']} (load avg {load0[0]:.1f} -> {load1[0]:.1f})")
-    for k in ("row_tokens", "target_tokens", "allowed_tokens", "peak_rss_gib", "first_call_s",
+    for k in ("row_tokens", "target_tokens", "allowed_tokens", "peak_rss_gib", "compile_s",
+              "first_call_s",
               "step_s",
               "candidates_per_s", "step_gflop", "achieved_gflops", "llama3_8b_step_tflop",
               "llama3_8b_step_s_at_400_tflops"):
         v = res[k]
         print(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
+    for k, v in memory.items():
+        print(f"{'step ' + k:32s} {v:.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
