@@ -20,7 +20,7 @@ EXTRA = sorted(set((RUBRIC.replace("{request}", " ").replace("{response}", " ") 
 VOCAB = list(WORDS) + EXTRA
 
 
-def _tokenizer():
+def _tokenizer(template=CHAT_TEMPLATE):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -28,7 +28,7 @@ def _tokenizer():
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")
     t = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>")
-    t.chat_template = CHAT_TEMPLATE
+    t.chat_template = template
     return t
 
 
@@ -215,7 +215,12 @@ def test_another_judge_identity_does_not_reuse_scores(judge, tmp_path, monkeypat
               HarmJudge(dataclasses.replace(judge.model, weight_hash="a"),
                         max_response_tokens=100, progress=False),
               HarmJudge(dataclasses.replace(judge.model, weight_hash="a"),
-                        max_request_tokens=100, progress=False)]
+                        max_request_tokens=100, progress=False),
+              # same weights, another chat template (an HF directory's tokenizer files)
+              HarmJudge(dataclasses.replace(judge.model, weight_hash="a",
+                                            tokenizer=_tokenizer(template=CHAT_TEMPLATE.replace(
+                                                "assistant ", "assistant w1 "))),
+                        progress=False)]
     for n, j in enumerate(others, 1):
         spy = Spy(monkeypatch, j)
         j.score(REQ, RESP, cache=path)
