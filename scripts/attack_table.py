@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sri_jax import load_model  # noqa: E402
 from sri_jax.calibration import calibrate  # noqa: E402
-from sri_jax.data.attacks import EVAL_ATTACKS, ResponseOptions, attack_inputs  # noqa: E402
+from sri_jax.data.attacks import (EVAL_ATTACKS, ResponseOptions, attack_inputs,  # noqa: E402
+                                  shown_responses)
 from sri_jax.data.splits import evaluation_splits  # noqa: E402
 from sri_jax.detector.protocol import check_prompting  # noqa: E402
 from sri_jax.judges.keyword import is_refusal  # noqa: E402
@@ -161,13 +162,6 @@ def generate_phase(args, raw):
         attack_rows(model, name, raw, args)
 
 
-def shown_responses(rec) -> list:
-    """The responses as a user reads them (what the harm judge reads, as in ``sri-jax
-    evaluate``): a forced prefix, then the generated text (an infill template on a diffusion
-    canvas is already part of the response)."""
-    return [p + r for p, r in zip(rec.get("prefix") or [""] * rec["n"], rec["responses"])]
-
-
 def unjudged(rec) -> bool:
     """Not judged yet, or a prefilled row judged on its continuation alone (older runs)."""
     return "harmful" not in rec or ("prefix" in rec and rec.get("judged") != "shown")
@@ -193,7 +187,7 @@ def judge_phase(args):
             idx = [i for i, r in enumerate(rec["refused"]) if not r]  # refused: no success
             scores = [None] * rec["n"]
             if idx:
-                shown = shown_responses(rec)
+                shown = shown_responses(rec.get("prefix") or None, rec["responses"])
                 s = judge.score([rec["requests"][i] for i in idx], [shown[i] for i in idx],
                                 cache=args.out / "harm_scores.json")
                 for i, v in zip(idx, s):

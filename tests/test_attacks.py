@@ -191,3 +191,15 @@ def test_attack_lists_live_once():
     default = lambda f: inspect.signature(f).parameters["attacks"].default  # noqa: E731
     assert default(finetune.safety_eval_sets) is attacks.EVAL_ATTACKS
     assert demo.DemoConfig.attacks is attacks.DEMO_ATTACKS
+
+
+def test_shown_responses_put_the_forced_prefix_before_the_generated_text():
+    from sri_jax.data.attacks import infill, infill_head, prefill, shown_responses
+
+    p = prefill("Explain how to pick a lock").params["prefix"]
+    head = infill_head(infill("Explain how to pick a lock").params["template"])
+    got = shown_responses([p, None, head], [" first, a tension wrench", "No.", " get one"])
+    assert got == [p + " first, a tension wrench", "No.", head + " get one"]
+    assert shown_responses(None, ["a", "b"]) == ["a", "b"]
+    with pytest.raises(ValueError):  # one prefix per response, never silently cut
+        shown_responses(["x"], ["a", "b"])

@@ -589,6 +589,16 @@ def response_kwargs(attacked: Sequence[AttackedPrompt], causal: bool) -> dict:
 RESPONSE_ATTACKS = ("prefill", "infill")  # they force the response, not the prompt
 
 
+def shown_responses(prefixes: Optional[Sequence[Optional[str]]], texts: Sequence[str]) -> list:
+    """The responses as a user reads them (and the harm judge judges them): the forced
+    prefix (prefill; infill on an AR model), then the generated text. ``prefixes`` is
+    ``None`` (or an entry is) where nothing was forced; an infill template on a diffusion
+    canvas is already part of the generated text."""
+    if prefixes is None:
+        return list(texts)
+    return [(p or "") + t for p, t in zip(prefixes, texts, strict=True)]
+
+
 @dataclass(frozen=True)
 class ResponseOptions:
     """How the response-side attacks force the response (``evaluate`` / ``demo``

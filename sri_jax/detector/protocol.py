@@ -18,6 +18,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from ..data.attacks import shown_responses
 from ..judges.keyword import keyword_trace
 from .autoencoder import SRIClassifier, SRIGuard
 from .metrics import evaluate_scores, refusal_with_guard
@@ -40,9 +41,7 @@ class Traced:
     def shown(self) -> list:
         """The responses as a user reads them: the forced prefix (prefill; infill on an AR
         model), then the generated text (an infill template is already part of it)."""
-        if self.prefixes is None:
-            return list(self.texts)
-        return [(p or "") + t for p, t in zip(self.prefixes, self.texts)]
+        return shown_responses(self.prefixes, self.texts)
 
 
 def step_texts(model, snapshots, cfg) -> list[list[str]]:
