@@ -41,6 +41,7 @@ MODELS = ("smollm2-135m-instruct-safe", "smollm2-135m-instruct", "qwen2.5-coder-
           "smollm2-135m-diffusion")
 ATTACKS = ("none",) + EVAL_ATTACKS + ("prefill", "gcg_universal", "infill")
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+GEN_LENGTH = 32  # the table's budget (--gen-length); its centers keep the plain folder name
 START, END = "<!-- attack-table:start -->", "<!-- attack-table:end -->"
 
 
@@ -58,7 +59,8 @@ def centers_for(model, cfg, name, args, shipped_ok: bool = True):
     calibration prompts (--calib per class) and kept in the run folder, one folder per
     budget."""
     paths = [Path(args.centers.get(name) or SHIPPED / name / "centers")] if shipped_ok else []
-    tag = "" if (cfg.gen_length, cfg.steps) == (32, 32) else f"-g{cfg.gen_length}-s{cfg.steps}"
+    plain = cfg.gen_length == cfg.steps == GEN_LENGTH
+    tag = "" if plain else f"-g{cfg.gen_length}-s{cfg.steps}"
     paths.append(args.out / name / f"centers{tag}")
     for path in paths:
         if (path / "centers.npz").is_file():
@@ -297,12 +299,12 @@ def main():
     p.add_argument("--out", type=Path, required=True, help="run folder (resumable)")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--attacks", default=",".join(ATTACKS))
-    p.add_argument("--calib", type=int, default=32, help="prompts per class to calibrate (0: no SRI columns, for a quick refusal / success "
-                   "row)")
+    p.add_argument("--calib", type=int, default=32, help="prompts per class to calibrate "
+                   "(0: no SRI columns, for a quick refusal / success row)")
     p.add_argument("--centers", default="", help="model=folder,... centers to use")
     p.add_argument("--from-eval", default="", help="model=folder,... of `sri-jax evaluate` "
                    "runs (same seed, --n-attack = --n) whose traces give that model's rows")
-    p.add_argument("--gen-length", type=int, default=32, help="tokens per answer")
+    p.add_argument("--gen-length", type=int, default=GEN_LENGTH, help="tokens per answer")
     p.add_argument("--infill", default="3x24", help="infill template: STEPSxSLOTS")
     p.add_argument("--infill-gen-length", type=int, default=128,
                    help="answer length of a diffusion model's infill row (holds the template)")

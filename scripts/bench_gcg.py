@@ -92,10 +92,10 @@ def main(argv=None):
     prob = build_problem(model, prompts, targets, cfg.suffix_length)
     allowed = allowed_tokens(model)
     suffix = jnp.asarray(initial_suffix(model, cfg, allowed), jnp.int32)
+    allowed_dev = jnp.asarray(allowed)
     static = dict(mcfg=model.config, top_k=cfg.top_k, num_candidates=cfg.num_candidates,
                   chunk=cfg.eval_chunk)
-    args_of = lambda i: (model.params, prob, suffix, jnp.asarray(allowed),  # noqa: E731
-                         jax.random.key(i))
+    args_of = lambda i: (model.params, prob, suffix, allowed_dev, jax.random.key(i))  # noqa: E731
     t0 = time.perf_counter()
     compiled = gcg_step.lower(*args_of(0), **static).compile()
     compile_s = time.perf_counter() - t0
